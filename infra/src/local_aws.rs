@@ -1,0 +1,159 @@
+//! Test support: a local AWS with a freshly provisioned stack and configured SDK clients.
+//!
+//! Each [`LocalAws`] starts its own emulator on a free port, unless `STALELESS_AWS_ENDPOINT`
+//! names one already running (handy while iterating). Every stack it provisions gets a unique
+//! name prefix, so tests run in parallel without seeing each other's tables, topics or queues.
+
+use std::collections::BTreeMap;
+
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_sdk_dynamodb::config::Credentials;
+
+use crate::emulator::{Emulator, EmulatorError};
+use crate::provision::{self, ProvisionError, Provisioned};
+use crate::template::{self, TemplateError};
+
+/// The region the local stack uses everywhere.
+pub const LOCAL_REGION: &str = "us-east-1";
+
+/// Why a local AWS could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalAwsError {
+    /// The emulator failed to start.
+    #[error(transparent)]
+    Emulator(#[from] EmulatorError),
+    /// `template.yaml` could not be read.
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    /// Provisioning failed.
+    #[error(transparent)]
+    Provision(#[from] ProvisionError),
+}
+
+/// SDK configuration for an emulator endpoint: fixed region and dummy credentials, so nothing on
+/// the machine (profiles, IMDS) is consulted.
+#[must_use]
+pub fn sdk_config_for(endpoint: &str) -> SdkConfig {
+    SdkConfig::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .region(Region::new(LOCAL_REGION))
+        .endpoint_url(endpoint)
+        .credentials_provider(aws_sdk_dynamodb::config::SharedCredentialsProvider::new(
+            Credentials::new("staleless", "staleless", None, None, "staleless-local"),
+        ))
+        .build()
+}
+
+/// A running local AWS and the clients to talk to it.
+#[derive(Debug)]
+pub struct LocalAws {
+    /// The emulator this value owns; `None` when reusing an external one.
+    emulator: Option<Emulator>,
+    /// Its endpoint URL.
+    endpoint: String,
+    /// SDK configuration pointing at it.
+    config: SdkConfig,
+}
+
+impl LocalAws {
+    /// Starts an emulator on a free port, or reuses `STALELESS_AWS_ENDPOINT`.
+    ///
+    /// # Errors
+    /// When moto cannot be installed or started.
+    pub fn start() -> Result<Self, LocalAwsError> {
+        if let Ok(endpoint) = std::env::var("STALELESS_AWS_ENDPOINT") {
+            return Ok(Self::external(&endpoint));
+        }
+        let emulator = Emulator::start(0, None)?;
+        let endpoint = emulator.endpoint();
+        Ok(Self {
+            emulator: Some(emulator),
+            config: sdk_config_for(&endpoint),
+            endpoint,
+        })
+    }
+
+    /// Uses an emulator (or any endpoint) that someone else runs.
+    #[must_use]
+    pub fn external(endpoint: &str) -> Self {
+        Self {
+            emulator: None,
+            endpoint: endpoint.to_owned(),
+            config: sdk_config_for(endpoint),
+        }
+    }
+
+    /// The endpoint URL (`AWS_ENDPOINT_URL` for child processes).
+    #[must_use]
+    pub fn endpoint(&self) -> &str {
+        &self.endpoint
+    }
+
+    /// The SDK configuration every client here is built from.
+    #[must_use]
+    pub const fn sdk_config(&self) -> &SdkConfig {
+        &self.config
+    }
+
+    /// A DynamoDB client.
+    #[must_use]
+    pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
+        aws_sdk_dynamodb::Client::new(&self.config)
+    }
+
+    /// A DynamoDB Streams client.
+    #[must_use]
+    pub fn streams(&self) -> aws_sdk_dynamodbstreams::Client {
+        aws_sdk_dynamodbstreams::Client::new(&self.config)
+    }
+
+    /// An SNS client.
+    #[must_use]
+    pub fn sns(&self) -> aws_sdk_sns::Client {
+        aws_sdk_sns::Client::new(&self.config)
+    }
+
+    /// An SQS client.
+    #[must_use]
+    pub fn sqs(&self) -> aws_sdk_sqs::Client {
+        aws_sdk_sqs::Client::new(&self.config)
+    }
+
+    /// Provisions the template's stack under a fresh unique prefix.
+    ///
+    /// # Errors
+    /// When the template cannot be read or provisioning fails.
+    pub async fn provision_unique(&self) -> Result<Provisioned, LocalAwsError> {
+        let prefix = unique_prefix();
+        self.provision(&prefix).await
+    }
+
+    /// Provisions the template's stack under `prefix`.
+    ///
+    /// # Errors
+    /// When the template cannot be read or provisioning fails.
+    pub async fn provision(&self, prefix: &str) -> Result<Provisioned, LocalAwsError> {
+        let parameters = BTreeMap::from([("NamePrefix".to_owned(), prefix.to_owned())]);
+        let spec = template::load(&template::default_template_path(), &parameters)?;
+        Ok(provision::provision(&self.config, &spec, prefix).await?)
+    }
+
+    /// Deletes a stack's tables, topic and queue (for tests sharing an external emulator).
+    pub async fn teardown(&self, stack: &Provisioned) {
+        provision::teardown(&self.config, stack).await;
+    }
+
+    /// Stops the emulator, if this value owns one. Also done on drop.
+    pub fn stop(&mut self) {
+        if let Some(emulator) = self.emulator.as_mut() {
+            emulator.stop();
+        }
+    }
+}
+
+/// A name prefix no other test uses, valid for the template's `NamePrefix` pattern.
+#[must_use]
+pub fn unique_prefix() -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("t{}", &id[..10])
+}

@@ -1,0 +1,420 @@
+//! Reads `template.yaml` (the SAM template that deploys staleless) into the specs the local stack
+//! provisions, so that local tables, streams and topic cannot drift from what `sam deploy` creates.
+//!
+//! Only what the emulator needs is read: DynamoDB tables (keys, attribute types, GSIs, stream view
+//! type, TTL attribute), SNS topics and SQS queues. Names written with `!Sub "${NamePrefix}-..."`
+//! or `!Ref NamePrefix` are resolved against the parameters given (defaults from the template).
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+use serde_yaml_ng::Value;
+
+/// Why the template could not be read.
+#[derive(Debug, thiserror::Error)]
+pub enum TemplateError {
+    /// The file could not be read.
+    #[error("cannot read template {path}: {source}")]
+    Read {
+        /// The path tried.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not valid YAML or not shaped like a CloudFormation template.
+    #[error("template {origin} is malformed: {source}")]
+    Yaml {
+        /// The file, or `<inline>`.
+        origin: String,
+        /// The parser's message, with line and column.
+        #[source]
+        source: serde_yaml_ng::Error,
+    },
+    /// A resource is missing something the local stack needs, or uses a form it cannot resolve.
+    #[error("template {origin}: resource {resource}: {problem}")]
+    Resource {
+        /// The file, or `<inline>`.
+        origin: String,
+        /// The logical id.
+        resource: String,
+        /// What is wrong.
+        problem: String,
+    },
+}
+
+/// A DynamoDB key attribute's role.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum KeyType {
+    /// The partition key.
+    Hash,
+    /// The sort key.
+    Range,
+}
+
+/// One `KeySchema` element.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct KeyElement {
+    /// The attribute.
+    pub attribute_name: String,
+    /// Partition or sort key.
+    pub key_type: KeyType,
+}
+
+/// One `AttributeDefinitions` element.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct AttributeDefinition {
+    /// The attribute.
+    pub attribute_name: String,
+    /// `S`, `N` or `B`.
+    pub attribute_type: String,
+}
+
+/// A global secondary index.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IndexSpec {
+    /// The index name.
+    pub name: String,
+    /// Its keys.
+    pub key_schema: Vec<KeyElement>,
+    /// `ALL`, `KEYS_ONLY` or `INCLUDE`.
+    pub projection_type: String,
+    /// Non-key attributes for `INCLUDE`.
+    pub non_key_attributes: Vec<String>,
+}
+
+/// A table as the template declares it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TableSpec {
+    /// Logical id in the template (`UsersTable`).
+    pub logical_id: String,
+    /// Resolved physical name (`staleless-users`).
+    pub name: String,
+    /// Key attribute types.
+    pub attributes: Vec<AttributeDefinition>,
+    /// Table keys.
+    pub key_schema: Vec<KeyElement>,
+    /// Global secondary indexes.
+    pub indexes: Vec<IndexSpec>,
+    /// `NEW_AND_OLD_IMAGES` etc.; `None` when the table has no stream.
+    pub stream_view_type: Option<String>,
+    /// The TTL attribute, when enabled.
+    pub ttl_attribute: Option<String>,
+}
+
+/// A topic or queue: only its resolved name matters locally.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NamedResource {
+    /// Logical id in the template.
+    pub logical_id: String,
+    /// Resolved physical name.
+    pub name: String,
+}
+
+/// What the local stack provisions from the template.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateSpec {
+    /// DynamoDB tables, in template order of logical id.
+    pub tables: Vec<TableSpec>,
+    /// SNS topics.
+    pub topics: Vec<NamedResource>,
+    /// SQS queues declared by the template (the relay's dead-letter queue).
+    pub queues: Vec<NamedResource>,
+}
+
+impl TemplateSpec {
+    /// The table with this logical id.
+    #[must_use]
+    pub fn table(&self, logical_id: &str) -> Option<&TableSpec> {
+        self.tables.iter().find(|table| table.logical_id == logical_id)
+    }
+
+    /// The topic with this logical id.
+    #[must_use]
+    pub fn topic(&self, logical_id: &str) -> Option<&NamedResource> {
+        self.topics.iter().find(|topic| topic.logical_id == logical_id)
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawTemplate {
+    #[serde(default)]
+    parameters: BTreeMap<String, RawParameter>,
+    resources: BTreeMap<String, RawResource>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawParameter {
+    default: Option<Value>,
+}
+
+#[derive(Deserialize)]
+struct RawResource {
+    #[serde(rename = "Type")]
+    kind: String,
+    #[serde(rename = "Properties", default)]
+    properties: Value,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawTable {
+    table_name: Value,
+    attribute_definitions: Vec<AttributeDefinition>,
+    key_schema: Vec<KeyElement>,
+    #[serde(default)]
+    global_secondary_indexes: Vec<RawIndex>,
+    stream_specification: Option<RawStream>,
+    time_to_live_specification: Option<RawTtl>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawIndex {
+    index_name: String,
+    key_schema: Vec<KeyElement>,
+    projection: RawProjection,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawProjection {
+    projection_type: String,
+    #[serde(default)]
+    non_key_attributes: Vec<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawStream {
+    stream_view_type: String,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawTtl {
+    attribute_name: String,
+    enabled: bool,
+}
+
+/// The repository's `template.yaml` (or `STALELESS_TEMPLATE`).
+#[must_use]
+pub fn default_template_path() -> PathBuf {
+    std::env::var_os("STALELESS_TEMPLATE")
+        .map_or_else(|| crate::emulator::project_root().join("template.yaml"), PathBuf::from)
+}
+
+/// Reads and resolves a template file.
+///
+/// # Errors
+/// [`TemplateError`] naming the file and the problem.
+pub fn load(path: &Path, parameters: &BTreeMap<String, String>) -> Result<TemplateSpec, TemplateError> {
+    let text = std::fs::read_to_string(path).map_err(|source| TemplateError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse(&text, &path.display().to_string(), parameters)
+}
+
+/// Parses template text; `origin` names it in errors.
+///
+/// # Errors
+/// [`TemplateError::Yaml`] for YAML or shape errors, [`TemplateError::Resource`] for resources
+/// the local stack cannot provision.
+pub fn parse(
+    text: &str,
+    origin: &str,
+    overrides: &BTreeMap<String, String>,
+) -> Result<TemplateSpec, TemplateError> {
+    let yaml_error = |source| TemplateError::Yaml {
+        origin: origin.to_owned(),
+        source,
+    };
+    let raw: RawTemplate = serde_yaml_ng::from_str(text).map_err(yaml_error)?;
+
+    let mut parameters: BTreeMap<String, String> = raw
+        .parameters
+        .iter()
+        .filter_map(|(name, parameter)| match &parameter.default {
+            Some(Value::String(text)) => Some((name.clone(), text.clone())),
+            Some(Value::Number(number)) => Some((name.clone(), number.to_string())),
+            _ => None,
+        })
+        .collect();
+    parameters.extend(overrides.iter().map(|(key, value)| (key.clone(), value.clone())));
+
+    let mut spec = TemplateSpec {
+        tables: Vec::new(),
+        topics: Vec::new(),
+        queues: Vec::new(),
+    };
+    for (logical_id, resource) in raw.resources {
+        let resource_error = |problem: String| TemplateError::Resource {
+            origin: origin.to_owned(),
+            resource: logical_id.clone(),
+            problem,
+        };
+        match resource.kind.as_str() {
+            "AWS::DynamoDB::Table" => {
+                let table: RawTable = serde_yaml_ng::from_value(resource.properties).map_err(yaml_error)?;
+                let name = resolve_name(&table.table_name, &parameters).map_err(resource_error)?;
+                spec.tables.push(TableSpec {
+                    logical_id: logical_id.clone(),
+                    name,
+                    attributes: table.attribute_definitions,
+                    key_schema: table.key_schema,
+                    indexes: table
+                        .global_secondary_indexes
+                        .into_iter()
+                        .map(|index| IndexSpec {
+                            name: index.index_name,
+                            key_schema: index.key_schema,
+                            projection_type: index.projection.projection_type,
+                            non_key_attributes: index.projection.non_key_attributes,
+                        })
+                        .collect(),
+                    stream_view_type: table.stream_specification.map(|stream| stream.stream_view_type),
+                    ttl_attribute: table
+                        .time_to_live_specification
+                        .filter(|ttl| ttl.enabled)
+                        .map(|ttl| ttl.attribute_name),
+                });
+            }
+            "AWS::SNS::Topic" | "AWS::SQS::Queue" => {
+                let name_field = if resource.kind == "AWS::SNS::Topic" { "TopicName" } else { "QueueName" };
+                let name_value = resource
+                    .properties
+                    .get(name_field)
+                    .ok_or_else(|| resource_error(format!("{name_field} is required for the local stack")))?;
+                let name = resolve_name(name_value, &parameters).map_err(resource_error)?;
+                let named = NamedResource {
+                    logical_id: logical_id.clone(),
+                    name,
+                };
+                if resource.kind == "AWS::SNS::Topic" {
+                    spec.topics.push(named);
+                } else {
+                    spec.queues.push(named);
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(spec)
+}
+
+/// Resolves a plain string, `!Ref Parameter` or `!Sub "...${Parameter}..."`.
+fn resolve_name(value: &Value, parameters: &BTreeMap<String, String>) -> Result<String, String> {
+    match value {
+        Value::String(text) => Ok(text.clone()),
+        Value::Tagged(tagged) if tagged.tag == "Ref" => {
+            let name = tagged.value.as_str().ok_or("!Ref needs a parameter name")?;
+            parameters
+                .get(name)
+                .cloned()
+                .ok_or_else(|| format!("!Ref {name}: no such parameter with a value"))
+        }
+        Value::Tagged(tagged) if tagged.tag == "Sub" => {
+            let pattern = tagged.value.as_str().ok_or("only the one-string form of !Sub is supported")?;
+            substitute(pattern, parameters)
+        }
+        other => Err(format!("cannot resolve a name from {other:?}")),
+    }
+}
+
+fn substitute(pattern: &str, parameters: &BTreeMap<String, String>) -> Result<String, String> {
+    let mut out = String::with_capacity(pattern.len());
+    let mut rest = pattern;
+    while let Some(start) = rest.find("${") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let end = after.find('}').ok_or_else(|| format!("unclosed ${{ in {pattern:?}"))?;
+        let name = &after[..end];
+        let value = parameters
+            .get(name)
+            .ok_or_else(|| format!("!Sub {pattern:?}: {name} is not a parameter with a value"))?;
+        out.push_str(value);
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const TEMPLATE: &str = include_str!("../../template.yaml");
+
+    fn prefix(value: &str) -> BTreeMap<String, String> {
+        BTreeMap::from([("NamePrefix".to_owned(), value.to_owned())])
+    }
+
+    #[test]
+    fn reads_the_deployed_template() {
+        let spec = parse(TEMPLATE, "template.yaml", &BTreeMap::new()).expect("template parses");
+        let users = spec.table("UsersTable").expect("users table");
+        assert_eq!(users.name, "staleless-users");
+        assert_eq!(users.stream_view_type.as_deref(), Some("NEW_AND_OLD_IMAGES"));
+        assert_eq!(
+            users.key_schema,
+            vec![
+                KeyElement {
+                    attribute_name: "PK".into(),
+                    key_type: KeyType::Hash
+                },
+                KeyElement {
+                    attribute_name: "SK".into(),
+                    key_type: KeyType::Range
+                },
+            ]
+        );
+        let index_names: Vec<&str> = users.indexes.iter().map(|index| index.name.as_str()).collect();
+        assert_eq!(index_names, ["UserIdIndex", "EmailIndex"]);
+        assert_eq!(users.ttl_attribute.as_deref(), Some("expiresAt"));
+
+        let roles = spec.table("AppRolesTable").expect("roles table");
+        assert_eq!(roles.name, "staleless-app-roles");
+        assert_eq!(roles.stream_view_type.as_deref(), Some("NEW_AND_OLD_IMAGES"));
+
+        assert_eq!(spec.topic("InvalidationTopic").expect("topic").name, "staleless-invalidations");
+        assert_eq!(spec.queues.len(), 1);
+    }
+
+    #[test]
+    fn a_prefix_renames_everything() {
+        let spec = parse(TEMPLATE, "template.yaml", &prefix("t-abc")).expect("template parses");
+        assert!(spec.tables.iter().all(|table| table.name.starts_with("t-abc-")));
+        assert!(spec.topics.iter().all(|topic| topic.name.starts_with("t-abc-")));
+        assert!(spec.queues.iter().all(|queue| queue.name.starts_with("t-abc-")));
+    }
+
+    #[test]
+    fn malformed_yaml_names_the_file_and_line() {
+        let err = parse("Resources:\n  Users: [unclosed\n", "broken.yaml", &BTreeMap::new()).expect_err("bad yaml");
+        let message = err.to_string();
+        assert!(message.contains("broken.yaml"), "{message}");
+        assert!(message.contains("line"), "{message}");
+        assert!(!message.contains('\n'), "one line: {message}");
+    }
+
+    #[test]
+    fn a_table_without_keys_names_the_resource() {
+        let text = "Resources:\n  UsersTable:\n    Type: AWS::DynamoDB::Table\n    Properties:\n      TableName: x\n";
+        let message = parse(text, "t.yaml", &BTreeMap::new()).expect_err("no keys").to_string();
+        assert!(message.contains("t.yaml") && message.contains("AttributeDefinitions"), "{message}");
+    }
+
+    #[test]
+    fn an_unknown_parameter_in_a_name_is_an_error() {
+        let text = "Resources:\n  Topic:\n    Type: AWS::SNS::Topic\n    Properties:\n      TopicName: !Sub \"${Nope}-x\"\n";
+        let message = parse(text, "t.yaml", &BTreeMap::new()).expect_err("unknown").to_string();
+        assert!(message.contains("Topic") && message.contains("Nope"), "{message}");
+    }
+}

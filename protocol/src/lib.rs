@@ -1,0 +1,417 @@
+//! The invalidation message that the stream relay publishes and every API task consumes.
+//!
+//! A message names *what changed* (keys and the stream position of the change), never the changed
+//! data: subscribers evict and re-read from the table, so a message can be duplicated, reordered
+//! or replayed without harm.
+//!
+//! Wire format (JSON, one object per SNS message):
+//!
+//! ```json
+//! {"v":1,"kind":"invalidate","source":"users",
+//!  "keys":[{"id":"u-1","seq":"4100000000000000000001","at_ms":1732500000123}]}
+//! {"v":1,"kind":"flush_all","reason":"operator request"}
+//! ```
+//!
+//! - [`Invalidation`] is the message, [`Envelope`] its versioned wire form.
+//! - [`decode`] turns a queue body into an [`Invalidation`] or a typed [`DecodeError`].
+//! - [`pack_invalidations`] splits a key list into as few messages as fit SNS's size limit.
+
+use std::cmp::Ordering;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// The protocol version this crate writes and the only one it reads.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// SNS rejects messages over 256 KiB (262,144 bytes), attributes included.
+/// <https://docs.aws.amazon.com/sns/latest/api/API_Publish.html>
+pub const SNS_MAX_MESSAGE_BYTES: usize = 262_144;
+
+/// Head-room kept below [`SNS_MAX_MESSAGE_BYTES`] for the `source` message attribute, which SNS
+/// counts toward the same limit.
+pub const MESSAGE_ATTRIBUTE_ALLOWANCE_BYTES: usize = 1_024;
+
+/// Name of the SNS/SQS message attribute carrying the [`Source`], so that a subscriber can use a
+/// filter policy to receive only the sources it caches.
+pub const SOURCE_ATTRIBUTE: &str = "source";
+
+/// Which table a change came from; each maps to one family of caches in the API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// The users table: keys are user ids.
+    Users,
+    /// The app-roles table: keys are role ids.
+    Roles,
+}
+
+impl Source {
+    /// The wire name, also used as the `source` message attribute value and metric label.
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Users => "users",
+            Self::Roles => "roles",
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A DynamoDB Streams sequence number.
+///
+/// AWS documents them as strings of 21 to 40 digits that grow within a shard; comparing them as
+/// strings would put `"9"` after `"10"`, so ordering is numeric (length first, then digits).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct SequenceNumber(pub String);
+
+impl SequenceNumber {
+    /// The digits as received from the stream.
+    #[must_use]
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<&str> for SequenceNumber {
+    fn from(value: &str) -> Self {
+        Self(value.to_owned())
+    }
+}
+
+impl Ord for SequenceNumber {
+    fn cmp(&self, other: &Self) -> Ordering {
+        let left = self.0.trim_start_matches('0');
+        let right = other.0.trim_start_matches('0');
+        left.len().cmp(&right.len()).then_with(|| left.cmp(right))
+    }
+}
+
+impl PartialOrd for SequenceNumber {
+    fn partial_cmp(&self, other: &Self) -> Option<Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// One changed key and the version of the change that invalidated it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyVersion {
+    /// The user id or role id whose cached entries are now stale.
+    pub id: String,
+    /// Stream position of the latest change seen for this key; lets a subscriber log and
+    /// de-duplicate, never needed for correctness because eviction is idempotent.
+    pub seq: SequenceNumber,
+    /// The record's approximate creation time (ms since the Unix epoch), so subscribers can
+    /// measure end-to-end invalidation lag.
+    pub at_ms: i64,
+}
+
+/// What a subscriber must do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Invalidation {
+    /// Evict these keys from the caches of `source`.
+    Invalidate {
+        /// The table the keys belong to.
+        source: Source,
+        /// The changed keys; never empty when produced by [`pack_invalidations`].
+        keys: Vec<KeyVersion>,
+    },
+    /// Clear every cache: sent by operators after a bulk import, a restore, or a schema change.
+    FlushAll {
+        /// Free text for the logs of every task.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reason: Option<String>,
+    },
+}
+
+/// The versioned wire form of an [`Invalidation`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Protocol version; readers reject versions they do not know rather than guess.
+    pub v: u32,
+    /// The message itself.
+    #[serde(flatten)]
+    pub body: Invalidation,
+}
+
+/// Why a queue body could not be read as an [`Invalidation`].
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// The body is not JSON, or not an object with a numeric `v`.
+    #[error("malformed invalidation message: {0}")]
+    Malformed(#[source] serde_json::Error),
+    /// A newer relay wrote a version this reader does not know.
+    #[error("unsupported invalidation protocol version {found} (this reader knows {PROTOCOL_VERSION})")]
+    UnsupportedVersion {
+        /// The version found in the message.
+        found: u32,
+    },
+    /// The version is known but the body does not match it.
+    #[error("invalid version {PROTOCOL_VERSION} invalidation message: {0}")]
+    InvalidBody(#[source] serde_json::Error),
+}
+
+/// Why a set of keys could not be encoded.
+#[derive(Debug, thiserror::Error)]
+pub enum EncodeError {
+    /// One key alone would exceed the message limit (DynamoDB keys are at most 2 KiB, so this
+    /// means a bug upstream, not data to retry).
+    #[error("key of {size} bytes cannot fit one message of at most {limit} bytes")]
+    KeyTooLarge {
+        /// Encoded size of the key entry.
+        size: usize,
+        /// The limit it was packed against.
+        limit: usize,
+    },
+    /// Serialisation failed (not expected for these types).
+    #[error("cannot serialise invalidation: {0}")]
+    Json(#[from] serde_json::Error),
+}
+
+impl Invalidation {
+    /// The JSON text of this message in the current protocol version.
+    ///
+    /// # Errors
+    /// Only if serde_json fails, which these plain types do not do in practice.
+    pub fn encode(&self) -> Result<String, EncodeError> {
+        Ok(serde_json::to_string(&Envelope {
+            v: PROTOCOL_VERSION,
+            body: self.clone(),
+        })?)
+    }
+
+    /// The source whose caches this message concerns; `None` for [`Invalidation::FlushAll`].
+    #[must_use]
+    pub const fn source(&self) -> Option<Source> {
+        match self {
+            Self::Invalidate { source, .. } => Some(*source),
+            Self::FlushAll { .. } => None,
+        }
+    }
+}
+
+/// Reads one queue body.
+///
+/// # Errors
+/// [`DecodeError::Malformed`] for anything that is not a versioned JSON object,
+/// [`DecodeError::UnsupportedVersion`] for a version other than [`PROTOCOL_VERSION`], and
+/// [`DecodeError::InvalidBody`] when a version-1 body has the wrong shape.
+pub fn decode(body: &str) -> Result<Invalidation, DecodeError> {
+    #[derive(Deserialize)]
+    struct VersionOnly {
+        v: u32,
+    }
+    let VersionOnly { v } = serde_json::from_str(body).map_err(DecodeError::Malformed)?;
+    if v != PROTOCOL_VERSION {
+        return Err(DecodeError::UnsupportedVersion { found: v });
+    }
+    let envelope: Envelope = serde_json::from_str(body).map_err(DecodeError::InvalidBody)?;
+    Ok(envelope.body)
+}
+
+/// Splits `keys` of one `source` into as few encoded messages as fit `max_message_bytes` each.
+///
+/// Keys are taken in order and each message is filled before the next starts; entries are small
+/// (tens of bytes) against a 256 KiB limit, so this greedy fill is within one message of optimal.
+/// An empty key list yields no message.
+///
+/// # Errors
+/// [`EncodeError::KeyTooLarge`] if a single key cannot fit an otherwise empty message.
+pub fn pack_invalidations(
+    source: Source,
+    keys: impl IntoIterator<Item = KeyVersion>,
+    max_message_bytes: usize,
+) -> Result<Vec<String>, EncodeError> {
+    // The envelope of an empty key list ends in `[]}`; each entry adds its own bytes plus a
+    // comma after the first, so sizes are exact without re-encoding the message per key.
+    let empty = Invalidation::Invalidate {
+        source,
+        keys: Vec::new(),
+    }
+    .encode()?;
+    let (head, tail) = empty.split_at(empty.len() - 2);
+
+    let mut messages = Vec::new();
+    let mut body = String::from(head);
+    let mut entries_in_body = 0usize;
+    for key in keys {
+        let entry = serde_json::to_string(&key)?;
+        let needed = head.len() + entry.len() + tail.len();
+        if needed > max_message_bytes {
+            return Err(EncodeError::KeyTooLarge {
+                size: needed,
+                limit: max_message_bytes,
+            });
+        }
+        let separator = usize::from(entries_in_body > 0);
+        if body.len() + separator + entry.len() + tail.len() > max_message_bytes {
+            body.push_str(tail);
+            messages.push(std::mem::replace(&mut body, String::from(head)));
+            entries_in_body = 0;
+        }
+        if entries_in_body > 0 {
+            body.push(',');
+        }
+        body.push_str(&entry);
+        entries_in_body += 1;
+    }
+    if entries_in_body > 0 {
+        body.push_str(tail);
+        messages.push(body);
+    }
+    Ok(messages)
+}
+
+/// The size budget for one message body when published with the `source` attribute.
+#[must_use]
+pub const fn sns_body_budget() -> usize {
+    SNS_MAX_MESSAGE_BYTES - MESSAGE_ATTRIBUTE_ALLOWANCE_BYTES
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(id: &str, seq: &str) -> KeyVersion {
+        KeyVersion {
+            id: id.to_owned(),
+            seq: SequenceNumber::from(seq),
+            at_ms: 1_732_500_000_123,
+        }
+    }
+
+    #[test]
+    fn invalidate_round_trips_through_json() {
+        let message = Invalidation::Invalidate {
+            source: Source::Roles,
+            keys: vec![key("staff", "100"), key("system_admin", "101")],
+        };
+        let text = message.encode().expect("encode");
+        assert_eq!(decode(&text).expect("decode"), message);
+    }
+
+    #[test]
+    fn flush_all_round_trips_with_and_without_reason() {
+        for reason in [None, Some("restore from backup".to_owned())] {
+            let message = Invalidation::FlushAll { reason };
+            let text = message.encode().expect("encode");
+            assert_eq!(decode(&text).expect("decode"), message);
+        }
+    }
+
+    #[test]
+    fn wire_format_is_the_documented_one() {
+        let text = Invalidation::Invalidate {
+            source: Source::Users,
+            keys: vec![key("u-1", "4100000000000000000001")],
+        }
+        .encode()
+        .expect("encode");
+        assert_eq!(
+            text,
+            r#"{"v":1,"kind":"invalidate","source":"users","keys":[{"id":"u-1","seq":"4100000000000000000001","at_ms":1732500000123}]}"#
+        );
+        let fixture = r#"{"v":1,"kind":"flush_all","reason":"operator request"}"#;
+        assert_eq!(
+            decode(fixture).expect("decode"),
+            Invalidation::FlushAll {
+                reason: Some("operator request".to_owned())
+            }
+        );
+    }
+
+    #[test]
+    fn unknown_version_is_a_typed_error() {
+        let err = decode(r#"{"v":2,"kind":"evict_everything_new"}"#).expect_err("v2");
+        assert!(matches!(err, DecodeError::UnsupportedVersion { found: 2 }), "{err}");
+    }
+
+    #[test]
+    fn malformed_bodies_are_typed_errors_not_panics() {
+        for body in ["", "not json", "[]", "{}", r#"{"v":"1"}"#, r#"{"v":-1}"#, "\u{0}"] {
+            assert!(
+                matches!(decode(body), Err(DecodeError::Malformed(_))),
+                "{body:?} should be malformed"
+            );
+        }
+        for body in [
+            r#"{"v":1}"#,
+            r#"{"v":1,"kind":"invalidate","source":"groups","keys":[]}"#,
+            r#"{"v":1,"kind":"invalidate","source":"users","keys":[{"id":1}]}"#,
+            r#"{"v":1,"kind":"reboot"}"#,
+        ] {
+            assert!(
+                matches!(decode(body), Err(DecodeError::InvalidBody(_))),
+                "{body:?} should be an invalid body"
+            );
+        }
+    }
+
+    #[test]
+    fn sequence_numbers_order_numerically() {
+        let nine = SequenceNumber::from("9");
+        let ten = SequenceNumber::from("10");
+        assert!(nine < ten);
+        assert!(SequenceNumber::from("000120") > SequenceNumber::from("119"));
+        assert_eq!(
+            SequenceNumber::from("0042").cmp(&SequenceNumber::from("42")),
+            Ordering::Equal
+        );
+    }
+
+    #[test]
+    fn packing_nothing_yields_no_message() {
+        let messages = pack_invalidations(Source::Users, Vec::new(), sns_body_budget()).expect("pack");
+        assert!(messages.is_empty());
+    }
+
+    #[test]
+    fn packing_respects_the_limit_and_loses_no_key() {
+        let keys: Vec<KeyVersion> = (0..20_000)
+            .map(|i| key(&format!("user-{i:05}-{}", "x".repeat(i % 40)), &format!("{}", 1_000_000 + i)))
+            .collect();
+        let messages = pack_invalidations(Source::Users, keys.clone(), sns_body_budget()).expect("pack");
+
+        let total_bytes: usize = messages.iter().map(String::len).sum();
+        let lower_bound = total_bytes.div_ceil(sns_body_budget());
+        assert!(messages.len() <= lower_bound + 1, "{} messages for {total_bytes} bytes", messages.len());
+
+        let mut decoded = Vec::new();
+        for message in &messages {
+            assert!(message.len() <= sns_body_budget(), "message of {} bytes", message.len());
+            match decode(message).expect("decode packed") {
+                Invalidation::Invalidate { source, keys } => {
+                    assert_eq!(source, Source::Users);
+                    assert!(!keys.is_empty());
+                    decoded.extend(keys);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(decoded, keys);
+    }
+
+    #[test]
+    fn packing_fills_a_message_exactly_to_the_limit() {
+        let keys = vec![key("a", "1"), key("b", "2"), key("c", "3")];
+        let one = pack_invalidations(Source::Roles, keys.clone(), usize::MAX).expect("pack");
+        assert_eq!(one.len(), 1);
+        let exact = one[0].len();
+        assert_eq!(pack_invalidations(Source::Roles, keys.clone(), exact).expect("pack").len(), 1);
+        assert_eq!(pack_invalidations(Source::Roles, keys, exact - 1).expect("pack").len(), 2);
+    }
+
+    #[test]
+    fn a_key_larger_than_a_message_is_an_error() {
+        let err = pack_invalidations(Source::Users, vec![key(&"x".repeat(500), "1")], 200)
+            .expect_err("too large");
+        assert!(matches!(err, EncodeError::KeyTooLarge { limit: 200, .. }), "{err}");
+    }
+}
