@@ -63,7 +63,7 @@ pub struct Provisioned {
 fn classify<E, R>(endpoint: &str, operation: &'static str, resource: &str, err: SdkError<E, R>) -> ProvisionError
 where
     E: std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug,
+    R: std::fmt::Debug + Send + Sync + 'static,
 {
     match &err {
         SdkError::DispatchFailure(_) | SdkError::TimeoutError(_) => ProvisionError::Unreachable {
