@@ -30,6 +30,9 @@ enum Command {
         /// `NamePrefix` of every table, topic and queue.
         #[arg(long, env = "NAME_PREFIX", default_value = "staleless")]
         prefix: String,
+        /// Where logs and `stack.env` go (default: `.local/` in the repository).
+        #[arg(long, env = "STALELESS_STATE_DIR")]
+        state_dir: Option<PathBuf>,
     },
     /// Provision the stack into an emulator that is already running.
     Provision {
@@ -106,7 +109,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             print_stack(&endpoint, &stack);
             Ok(())
         }
-        Command::Up { port, prefix } => up(port, &prefix).await,
+        Command::Up { port, prefix, state_dir } => {
+            let state_dir = state_dir.unwrap_or_else(|| infra::emulator::project_root().join(".local"));
+            up(port, &prefix, &state_dir).await
+        }
     }
 }
 
@@ -124,9 +130,8 @@ fn print_stack(endpoint: &str, stack: &Provisioned) {
     println!("QUEUE_NAME_PREFIX={}", stack.task_queue_prefix);
 }
 
-async fn up(port: u16, prefix: &str) -> anyhow::Result<()> {
-    let root = infra::emulator::project_root();
-    let logs = root.join(".local").join("logs");
+async fn up(port: u16, prefix: &str, state_dir: &std::path::Path) -> anyhow::Result<()> {
+    let logs = state_dir.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
     let log = logs.join("emulator.log");
     let mut emulator = tokio::task::spawn_blocking(move || Emulator::start(port, Some(&log)))
@@ -135,7 +140,7 @@ async fn up(port: u16, prefix: &str) -> anyhow::Result<()> {
     let endpoint = emulator.endpoint();
     let stack = provision(&endpoint, prefix).await?;
 
-    let env_file = root.join(".local").join("stack.env");
+    let env_file = state_dir.join("stack.env");
     let exports = format!(
         "export AWS_ENDPOINT_URL={endpoint}\nexport AWS_REGION={}\nexport AWS_ACCESS_KEY_ID=staleless\nexport AWS_SECRET_ACCESS_KEY=staleless\nexport USERS_TABLE={}\nexport ROLES_TABLE={}\nexport INVALIDATION_TOPIC_ARN={}\nexport QUEUE_NAME_PREFIX={}\n",
         infra::local_aws::LOCAL_REGION,

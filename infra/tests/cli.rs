@@ -47,3 +47,47 @@ fn the_repository_template_lists_both_tables_and_the_topic() {
     assert!(stdout.contains("table demo-app-roles (AppRolesTable)"), "{stdout}");
     assert!(stdout.contains("topic demo-invalidations"), "{stdout}");
 }
+
+#[test]
+fn up_serves_the_stack_and_stops_cleanly_on_interrupt() {
+    use std::io::{BufRead, BufReader};
+    use std::net::TcpStream;
+
+    let port = infra::emulator::free_port().expect("port");
+    let state_dir = std::env::temp_dir().join(format!("staleless-up-{}", uuid::Uuid::new_v4()));
+    let mut child = Command::new(env!("CARGO_BIN_EXE_infra"))
+        .args(["up", "--port", &port.to_string(), "--prefix", "uptest"])
+        .arg("--state-dir")
+        .arg(&state_dir)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("spawn infra up");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let mut banner = String::new();
+    for line in lines.by_ref() {
+        let line = line.expect("line");
+        banner.push_str(&line);
+        banner.push('\n');
+        if line.starts_with("Press Ctrl-C") {
+            break;
+        }
+    }
+    assert!(banner.contains("uptest-users") && banner.contains("uptest-invalidations"), "{banner}");
+    let env_file = std::fs::read_to_string(state_dir.join("stack.env")).expect("stack.env");
+    assert!(env_file.contains(&format!("AWS_ENDPOINT_URL=http://127.0.0.1:{port}")), "{env_file}");
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_ok(), "emulator should be listening");
+
+    let status = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+    let exit = child.wait().expect("wait");
+    assert!(exit.success(), "{exit}");
+    let rest: Vec<String> = lines.map_while(Result::ok).collect();
+    assert!(rest.iter().any(|line| line == "stopped"), "{rest:?}");
+    assert!(TcpStream::connect(("127.0.0.1", port)).is_err(), "emulator must be gone after Ctrl-C");
+    let _ = std::fs::remove_dir_all(state_dir);
+}
