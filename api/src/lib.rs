@@ -1,1 +1,49 @@
-//! placeholder
+//! The staleless API: an axum service whose in-memory caches are kept fresh by its own
+//! invalidation queue (DESIGN.md §3).
+//!
+//! - [`config`]: typed configuration from environment variables, with defaults.
+//! - [`error`]: [`AppError`], the one error enum, mapped to JSON responses once.
+//! - [`model`]: profiles and AppRoles as stored, and validation of admin input.
+//! - [`permissions`]: permission resolution, a pure function.
+//! - [`auth`]: RS256 JWT verification against a JWKS, with the verified-claims cache.
+//! - [`store`]: the DynamoDB stores behind narrow traits, and in-memory ones for tests.
+//! - [`cache`]: [`cache::KeyedCache`], single-flight fills that never outlive a racing
+//!   invalidation.
+//! - [`directory`]: the store layer routes use: caches per mode, read-your-writes.
+//! - [`channel`]: the task's invalidation queue — health, listener, sweeper.
+//! - [`state`]: [`AppState`], shared by requests and background tasks.
+//! - [`routes`]: [`router`] and the handlers of every route.
+//! - [`server`]: [`run`] (serve until shutdown, with the background tasks) and
+//!   [`server::shutdown_signal`].
+//! - [`metrics`]: metric names and the Prometheus recorder.
+//! - [`telemetry`]: JSON logs.
+//!
+//! The `staleless-api` binary only reads the configuration, sets up logging, binds and calls
+//! [`run`].
+
+pub mod auth;
+pub mod cache;
+pub mod channel;
+pub mod config;
+pub mod directory;
+pub mod error;
+pub mod metrics;
+pub mod model;
+pub mod permissions;
+pub mod routes;
+pub mod server;
+pub mod state;
+pub mod store;
+pub mod telemetry;
+
+pub use config::{CacheMode, Config};
+pub use error::AppError;
+pub use routes::router;
+pub use server::run;
+pub use state::AppState;
+
+/// The current time as stored in items: ISO-8601 UTC with milliseconds.
+#[must_use]
+pub fn now_iso8601() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}

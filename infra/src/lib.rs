@@ -3,13 +3,23 @@
 //! - [`emulator`]: installs moto server into the project's virtualenv and runs it on loopback.
 //! - [`template`]: reads the tables, topic and queue that `template.yaml` deploys.
 //! - [`provision`]: creates them in the emulator (idempotently), under a name prefix.
+//! - [`operator`]: changes made the way operators make them, straight to the tables with the SDK.
+//! - [`consistency`]: compares what every API task serves with DynamoDB, and measures staleness.
+//! - [`system`]: the relay and the API tasks as supervised processes with their own logs.
 //! - [`local_aws`]: test support — an emulator on a free port, a uniquely named stack, SDK clients.
+//! - [`event_source`]: the local DynamoDB event source mapping — streams → stream relay → topic.
+//! - [`jwt`]: the local identity provider — an RSA key pair, its `jwks.json`, and minted RS256 tokens.
 //!
 //! The `infra` binary wraps these for the README's run command.
 
+pub mod consistency;
 pub mod emulator;
+pub mod event_source;
+pub mod jwt;
 pub mod local_aws;
+pub mod operator;
 pub mod provision;
+pub mod system;
 pub mod template;
 
 pub use emulator::Emulator;

@@ -8,6 +8,8 @@ use std::collections::BTreeMap;
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::config::Credentials;
+use aws_sdk_sqs::error::DisplayErrorContext;
+use aws_sdk_sqs::types::QueueAttributeName;
 
 use crate::emulator::{Emulator, EmulatorError};
 use crate::provision::{self, ProvisionError, Provisioned};
@@ -143,12 +145,81 @@ impl LocalAws {
         provision::teardown(&self.config, stack).await;
     }
 
+    /// Creates the queue `name` and subscribes it to `topic_arn` with raw message delivery, as
+    /// an API task does; tests and benches read invalidations from it.
+    ///
+    /// # Errors
+    /// The first failing SQS or SNS call.
+    pub async fn create_subscribed_queue(&self, topic_arn: &str, name: &str) -> Result<SubscribedQueue, LocalAwsError> {
+        let failed = |operation: &'static str, detail: String| {
+            LocalAwsError::Provision(ProvisionError::Service {
+                operation,
+                resource: name.to_owned(),
+                detail,
+            })
+        };
+        let url = self
+            .sqs()
+            .create_queue()
+            .queue_name(name)
+            .send()
+            .await
+            .map_err(|err| failed("CreateQueue", DisplayErrorContext(&err).to_string()))?
+            .queue_url
+            .ok_or_else(|| failed("CreateQueue", "no QueueUrl in the response".into()))?;
+        let arn = self
+            .sqs()
+            .get_queue_attributes()
+            .queue_url(&url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .map_err(|err| failed("GetQueueAttributes", DisplayErrorContext(&err).to_string()))?
+            .attributes
+            .and_then(|mut attributes| attributes.remove(&QueueAttributeName::QueueArn))
+            .ok_or_else(|| failed("GetQueueAttributes", "no QueueArn in the response".into()))?;
+        self.subscribe_queue(topic_arn, &arn).await?;
+        Ok(SubscribedQueue { url, arn })
+    }
+
+    /// Subscribes the queue `queue_arn` to `topic_arn` with raw message delivery.
+    ///
+    /// # Errors
+    /// When `Subscribe` fails.
+    pub async fn subscribe_queue(&self, topic_arn: &str, queue_arn: &str) -> Result<(), LocalAwsError> {
+        self.sns()
+            .subscribe()
+            .topic_arn(topic_arn)
+            .protocol("sqs")
+            .endpoint(queue_arn)
+            .attributes("RawMessageDelivery", "true")
+            .send()
+            .await
+            .map_err(|err| {
+                LocalAwsError::Provision(ProvisionError::Service {
+                    operation: "Subscribe",
+                    resource: queue_arn.to_owned(),
+                    detail: DisplayErrorContext(&err).to_string(),
+                })
+            })?;
+        Ok(())
+    }
+
     /// Stops the emulator, if this value owns one. Also done on drop.
     pub fn stop(&mut self) {
         if let Some(emulator) = self.emulator.as_mut() {
             emulator.stop();
         }
     }
+}
+
+/// A queue made by [`LocalAws::create_subscribed_queue`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscribedQueue {
+    /// Its URL, for receiving.
+    pub url: String,
+    /// Its ARN, for subscribing again (after the topic was re-created).
+    pub arn: String,
 }
 
 /// A name prefix no other test uses, valid for the template's `NamePrefix` pattern.

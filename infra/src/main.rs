@@ -1,17 +1,19 @@
 //! `infra`: runs and provisions the local AWS for staleless.
 //!
-//! `infra up` starts moto server, provisions the stack from `template.yaml` and runs until
-//! Ctrl-C; `infra provision` provisions into an emulator that is already running;
-//! `infra check-template` reads the template and lists what the local stack would create.
+//! `infra up` runs the whole local system until Ctrl-C: moto server, the stack provisioned from
+//! `template.yaml`, demo data, the relay and two API tasks. The other commands serve operators
+//! and tests: `token`, `put-user`, `delete-user`, `set-role` (straight to the tables, no API),
+//! `check-consistency`, `relay`, `provision` and `check-template`.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use infra::provision::Provisioned;
-use infra::{Emulator, sdk_config_for, template};
+use infra::{operator, sdk_config_for, template};
+
+mod commands;
 
 #[derive(Parser)]
 #[command(name = "infra", about = "The local AWS for staleless")]
@@ -30,7 +32,69 @@ enum Command {
         /// `NamePrefix` of every table, topic and queue.
         #[arg(long, env = "NAME_PREFIX", default_value = "staleless")]
         prefix: String,
-        /// Where logs and `stack.env` go (default: `.local/` in the repository).
+        /// Where logs, the JWT key pair, checkpoints and `stack.env` go (default: `.local/`).
+        #[arg(long, env = "STALELESS_STATE_DIR")]
+        state_dir: Option<PathBuf>,
+        /// Address of API task A.
+        #[arg(long, env = "API_A_ADDR", default_value = "127.0.0.1:8081")]
+        api_a: String,
+        /// Address of API task B.
+        #[arg(long, env = "API_B_ADDR", default_value = "127.0.0.1:8082")]
+        api_b: String,
+    },
+    /// Run the local event source mapping with the stream relay (what Lambda does on AWS).
+    ///
+    /// AWS settings come from the environment like every other binary here (`AWS_ENDPOINT_URL`,
+    /// per-service `AWS_ENDPOINT_URL_SNS`…, `AWS_REGION`, credentials): `source .local/stack.env`.
+    Relay {
+        /// `NamePrefix` of the stack whose streams are read.
+        #[arg(long, env = "NAME_PREFIX", default_value = "staleless")]
+        prefix: String,
+        /// Where per-shard checkpoints are kept, so a restart resumes where it stopped.
+        #[arg(long, env = "RELAY_CHECKPOINT_DIR", default_value = ".local/checkpoints")]
+        checkpoint_dir: PathBuf,
+        /// Pause after an empty poll of a shard, in milliseconds.
+        #[arg(long, env = "RELAY_POLL_INTERVAL_MS", default_value_t = 50)]
+        poll_interval_ms: u64,
+    },
+    /// Print a bearer token the local stack accepts.
+    Token {
+        /// The user id (`sub`).
+        #[arg(long)]
+        sub: String,
+        /// Identity-provider roles, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "Staff")]
+        roles: Vec<String>,
+        /// `email` claim (default `<sub>@example.com`).
+        #[arg(long)]
+        email: Option<String>,
+        /// `name` claim (default the user id).
+        #[arg(long)]
+        name: Option<String>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 12 * 3600)]
+        ttl_secs: u64,
+        /// Where the local key pair lives (default: `.local/`).
+        #[arg(long, env = "STALELESS_STATE_DIR")]
+        state_dir: Option<PathBuf>,
+    },
+    /// Compare what every API task serves with DynamoDB (ConsistentRead) and report staleness.
+    CheckConsistency {
+        #[command(flatten)]
+        target: Target,
+        /// Base URLs of the API tasks.
+        #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:8081,http://127.0.0.1:8082")]
+        tasks: Vec<String>,
+        /// How many user ids to sample (0: all).
+        #[arg(long, default_value_t = 200)]
+        users: usize,
+        /// How many role ids to sample (0: all).
+        #[arg(long, default_value_t = 50)]
+        roles: usize,
+        /// How long a disagreeing task may take to agree, in milliseconds.
+        #[arg(long, default_value_t = 5_000)]
+        patience_ms: u64,
+        /// Where the local key pair lives (default: `.local/`).
         #[arg(long, env = "STALELESS_STATE_DIR")]
         state_dir: Option<PathBuf>,
     },
@@ -43,6 +107,57 @@ enum Command {
         #[arg(long, env = "NAME_PREFIX", default_value = "staleless")]
         prefix: String,
     },
+    /// Create a user or change fields of their profile, straight in the users table (no API).
+    PutUser {
+        /// The user id (`USER#<id>` / `PROFILE`).
+        user_id: String,
+        /// Display name.
+        #[arg(long)]
+        name: Option<String>,
+        /// E-mail address.
+        #[arg(long)]
+        email: Option<String>,
+        /// Identity-provider roles, comma-separated (`Staff,Admin`).
+        #[arg(long, value_delimiter = ',')]
+        roles: Option<Vec<String>>,
+        /// `active`, `inactive` or `suspended`.
+        #[arg(long)]
+        status: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Delete a user's profile item, straight in the users table (no API).
+    DeleteUser {
+        /// The user id.
+        user_id: String,
+        #[command(flatten)]
+        target: Target,
+    },
+    /// Change fields of an AppRole definition, straight in the roles table (no API).
+    SetRole {
+        /// The role id (`ROLE#<id>` / `DEFINITION`).
+        role_id: String,
+        /// Granted tools, comma-separated (`*` = all).
+        #[arg(long, value_delimiter = ',')]
+        tools: Option<Vec<String>>,
+        /// Granted models, comma-separated (`*` = all).
+        #[arg(long, value_delimiter = ',')]
+        models: Option<Vec<String>>,
+        /// Granted skills, comma-separated (`*` = all).
+        #[arg(long, value_delimiter = ',')]
+        skills: Option<Vec<String>>,
+        /// Priority, 0–999.
+        #[arg(long)]
+        priority: Option<u16>,
+        /// Enable or disable the role.
+        #[arg(long)]
+        enabled: Option<bool>,
+        /// Description.
+        #[arg(long)]
+        description: Option<String>,
+        #[command(flatten)]
+        target: Target,
+    },
     /// Read the template and print what the local stack would create.
     CheckTemplate {
         /// The template to read (default: the repository's template.yaml).
@@ -54,13 +169,44 @@ enum Command {
     },
 }
 
+/// Which stack an operator command writes to.
+#[derive(clap::Args)]
+pub struct Target {
+    /// The AWS endpoint (the local emulator by default).
+    #[arg(long, env = "AWS_ENDPOINT_URL", default_value = "http://127.0.0.1:4566")]
+    pub endpoint: String,
+    /// The users table.
+    #[arg(long, env = "USERS_TABLE", default_value = "staleless-users")]
+    pub users_table: String,
+    /// The app-roles table.
+    #[arg(long, env = "ROLES_TABLE", default_value = "staleless-app-roles")]
+    pub roles_table: String,
+}
+
+impl Target {
+    /// A DynamoDB client for the target endpoint.
+    pub fn dynamodb(&self) -> aws_sdk_dynamodb::Client {
+        aws_sdk_dynamodb::Client::new(&sdk_config_for(&self.endpoint))
+    }
+}
+
+/// Text logs on a terminal; JSON lines (`LOG_FORMAT=json`, as the supervised relay uses) for
+/// files and log shippers.
+fn init_tracing() {
+    use std::io::IsTerminal as _;
+
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| "warn,infra=info,stream_relay=info".into());
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if std::env::var("LOG_FORMAT").is_ok_and(|format| format == "json") {
+        builder.json().with_current_span(false).init();
+    } else {
+        builder.with_ansi(std::io::stderr().is_terminal()).init();
+    }
+}
+
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn,infra=info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    init_tracing();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(err) => {
@@ -109,13 +255,116 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             print_stack(&endpoint, &stack);
             Ok(())
         }
-        Command::Up { port, prefix, state_dir } => {
-            let state_dir = state_dir.unwrap_or_else(|| infra::emulator::project_root().join(".local"));
-            up(port, &prefix, &state_dir).await
+        Command::PutUser {
+            user_id,
+            name,
+            email,
+            roles,
+            status,
+            target,
+        } => {
+            let change = operator::UserChange {
+                name,
+                email,
+                roles,
+                status,
+            };
+            operator::put_user(&target.dynamodb(), &target.users_table, &user_id, &change).await?;
+            println!("user {user_id} written to {}", target.users_table);
+            Ok(())
+        }
+        Command::DeleteUser { user_id, target } => {
+            operator::delete_user(&target.dynamodb(), &target.users_table, &user_id).await?;
+            println!("user {user_id} deleted from {}", target.users_table);
+            Ok(())
+        }
+        Command::SetRole {
+            role_id,
+            tools,
+            models,
+            skills,
+            priority,
+            enabled,
+            description,
+            target,
+        } => {
+            let change = operator::RoleChange {
+                granted_tools: tools,
+                granted_models: models,
+                granted_skills: skills,
+                priority,
+                enabled,
+                description,
+            };
+            operator::update_role(&target.dynamodb(), &target.roles_table, &role_id, &change).await?;
+            println!("role {role_id} updated in {}", target.roles_table);
+            Ok(())
+        }
+        Command::Up {
+            port,
+            prefix,
+            state_dir,
+            api_a,
+            api_b,
+        } => {
+            let options = commands::UpOptions {
+                port,
+                prefix,
+                state_dir: state_dir_or_default(state_dir),
+                api_binds: vec![("api-a".to_owned(), api_a), ("api-b".to_owned(), api_b)],
+            };
+            commands::up(options).await
+        }
+        Command::Relay {
+            prefix,
+            checkpoint_dir,
+            poll_interval_ms,
+        } => {
+            let config = aws_config::load_from_env().await;
+            let spec = template::load(&template::default_template_path(), &parameters(&prefix))?;
+            // Idempotent: finds the stack's stream ARNs (and creates what is missing).
+            let stack = infra::provision::provision(&config, &spec, &prefix).await?;
+            commands::relay(&config, &stack, checkpoint_dir, poll_interval_ms).await
+        }
+        Command::Token {
+            sub,
+            roles,
+            email,
+            name,
+            ttl_secs,
+            state_dir,
+        } => {
+            let token = commands::token(&state_dir_or_default(state_dir), &sub, &roles, email, name, ttl_secs)?;
+            println!("{token}");
+            Ok(())
+        }
+        Command::CheckConsistency {
+            target,
+            tasks,
+            users,
+            roles,
+            patience_ms,
+            state_dir,
+        } => {
+            let healthy = commands::check_consistency(
+                &target,
+                &state_dir_or_default(state_dir),
+                tasks,
+                users,
+                roles,
+                std::time::Duration::from_millis(patience_ms),
+            )
+            .await?;
+            if healthy {
+                Ok(())
+            } else {
+                anyhow::bail!("some keys never became consistent")
+            }
         }
     }
 }
 
+/// Provisions (or finds) the template's stack under `prefix` at `endpoint`.
 async fn provision(endpoint: &str, prefix: &str) -> anyhow::Result<Provisioned> {
     let spec = template::load(&template::default_template_path(), &parameters(prefix))?;
     Ok(infra::provision::provision(&sdk_config_for(endpoint), &spec, prefix).await?)
@@ -130,57 +379,6 @@ fn print_stack(endpoint: &str, stack: &Provisioned) {
     println!("QUEUE_NAME_PREFIX={}", stack.task_queue_prefix);
 }
 
-async fn up(port: u16, prefix: &str, state_dir: &std::path::Path) -> anyhow::Result<()> {
-    let logs = state_dir.join("logs");
-    std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
-    let log = logs.join("emulator.log");
-    let mut emulator = tokio::task::spawn_blocking(move || Emulator::start(port, Some(&log)))
-        .await
-        .context("emulator start was interrupted")??;
-    let endpoint = emulator.endpoint();
-    let stack = provision(&endpoint, prefix).await?;
-
-    let env_file = state_dir.join("stack.env");
-    let exports = format!(
-        "export AWS_ENDPOINT_URL={endpoint}\nexport AWS_REGION={}\nexport AWS_ACCESS_KEY_ID=staleless\nexport AWS_SECRET_ACCESS_KEY=staleless\nexport USERS_TABLE={}\nexport ROLES_TABLE={}\nexport INVALIDATION_TOPIC_ARN={}\nexport QUEUE_NAME_PREFIX={}\n",
-        infra::local_aws::LOCAL_REGION,
-        stack.users_table,
-        stack.roles_table,
-        stack.topic_arn,
-        stack.task_queue_prefix
-    );
-    std::fs::write(&env_file, exports).with_context(|| format!("cannot write {}", env_file.display()))?;
-
-    println!("staleless local stack is up");
-    println!("  emulator   {endpoint}  (moto server, log: {})", logs.join("emulator.log").display());
-    println!("  tables     {} (stream {})", stack.users_table, stack.users_stream_arn);
-    println!("             {} (stream {})", stack.roles_table, stack.roles_stream_arn);
-    println!("  topic      {}", stack.topic_arn);
-    println!("  env        source {}  to point the AWS CLI or SDK at it", env_file.display());
-    println!("Press Ctrl-C to stop.");
-
-    shutdown_signal().await;
-    emulator.stop();
-    println!("stopped");
-    Ok(())
-}
-
-async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut terminate = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(signal) => signal,
-            Err(_) => {
-                let _ = interrupt.await;
-                return;
-            }
-        };
-        tokio::select! {
-            _ = interrupt => {}
-            _ = terminate.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = interrupt.await;
+fn state_dir_or_default(state_dir: Option<PathBuf>) -> PathBuf {
+    state_dir.unwrap_or_else(|| infra::emulator::project_root().join(".local"))
 }

@@ -2,7 +2,9 @@
 //! provisions, so that local tables, streams and topic cannot drift from what `sam deploy` creates.
 //!
 //! Only what the emulator needs is read: DynamoDB tables (keys, attribute types, GSIs, stream view
-//! type, TTL attribute), SNS topics and SQS queues. Names written with `!Sub "${NamePrefix}-..."`
+//! type, TTL attribute), SNS topics, SQS queues, and the functions' DynamoDB event sources
+//! (stream, batch size, starting position, filter patterns) that the local event source mapping
+//! reproduces. Names written with `!Sub "${NamePrefix}-..."`
 //! or `!Ref NamePrefix` are resolved against the parameters given (defaults from the template).
 
 use std::collections::BTreeMap;
@@ -115,6 +117,23 @@ pub struct NamedResource {
     pub name: String,
 }
 
+/// A function's `Type: DynamoDB` event: what Lambda's event source mapping reads and forwards.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamEventSpec {
+    /// Logical id of the function (`StreamRelayFunction`).
+    pub function: String,
+    /// The event's name under `Events` (`UsersStream`).
+    pub name: String,
+    /// Logical id of the table whose stream is read (from `!GetAtt <Table>.StreamArn`).
+    pub table_logical_id: String,
+    /// `BatchSize`, when set.
+    pub batch_size: Option<u32>,
+    /// `StartingPosition` (`LATEST`, `TRIM_HORIZON`).
+    pub starting_position: Option<String>,
+    /// `FilterCriteria.Filters[].Pattern`, each a JSON text; a record passes if any matches.
+    pub filter_patterns: Vec<String>,
+}
+
 /// What the local stack provisions from the template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TemplateSpec {
@@ -124,6 +143,8 @@ pub struct TemplateSpec {
     pub topics: Vec<NamedResource>,
     /// SQS queues declared by the template (the relay's dead-letter queue).
     pub queues: Vec<NamedResource>,
+    /// DynamoDB stream event sources of the template's functions.
+    pub stream_events: Vec<StreamEventSpec>,
 }
 
 impl TemplateSpec {
@@ -196,6 +217,36 @@ struct RawStream {
     stream_view_type: String,
 }
 
+/// A SAM function's `Events`, each shaped like a resource (`Type`, `Properties`).
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawFunction {
+    #[serde(default)]
+    events: BTreeMap<String, RawResource>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawStreamEvent {
+    stream: Value,
+    batch_size: Option<u32>,
+    starting_position: Option<String>,
+    filter_criteria: Option<RawFilterCriteria>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawFilterCriteria {
+    #[serde(default)]
+    filters: Vec<RawFilter>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawFilter {
+    pattern: String,
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct RawTtl {
@@ -253,6 +304,7 @@ pub fn parse(
         tables: Vec::new(),
         topics: Vec::new(),
         queues: Vec::new(),
+        stream_events: Vec::new(),
     };
     for (logical_id, resource) in raw.resources {
         let resource_error = |problem: String| TemplateError::Resource {
@@ -303,10 +355,53 @@ pub fn parse(
                     spec.queues.push(named);
                 }
             }
+            "AWS::Serverless::Function" => {
+                let function: RawFunction = serde_yaml_ng::from_value(resource.properties).map_err(yaml_error)?;
+                for (name, event) in function.events {
+                    if event.kind != "DynamoDB" {
+                        continue;
+                    }
+                    let event_error = |problem: String| resource_error(format!("event {name}: {problem}"));
+                    let raw: RawStreamEvent = serde_yaml_ng::from_value(event.properties).map_err(yaml_error)?;
+                    spec.stream_events.push(StreamEventSpec {
+                        function: logical_id.clone(),
+                        table_logical_id: stream_table(&raw.stream).map_err(event_error)?,
+                        name,
+                        batch_size: raw.batch_size,
+                        starting_position: raw.starting_position,
+                        filter_patterns: raw
+                            .filter_criteria
+                            .map(|criteria| criteria.filters.into_iter().map(|filter| filter.pattern).collect())
+                            .unwrap_or_default(),
+                    });
+                }
+            }
             _ => {}
         }
     }
     Ok(spec)
+}
+
+/// The table of `!GetAtt <Table>.StreamArn` (or its list form).
+fn stream_table(value: &Value) -> Result<String, String> {
+    let Value::Tagged(tagged) = value else {
+        return Err(format!("Stream must be !GetAtt <Table>.StreamArn, found {value:?}"));
+    };
+    if tagged.tag != "GetAtt" {
+        return Err(format!("Stream must be !GetAtt <Table>.StreamArn, found !{}", tagged.tag));
+    }
+    let (table, attribute) = match &tagged.value {
+        Value::String(text) => text.split_once('.').ok_or("!GetAtt needs <Table>.StreamArn")?,
+        Value::Sequence(parts) => match parts.as_slice() {
+            [Value::String(table), Value::String(attribute)] => (table.as_str(), attribute.as_str()),
+            _ => return Err("!GetAtt needs [<Table>, StreamArn]".into()),
+        },
+        other => return Err(format!("cannot read !GetAtt {other:?}")),
+    };
+    if attribute != "StreamArn" {
+        return Err(format!("Stream reads {table}.{attribute}, expected {table}.StreamArn"));
+    }
+    Ok(table.to_owned())
 }
 
 /// Resolves a plain string, `!Ref Parameter` or `!Sub "...${Parameter}..."`.
@@ -385,6 +480,47 @@ mod tests {
 
         assert_eq!(spec.topic("InvalidationTopic").expect("topic").name, "staleless-invalidations");
         assert_eq!(spec.queues.len(), 1);
+    }
+
+    #[test]
+    fn reads_the_relay_event_sources_and_their_filters() {
+        let spec = parse(TEMPLATE, "template.yaml", &BTreeMap::new()).expect("template parses");
+        let summary: Vec<(&str, &str, Option<u32>, &[String])> = spec
+            .stream_events
+            .iter()
+            .map(|event| {
+                (
+                    event.function.as_str(),
+                    event.table_logical_id.as_str(),
+                    event.batch_size,
+                    event.filter_patterns.as_slice(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            summary,
+            [
+                (
+                    "StreamRelayFunction",
+                    "AppRolesTable",
+                    Some(100),
+                    &[r#"{"dynamodb":{"Keys":{"PK":{"S":[{"prefix":"ROLE#"}]}}}}"#.to_owned()][..]
+                ),
+                (
+                    "StreamRelayFunction",
+                    "UsersTable",
+                    Some(100),
+                    &[r#"{"dynamodb":{"Keys":{"PK":{"S":[{"prefix":"USER#"}]}}}}"#.to_owned()][..]
+                ),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_stream_event_must_name_a_table_stream() {
+        let text = "Resources:\n  F:\n    Type: AWS::Serverless::Function\n    Properties:\n      Events:\n        E:\n          Type: DynamoDB\n          Properties:\n            Stream: !GetAtt T.Arn\n";
+        let message = parse(text, "t.yaml", &BTreeMap::new()).expect_err("not a stream").to_string();
+        assert!(message.contains("event E") && message.contains("StreamArn"), "{message}");
     }
 
     #[test]

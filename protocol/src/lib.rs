@@ -14,7 +14,8 @@
 //!
 //! - [`Invalidation`] is the message, [`Envelope`] its versioned wire form.
 //! - [`decode`] turns a queue body into an [`Invalidation`] or a typed [`DecodeError`].
-//! - [`pack_invalidations`] splits a key list into as few messages as fit SNS's size limit.
+//! - [`pack_invalidations`] splits a key list into as few messages as fit SNS's size limit;
+//!   [`pack_invalidation_messages`] also says how many keys each message carries.
 
 use std::cmp::Ordering;
 use std::fmt;
@@ -87,10 +88,17 @@ impl From<&str> for SequenceNumber {
 
 impl Ord for SequenceNumber {
     fn cmp(&self, other: &Self) -> Ordering {
-        let left = self.0.trim_start_matches('0');
-        let right = other.0.trim_start_matches('0');
-        left.len().cmp(&right.len()).then_with(|| left.cmp(right))
+        compare_sequence_numbers(&self.0, &other.0)
     }
+}
+
+/// Numeric order of two sequence numbers given as digit strings (length first, then digits), for
+/// callers that hold borrowed `&str`s and must not allocate a [`SequenceNumber`] per comparison.
+#[must_use]
+pub fn compare_sequence_numbers(left: &str, right: &str) -> Ordering {
+    let left = left.trim_start_matches('0');
+    let right = right.trim_start_matches('0');
+    left.len().cmp(&right.len()).then_with(|| left.cmp(right))
 }
 
 impl PartialOrd for SequenceNumber {
@@ -229,6 +237,32 @@ pub fn pack_invalidations(
     keys: impl IntoIterator<Item = KeyVersion>,
     max_message_bytes: usize,
 ) -> Result<Vec<String>, EncodeError> {
+    Ok(pack_invalidation_messages(source, keys, max_message_bytes)?
+        .into_iter()
+        .map(|message| message.body)
+        .collect())
+}
+
+/// One encoded message of [`pack_invalidation_messages`] and how many of the input keys it holds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PackedMessage {
+    /// The encoded message, at most the requested size.
+    pub body: String,
+    /// How many consecutive input keys it carries, so a publisher that fails part-way knows
+    /// exactly which keys were not sent without decoding what it packed.
+    pub key_count: usize,
+}
+
+/// [`pack_invalidations`], also saying how many keys each message carries (messages hold
+/// consecutive runs of the input, in order).
+///
+/// # Errors
+/// [`EncodeError::KeyTooLarge`] if a single key cannot fit an otherwise empty message.
+pub fn pack_invalidation_messages(
+    source: Source,
+    keys: impl IntoIterator<Item = KeyVersion>,
+    max_message_bytes: usize,
+) -> Result<Vec<PackedMessage>, EncodeError> {
     // The envelope of an empty key list ends in `[]}`; each entry adds its own bytes plus a
     // comma after the first, so sizes are exact without re-encoding the message per key.
     let empty = Invalidation::Invalidate {
@@ -253,7 +287,10 @@ pub fn pack_invalidations(
         let separator = usize::from(entries_in_body > 0);
         if body.len() + separator + entry.len() + tail.len() > max_message_bytes {
             body.push_str(tail);
-            messages.push(std::mem::replace(&mut body, String::from(head)));
+            messages.push(PackedMessage {
+                body: std::mem::replace(&mut body, String::from(head)),
+                key_count: entries_in_body,
+            });
             entries_in_body = 0;
         }
         if entries_in_body > 0 {
@@ -264,7 +301,10 @@ pub fn pack_invalidations(
     }
     if entries_in_body > 0 {
         body.push_str(tail);
-        messages.push(body);
+        messages.push(PackedMessage {
+            body,
+            key_count: entries_in_body,
+        });
     }
     Ok(messages)
 }
@@ -406,6 +446,23 @@ mod tests {
         let exact = one[0].len();
         assert_eq!(pack_invalidations(Source::Roles, keys.clone(), exact).expect("pack").len(), 1);
         assert_eq!(pack_invalidations(Source::Roles, keys, exact - 1).expect("pack").len(), 2);
+    }
+
+    #[test]
+    fn packed_messages_count_their_keys() {
+        let keys: Vec<KeyVersion> = (0..5_000).map(|i| key(&format!("user-{i}"), &format!("{i}"))).collect();
+        let packed = pack_invalidation_messages(Source::Users, keys.clone(), 4_096).expect("pack");
+        assert!(packed.len() > 1);
+        let mut offset = 0;
+        for message in &packed {
+            let Invalidation::Invalidate { keys: carried, .. } = decode(&message.body).expect("decode") else {
+                panic!("not an invalidation");
+            };
+            assert_eq!(carried.len(), message.key_count);
+            assert_eq!(carried, keys[offset..offset + message.key_count]);
+            offset += message.key_count;
+        }
+        assert_eq!(offset, keys.len());
     }
 
     #[test]

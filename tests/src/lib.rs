@@ -1,1 +1,377 @@
-//! placeholder
+//! Harness for the end-to-end tests: the real binaries (`infra relay`, two `staleless-api`
+//! tasks) against a moto server of their own, with a uniquely named stack.
+//!
+//! - [`LocalSystem`]: starts and stops the whole system and talks to its tasks over HTTP.
+//! - [`proxy`]: a loopback TCP proxy that can be switched off, to make one AWS service
+//!   unavailable to one component.
+//! - [`faults`]: the fault matrix rows, shared by the tests and the `fault-matrix` command.
+
+pub mod faults;
+pub mod proxy;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use infra::jwt::{self, LocalJwt};
+use infra::system::{self, ApiTask, Component};
+use infra::{LocalAws, Provisioned};
+use serde_json::Value;
+
+/// Generous bound for liveness waits: a change must show up well before this on a loaded CI
+/// machine. It bounds how long a failing test hangs; it is not a speed assertion.
+pub const PATIENCE: Duration = Duration::from_secs(20);
+
+/// The whole local system.
+pub struct LocalSystem {
+    /// The emulator and SDK clients.
+    pub aws: LocalAws,
+    /// The provisioned stack.
+    pub stack: Provisioned,
+    /// Signs tokens the tasks accept.
+    pub jwt: LocalJwt,
+    /// The proxy in front of SNS for the relay, when asked for.
+    pub sns_proxy: Option<proxy::SwitchableProxy>,
+    /// The relay process; `None` while killed.
+    pub relay: Option<Component>,
+    /// The API task processes; `None` while stopped.
+    pub tasks: Vec<Option<ApiTask>>,
+    /// Base URLs of the tasks (kept across restarts: a restarted task binds the same port).
+    pub task_urls: Vec<String>,
+    /// Environment shared by every component.
+    env: Vec<(String, String)>,
+    /// Environment of the relay only (e.g. SNS through a proxy).
+    relay_env: Vec<(String, String)>,
+    /// Logs, key pair, checkpoints.
+    state_dir: PathBuf,
+    /// `target/debug`.
+    bin_dir: PathBuf,
+    /// HTTP client for the tasks.
+    http: reqwest::Client,
+}
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct SystemOptions {
+    /// How many API tasks.
+    pub tasks: usize,
+    /// `CACHE_MODE` of every task.
+    pub cache_mode: String,
+    /// Extra environment for every task.
+    pub task_env: Vec<(String, String)>,
+    /// Extra environment for the relay.
+    pub relay_env: Vec<(String, String)>,
+    /// Route the relay's SNS calls through a [`proxy::SwitchableProxy`] (see
+    /// [`LocalSystem::sns_proxy`]).
+    pub sns_through_proxy: bool,
+}
+
+impl Default for SystemOptions {
+    fn default() -> Self {
+        Self {
+            tasks: 2,
+            cache_mode: "event".to_owned(),
+            task_env: Vec::new(),
+            relay_env: Vec::new(),
+            sns_through_proxy: false,
+        }
+    }
+}
+
+impl LocalSystem {
+    /// Starts an emulator, provisions and seeds a unique stack, then the relay and the tasks.
+    ///
+    /// # Errors
+    /// When any component fails to start; its log path is in the message.
+    pub async fn start(options: SystemOptions) -> anyhow::Result<Self> {
+        let aws = LocalAws::start()?;
+        let stack = aws.provision_unique().await?;
+        infra::operator::seed_demo(&aws.dynamodb(), &stack.users_table, &stack.roles_table).await?;
+
+        let state_dir = std::env::temp_dir().join(format!("staleless-e2e-{}", stack.prefix));
+        let key_dir = state_dir.join("jwt");
+        let jwt = LocalJwt::load_or_generate(&key_dir)?;
+        let bin_dir = system::binaries_dir();
+        for binary in ["infra", "staleless-api"] {
+            if !bin_dir.join(binary).exists() {
+                bail!("{} is not built: run `cargo build --workspace --bins` first", bin_dir.join(binary).display());
+            }
+        }
+
+        let mut env = system::stack_env(aws.endpoint(), &stack);
+        env.extend(
+            [
+                ("JWT_JWKS_FILE", key_dir.join(jwt::JWKS_FILE).to_string_lossy().into_owned()),
+                ("JWT_ISSUER", jwt::LOCAL_ISSUER.to_owned()),
+                ("JWT_AUDIENCE", jwt::LOCAL_AUDIENCE.to_owned()),
+                ("RUST_LOG", "info".to_owned()),
+            ]
+            .map(|(key, value)| (key.to_owned(), value)),
+        );
+        let sns_proxy = if options.sns_through_proxy {
+            Some(proxy::SwitchableProxy::start(aws.endpoint()).await?)
+        } else {
+            None
+        };
+        let mut relay_env = env.clone();
+        relay_env.extend(options.relay_env.iter().cloned());
+        if let Some(proxy) = &sns_proxy {
+            relay_env.push(("AWS_ENDPOINT_URL_SNS".to_owned(), proxy.url().to_owned()));
+        }
+        let mut task_env = env;
+        task_env.push(("CACHE_MODE".to_owned(), options.cache_mode.clone()));
+        task_env.extend(options.task_env.iter().cloned());
+
+        let mut system = Self {
+            aws,
+            stack,
+            jwt,
+            sns_proxy,
+            relay: None,
+            tasks: Vec::new(),
+            task_urls: Vec::new(),
+            env: task_env,
+            relay_env,
+            state_dir,
+            bin_dir,
+            http: reqwest::Client::new(),
+        };
+        system.start_relay()?;
+        for index in 0..options.tasks {
+            let port = infra::emulator::free_port()?;
+            system.task_urls.push(format!("http://127.0.0.1:{port}"));
+            system.tasks.push(None);
+            system.start_task(index).await?;
+        }
+        Ok(system)
+    }
+
+    /// (Re)starts the relay; it resumes from its on-disk checkpoints.
+    ///
+    /// # Errors
+    /// When the process cannot start.
+    pub fn start_relay(&mut self) -> anyhow::Result<()> {
+        let relay = system::start_relay(
+            &self.bin_dir,
+            &self.relay_env,
+            &self.state_dir.join("checkpoints"),
+            &self.state_dir.join("logs").join("relay.log"),
+        )?;
+        self.relay = Some(relay);
+        Ok(())
+    }
+
+    /// Kills the relay at once, as a crash would.
+    pub fn kill_relay(&mut self) {
+        if let Some(mut relay) = self.relay.take() {
+            relay.kill();
+        }
+    }
+
+    /// (Re)starts task `index` on its port and waits until it is ready.
+    ///
+    /// # Errors
+    /// When it does not become ready.
+    pub async fn start_task(&mut self, index: usize) -> anyhow::Result<()> {
+        let name = format!("api-{index}");
+        let bind = self.task_urls[index].trim_start_matches("http://").to_owned();
+        let log = self.state_dir.join("logs").join(format!("{name}.log"));
+        let task = ApiTask::start(&name, &self.bin_dir, &bind, &self.env, &log, Duration::from_secs(60)).await?;
+        self.tasks[index] = Some(task);
+        Ok(())
+    }
+
+    /// Stops task `index` gracefully (SIGTERM); returns whether it exited on its own.
+    pub async fn stop_task(&mut self, index: usize) -> bool {
+        match self.tasks[index].take() {
+            Some(mut task) => task.process.stop().await,
+            None => true,
+        }
+    }
+
+    /// A token for `sub` with these IdP roles.
+    #[must_use]
+    pub fn token(&self, sub: &str, roles: &[&str]) -> String {
+        self.jwt
+            .mint(sub, roles, &format!("{sub}@example.com"), sub, Duration::from_secs(3600))
+    }
+
+    /// A token with the `system_admin` AppRole (IdP role `Admin`, user `admin` of the demo data).
+    #[must_use]
+    pub fn admin_token(&self) -> String {
+        self.token("admin", &["Admin"])
+    }
+
+    /// `GET` on task `index`: the status and the JSON body (`Null` when not JSON).
+    ///
+    /// # Errors
+    /// When the task cannot be reached.
+    pub async fn get(&self, index: usize, path: &str, token: &str) -> anyhow::Result<(u16, Value)> {
+        let url = format!("{}{path}", self.task_urls[index]);
+        let response = self
+            .http
+            .get(&url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .with_context(|| format!("GET {url}"))?;
+        let status = response.status().as_u16();
+        let body = response.json().await.unwrap_or(Value::Null);
+        Ok((status, body))
+    }
+
+    /// A request with a JSON body on task `index`.
+    ///
+    /// # Errors
+    /// When the task cannot be reached.
+    pub async fn send(
+        &self,
+        index: usize,
+        method: reqwest::Method,
+        path: &str,
+        token: &str,
+        body: Option<&Value>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let url = format!("{}{path}", self.task_urls[index]);
+        let mut request = self.http.request(method.clone(), &url).bearer_auth(token);
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.with_context(|| format!("{method} {url}"))?;
+        let status = response.status().as_u16();
+        let body = response.json().await.unwrap_or(Value::Null);
+        Ok((status, body))
+    }
+
+    /// Waits until `path` on **every** task satisfies `accept`, returning the time the slowest
+    /// task took.
+    ///
+    /// # Errors
+    /// When a task still disagrees after [`PATIENCE`]; the message has its last answer.
+    pub async fn until_all_tasks(
+        &self,
+        path: &str,
+        token: &str,
+        accept: impl Fn(u16, &Value) -> bool,
+    ) -> anyhow::Result<Duration> {
+        let started = Instant::now();
+        for index in 0..self.task_urls.len() {
+            loop {
+                let (status, body) = self.get(index, path, token).await?;
+                if accept(status, &body) {
+                    break;
+                }
+                if started.elapsed() > PATIENCE {
+                    bail!(
+                        "task {index} ({}) still answers {status} {body} on {path} after {PATIENCE:?}",
+                        self.task_urls[index]
+                    );
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        Ok(started.elapsed())
+    }
+
+    /// The sum of the Prometheus samples of `name` on task `index` whose labels contain every
+    /// `label="value"` pair of `labels`.
+    ///
+    /// # Errors
+    /// When `/metrics` cannot be read.
+    pub async fn metric(&self, index: usize, name: &str, labels: &[(&str, &str)]) -> anyhow::Result<f64> {
+        let url = format!("{}/metrics", self.task_urls[index]);
+        let text = self.http.get(&url).send().await?.text().await?;
+        Ok(sum_metric(&text, name, labels))
+    }
+
+    /// The queue URLs of this stack's API tasks.
+    ///
+    /// # Errors
+    /// When SQS cannot be listed.
+    pub async fn task_queues(&self) -> anyhow::Result<Vec<String>> {
+        Ok(self
+            .aws
+            .sqs()
+            .list_queues()
+            .queue_name_prefix(&self.stack.task_queue_prefix)
+            .send()
+            .await?
+            .queue_urls
+            .unwrap_or_default())
+    }
+
+    /// Where the component logs are, for failure messages.
+    #[must_use]
+    pub fn logs_dir(&self) -> PathBuf {
+        self.state_dir.join("logs")
+    }
+
+    /// Stops tasks (gracefully), relay and emulator, and removes the state directory.
+    pub async fn stop(mut self) {
+        for index in 0..self.tasks.len() {
+            self.stop_task(index).await;
+        }
+        if let Some(mut relay) = self.relay.take() {
+            relay.stop().await;
+        }
+        self.aws.stop();
+        let _ = std::fs::remove_dir_all(&self.state_dir);
+    }
+}
+
+/// Sums the samples of `name` whose label set contains every pair in `labels`.
+#[must_use]
+pub fn sum_metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|line| !line.starts_with('#'))
+        .filter_map(|line| {
+            let (series, value) = line.rsplit_once(' ')?;
+            let (metric, label_text) = series.split_once('{').map_or((series, ""), |(metric, rest)| (metric, rest));
+            if metric != name {
+                return None;
+            }
+            let matches = labels
+                .iter()
+                .all(|(key, wanted)| label_text.contains(&format!("{key}=\"{wanted}\"")));
+            matches.then(|| value.parse::<f64>().ok()).flatten()
+        })
+        .sum()
+}
+
+/// Polls `condition` until it holds or `timeout` passes; returns the time it took.
+///
+/// # Errors
+/// When the timeout passes first.
+pub async fn eventually<F, Fut>(timeout: Duration, what: &str, mut condition: F) -> anyhow::Result<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = anyhow::Result<bool>>,
+{
+    let started = Instant::now();
+    loop {
+        if condition().await? {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > timeout {
+            bail!("{what}: not true after {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn metric_sums_only_matching_series() {
+        let text = "# HELP x\nstaleless_invalidations_applied_total{source=\"users\"} 3\nstaleless_invalidations_applied_total{source=\"roles\"} 2\nstaleless_cache_hits_total{cache=\"profiles\"} 7\n";
+        assert!((sum_metric(text, "staleless_invalidations_applied_total", &[]) - 5.0).abs() < f64::EPSILON);
+        assert!(
+            (sum_metric(text, "staleless_invalidations_applied_total", &[("source", "users")]) - 3.0).abs()
+                < f64::EPSILON
+        );
+        assert!(sum_metric(text, "staleless_cache_misses_total", &[]).abs() < f64::EPSILON);
+    }
+}

@@ -1,0 +1,144 @@
+//! The authenticated hot path — token → verified claims → profile → permissions — on a cache
+//! hit, beside the same request with `CACHE_MODE=off` against moto, in one run.
+//!
+//! - `hot_path/event_cache_hit`: `AppState::caller` with everything cached (SHA-256 of the
+//!   token, claims cache, profile cache, catalogue, memoized resolution).
+//! - `hot_path/event_cache_hit_without_token_hash`: the same minus the token part, i.e. the
+//!   data caches alone (profile → permissions).
+//! - `hot_path/token_verify_uncached`: what the claims cache saves, an RS256 verification.
+//! - `hot_path/off_moto`: `AppState::caller` with no cache: `GetItem` + role `Scan` on moto.
+//!
+//! Run: `cargo bench -p staleless-api --bench auth_hot_path`.
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use infra::jwt::LocalJwt;
+use staleless_api::auth::{Authenticator, JwksSource};
+use staleless_api::model::{Profile, RoleDefinition, UserStatus};
+use staleless_api::store::{MemoryStore, ProfileStore, RoleStore};
+use staleless_api::{AppState, CacheMode, Config};
+
+fn config(mode: CacheMode) -> Config {
+    let mut config = Config::from_env().expect("config");
+    config.cache.cache_mode = mode;
+    config.jwt.issuer = infra::jwt::LOCAL_ISSUER.to_owned();
+    config.jwt.audience = infra::jwt::LOCAL_AUDIENCE.to_owned();
+    config
+}
+
+async fn state(
+    jwt: &LocalJwt,
+    mode: CacheMode,
+    profiles: Arc<dyn ProfileStore>,
+    roles: Arc<dyn RoleStore>,
+) -> AppState {
+    let config = config(mode);
+    let set = serde_json::from_value(jwt.jwks().clone()).expect("jwks");
+    let auth = Authenticator::new(JwksSource::Fixed(set), &config.jwt, 10_000).await.expect("auth");
+    let state = AppState::new(config, profiles, roles, auth, None);
+    state.channel.mark_subscribed("bench");
+    state.channel.record_receive();
+    state
+}
+
+fn strings(values: &[&str]) -> Vec<String> {
+    values.iter().map(|value| (*value).to_owned()).collect()
+}
+
+fn memory_store() -> Arc<MemoryStore> {
+    let store = Arc::new(MemoryStore::new());
+    for (id, mappings, tools, priority) in [
+        ("system_admin", &["Admin"][..], &["*"][..], 900),
+        ("staff", &["Staff"][..], &["search", "calendar"][..], 100),
+        ("default", &[][..], &["search"][..], 0),
+    ] {
+        store.put_role_directly(RoleDefinition {
+            role_id: id.into(),
+            display_name: id.into(),
+            description: String::new(),
+            jwt_role_mappings: strings(mappings),
+            granted_tools: strings(tools),
+            granted_models: strings(&["standard"]),
+            granted_skills: Vec::new(),
+            priority,
+            enabled: true,
+            is_system_role: true,
+            quota_tier: None,
+            created_at: String::new(),
+            updated_at: String::new(),
+        });
+    }
+    store.put_profile_directly(Profile {
+        user_id: "alice".into(),
+        email: "alice@example.com".into(),
+        name: "Alice".into(),
+        roles: strings(&["Staff"]),
+        picture: None,
+        status: UserStatus::Active,
+        created_at: String::new(),
+        last_login_at: None,
+    });
+    store
+}
+
+fn hot_path(c: &mut Criterion) {
+    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+    let jwt = LocalJwt::generate().expect("key pair");
+    let token = jwt.mint("alice", &["Staff"], "alice@example.com", "Alice", Duration::from_secs(3_600));
+
+    let store = memory_store();
+    let cached = runtime.block_on(state(&jwt, CacheMode::Event, store.clone(), store.clone()));
+    runtime.block_on(cached.caller(&token)).expect("warm-up");
+    let reads = store.profile_reads();
+
+    // Moto for the uncached comparison, seeded with the demo data (alice is Staff there too).
+    let aws = infra::LocalAws::start().expect("emulator");
+    let stack = runtime.block_on(aws.provision_unique()).expect("provision");
+    runtime
+        .block_on(infra::operator::seed_demo(&aws.dynamodb(), &stack.users_table, &stack.roles_table))
+        .expect("seed");
+    let dynamodb = aws.dynamodb();
+    let uncached = runtime.block_on(state(
+        &jwt,
+        CacheMode::Off,
+        Arc::new(staleless_api::store::DynamoProfiles::new(dynamodb.clone(), stack.users_table.clone())),
+        Arc::new(staleless_api::store::DynamoRoles::new(dynamodb, stack.roles_table.clone())),
+    ));
+    runtime.block_on(uncached.caller(&token)).expect("moto warm-up");
+
+    let mut group = c.benchmark_group("hot_path");
+    let _guard = runtime.enter();
+    group.bench_function("event_cache_hit", |b| {
+        // A hit never awaits anything pending, so polling it once on this thread measures the
+        // path itself rather than a scheduler round trip.
+        b.iter(|| futures::executor::block_on(black_box(&cached).caller(black_box(&token))).expect("caller"));
+    });
+    let profile = runtime.block_on(cached.directory.profile("alice")).expect("profile").expect("alice");
+    group.bench_function("event_cache_hit_without_token_hash", |b| {
+        b.iter(|| {
+            futures::executor::block_on(async {
+                let profile = cached.directory.profile(black_box("alice")).await.expect("profile").expect("alice");
+                cached.directory.access(&profile).await.expect("access")
+            })
+        });
+    });
+    drop(profile);
+    group.bench_function("token_verify_uncached", |b| {
+        b.iter(|| {
+            cached.auth.flush();
+            futures::executor::block_on(cached.auth.authenticate(black_box(&token))).expect("verify")
+        });
+    });
+    group.sample_size(30).measurement_time(Duration::from_secs(10));
+    group.bench_function("off_moto", |b| {
+        b.to_async(&runtime).iter(|| async { uncached.caller(black_box(&token)).await.expect("caller") });
+    });
+    group.finish();
+    assert_eq!(store.profile_reads(), reads, "the cached benchmarks never read the store");
+}
+
+criterion_group!(benches, hot_path);
+criterion_main!(benches);

@@ -1,0 +1,449 @@
+//! The invalidation listener: one per process, owning this task's SQS queue.
+//!
+//! Lifecycle: create the queue (policy admitting only the topic, server-side encryption, short
+//! retention, heartbeat tag), subscribe it to the topic with raw delivery, and only then trust
+//! the caches (`/ready` 200). Then long-poll, apply, and delete what was applied. A malformed
+//! message is counted, logged and deleted. A queue deleted out of band is recreated and
+//! resubscribed, and the caches flushed since messages were lost. On shutdown: unsubscribe,
+//! then delete the queue (in that order: moto and SNS misbehave on subscriptions whose queue is
+//! gone, DESIGN.md §6).
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, QueueAttributeName};
+use staleless_protocol::{Invalidation, decode};
+use tokio_util::sync::CancellationToken;
+
+use super::queue::{self, HEARTBEAT_TAG};
+use crate::config::ChannelConfig;
+use crate::metrics as names;
+use crate::state::{AppState, ChannelClients};
+
+/// Messages per receive: the SQS maximum.
+/// <https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_ReceiveMessage.html>
+const MAX_MESSAGES_PER_RECEIVE: i32 = 10;
+/// SQS keeps messages 60 s to 14 days.
+const RETENTION_RANGE_SECS: (u64, u64) = (60, 1_209_600);
+/// Extra time a receive may take beyond its long-poll wait before it counts as hung.
+const RECEIVE_GRACE: Duration = Duration::from_secs(10);
+/// Ceiling of the back-off between failed attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// Why a channel call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ChannelError {
+    /// The queue does not exist (deleted out of band, or by the sweeper of another task).
+    #[error("queue does not exist")]
+    QueueGone,
+    /// Any other failure, described.
+    #[error("{operation}: {detail}")]
+    Call {
+        /// The API call.
+        operation: &'static str,
+        /// What failed.
+        detail: String,
+    },
+}
+
+/// Whether an SQS error code says the queue does not exist (the query and JSON protocols name
+/// it differently).
+#[must_use]
+pub fn is_queue_missing(code: Option<&str>) -> bool {
+    matches!(code, Some("AWS.SimpleQueueService.NonExistentQueue" | "QueueDoesNotExist"))
+}
+
+fn call_error<E>(operation: &'static str, err: &aws_sdk_sqs::error::SdkError<E>) -> ChannelError
+where
+    E: ProvideErrorMetadata + std::error::Error + 'static,
+{
+    if is_queue_missing(err.as_service_error().and_then(ProvideErrorMetadata::code)) {
+        ChannelError::QueueGone
+    } else {
+        ChannelError::Call {
+            operation,
+            detail: DisplayErrorContext(err).to_string(),
+        }
+    }
+}
+
+fn sns_error<E: std::error::Error + 'static>(operation: &'static str, err: &E) -> ChannelError {
+    ChannelError::Call {
+        operation,
+        detail: DisplayErrorContext(err).to_string(),
+    }
+}
+
+fn unix_now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs())
+}
+
+fn unix_now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// The queue this task owns while it runs.
+#[derive(Debug, Clone)]
+pub struct TaskQueue {
+    /// Queue name.
+    pub name: String,
+    /// Queue URL, for every SQS call.
+    pub url: String,
+    /// Queue ARN, the subscription's endpoint.
+    pub arn: String,
+    /// The subscription, removed on shutdown.
+    pub subscription_arn: String,
+    /// When the heartbeat tag was last written.
+    last_heartbeat: Instant,
+}
+
+/// Exponential back-off: 250 ms, 500 ms, … up to [`MAX_BACKOFF`].
+fn backoff(failures: u32) -> Duration {
+    Duration::from_millis(250u64.saturating_mul(1u64 << failures.min(8))).min(MAX_BACKOFF)
+}
+
+/// Sleeps, or returns `true` at once if cancelled.
+async fn cancelled_during(delay: Duration, cancel: &CancellationToken) -> bool {
+    tokio::select! {
+        () = cancel.cancelled() => true,
+        () = tokio::time::sleep(delay) => false,
+    }
+}
+
+/// The listener of one process.
+pub struct Listener {
+    /// The caches it keeps fresh and the channel health it reports.
+    state: AppState,
+    /// SQS and SNS.
+    clients: ChannelClients,
+    /// The relay's topic.
+    topic_arn: String,
+    /// Poll wait, retention, heartbeat.
+    config: ChannelConfig,
+    /// `<prefix>-<task id>`.
+    base_name: String,
+    /// How many times the queue was recreated under a new name (SQS refuses a deleted name for
+    /// 60 s).
+    generation: u32,
+}
+
+impl Listener {
+    /// A listener for the task `task_id`.
+    #[must_use]
+    pub fn new(state: AppState, clients: ChannelClients, topic_arn: String, task_id: &str) -> Self {
+        let config = state.config.channel.clone();
+        let base_name = queue::queue_name(&config.queue_name_prefix, task_id);
+        Self {
+            state,
+            clients,
+            topic_arn,
+            config,
+            base_name,
+            generation: 0,
+        }
+    }
+
+    /// The name the queue gets (or got) first.
+    #[must_use]
+    pub fn queue_name(&self) -> &str {
+        &self.base_name
+    }
+
+    /// Runs until `cancel`, then removes the queue and its subscription.
+    pub async fn run(mut self, cancel: CancellationToken) {
+        let mut queue: Option<TaskQueue> = None;
+        let mut failures = 0u32;
+        let healthy_gauge = metrics::gauge!(names::CHANNEL_HEALTHY);
+        loop {
+            healthy_gauge.set(if self.state.channel.is_trusted() { 1.0 } else { 0.0 });
+            let Some(current) = queue.as_mut() else {
+                let created = tokio::select! {
+                    () = cancel.cancelled() => break,
+                    created = self.create_and_subscribe() => created,
+                };
+                match created {
+                    Ok(created) => {
+                        tracing::info!(queue = %created.name, "invalidation queue subscribed");
+                        self.trust_again();
+                        self.state.channel.mark_subscribed(&created.name);
+                        queue = Some(created);
+                        failures = 0;
+                    }
+                    Err(err) => {
+                        failures += 1;
+                        tracing::warn!(error = %err, "cannot set up the invalidation queue; retrying");
+                        if cancelled_during(backoff(failures), &cancel).await {
+                            break;
+                        }
+                    }
+                }
+                continue;
+            };
+            let received = tokio::select! {
+                () = cancel.cancelled() => break,
+                received = self.receive(current) => received,
+            };
+            match received {
+                Ok(messages) => {
+                    failures = 0;
+                    if !self.state.channel.is_trusted() {
+                        self.trust_again();
+                    }
+                    self.state.channel.record_receive();
+                    self.handle(current, messages).await;
+                    self.heartbeat_if_due(current).await;
+                }
+                Err(ChannelError::QueueGone) => {
+                    // Messages sent meanwhile are lost: stop trusting now; the new subscription
+                    // flushes before trust returns.
+                    self.state.channel.mark_unsubscribed();
+                    metrics::counter!(names::QUEUE_RECREATED).increment(1);
+                    tracing::warn!(queue = %current.name, "invalidation queue deleted out of band; recreating it");
+                    self.unsubscribe(current).await;
+                    queue = None;
+                }
+                Err(err) => {
+                    failures += 1;
+                    metrics::counter!(names::QUEUE_RECEIVE_ERRORS).increment(1);
+                    tracing::warn!(queue = %current.name, error = %err, "receive failed; backing off");
+                    if cancelled_during(backoff(failures), &cancel).await {
+                        break;
+                    }
+                }
+            }
+        }
+        self.state.channel.mark_unsubscribed();
+        healthy_gauge.set(0.0);
+        if let Some(queue) = queue {
+            self.remove(&queue).await;
+        }
+    }
+
+    /// The channel was not trusted and is back: whatever was cached meanwhile may have missed
+    /// invalidations, so it goes before the caches are trusted again.
+    fn trust_again(&self) {
+        let beyond = self.state.channel.time_beyond_bound();
+        if !beyond.is_zero() {
+            metrics::counter!(names::CHANNEL_BYPASS_SECONDS).increment(beyond.as_secs());
+            tracing::info!(bypassed_secs = beyond.as_secs(), "invalidation channel back; flushing caches");
+        }
+        self.state.directory.flush();
+    }
+
+    /// Creates (or reuses) the queue, sets its policy and subscribes it.
+    ///
+    /// # Errors
+    /// The first failing call.
+    pub async fn create_and_subscribe(&mut self) -> Result<TaskQueue, ChannelError> {
+        let sqs = &self.clients.sqs;
+        let retention = self.config.queue_retention_secs.clamp(RETENTION_RANGE_SECS.0, RETENTION_RANGE_SECS.1);
+        let (name, url) = loop {
+            let name = if self.generation == 0 {
+                self.base_name.clone()
+            } else {
+                queue::recreated_name(&self.base_name, self.generation)
+            };
+            let created = sqs
+                .create_queue()
+                .queue_name(&name)
+                .attributes(QueueAttributeName::MessageRetentionPeriod, retention.to_string())
+                .attributes(QueueAttributeName::SqsManagedSseEnabled, "true")
+                .tags(HEARTBEAT_TAG, unix_now_secs().to_string())
+                .send()
+                .await;
+            match created {
+                Ok(output) => break (name, output.queue_url.unwrap_or_default()),
+                Err(err) if err.as_service_error().is_some_and(|e| e.is_queue_deleted_recently()) && self.generation < 100 => {
+                    self.generation += 1;
+                }
+                Err(err) => return Err(call_error("CreateQueue", &err)),
+            }
+        };
+        let arn = sqs
+            .get_queue_attributes()
+            .queue_url(&url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .map_err(|err| call_error("GetQueueAttributes", &err))?
+            .attributes
+            .and_then(|mut attributes| attributes.remove(&QueueAttributeName::QueueArn))
+            .ok_or_else(|| ChannelError::Call {
+                operation: "GetQueueAttributes",
+                detail: "no QueueArn".to_owned(),
+            })?;
+        sqs.set_queue_attributes()
+            .queue_url(&url)
+            .attributes(QueueAttributeName::Policy, queue::queue_policy(&arn, &self.topic_arn).to_string())
+            .send()
+            .await
+            .map_err(|err| call_error("SetQueueAttributes", &err))?;
+        let subscription_arn = self
+            .clients
+            .sns
+            .subscribe()
+            .topic_arn(&self.topic_arn)
+            .protocol("sqs")
+            .endpoint(&arn)
+            .attributes("RawMessageDelivery", "true")
+            .return_subscription_arn(true)
+            .send()
+            .await
+            .map_err(|err| sns_error("Subscribe", &err))?
+            .subscription_arn
+            .unwrap_or_default();
+        Ok(TaskQueue {
+            name,
+            url,
+            arn,
+            subscription_arn,
+            last_heartbeat: Instant::now(),
+        })
+    }
+
+    async fn receive(&self, queue: &TaskQueue) -> Result<Vec<Message>, ChannelError> {
+        let wait = self.config.poll_wait();
+        let request = self
+            .clients
+            .sqs
+            .receive_message()
+            .queue_url(&queue.url)
+            .max_number_of_messages(MAX_MESSAGES_PER_RECEIVE)
+            .wait_time_seconds(i32::try_from(wait.as_secs()).unwrap_or(20))
+            .send();
+        match tokio::time::timeout(wait + RECEIVE_GRACE, request).await {
+            Ok(Ok(output)) => Ok(output.messages.unwrap_or_default()),
+            Ok(Err(err)) => Err(call_error("ReceiveMessage", &err)),
+            Err(_) => Err(ChannelError::Call {
+                operation: "ReceiveMessage",
+                detail: "timed out".to_owned(),
+            }),
+        }
+    }
+
+    /// Applies each message and deletes the batch; malformed ones are deleted too, since they
+    /// will never become readable.
+    async fn handle(&self, queue: &TaskQueue, messages: Vec<Message>) {
+        if messages.is_empty() {
+            return;
+        }
+        let now_ms = unix_now_ms();
+        let mut handled = Vec::with_capacity(messages.len());
+        for message in messages {
+            let Some(receipt) = message.receipt_handle else {
+                continue;
+            };
+            match decode(message.body.as_deref().unwrap_or_default()) {
+                Ok(invalidation) => {
+                    self.apply(&invalidation, now_ms);
+                    metrics::counter!(names::QUEUE_MESSAGES, "outcome" => "applied").increment(1);
+                }
+                Err(err) => {
+                    metrics::counter!(names::QUEUE_MESSAGES, "outcome" => "malformed").increment(1);
+                    tracing::warn!(queue = %queue.name, message_id = message.message_id.as_deref().unwrap_or("?"), error = %err, "malformed invalidation message deleted");
+                }
+            }
+            handled.push(receipt);
+        }
+        self.delete(queue, handled).await;
+    }
+
+    fn apply(&self, invalidation: &Invalidation, now_ms: i64) {
+        let evicted = self.state.apply(invalidation);
+        match invalidation {
+            Invalidation::Invalidate { source, keys } => {
+                metrics::counter!(names::INVALIDATIONS_APPLIED, "source" => source.as_str())
+                    .increment(u64::try_from(evicted).unwrap_or(0));
+                let lag = metrics::histogram!(names::INVALIDATION_LAG);
+                for key in keys.iter().filter(|key| key.at_ms > 0) {
+                    #[allow(clippy::cast_precision_loss)] // milliseconds of lag fit an f64 exactly
+                    lag.record(now_ms.saturating_sub(key.at_ms).max(0) as f64 / 1_000.0);
+                }
+                tracing::debug!(source = %source, keys = keys.len(), "invalidation applied");
+            }
+            Invalidation::FlushAll { reason } => {
+                metrics::counter!(names::INVALIDATIONS_APPLIED, "source" => "all").increment(1);
+                tracing::info!(reason = reason.as_deref().unwrap_or(""), "flush_all applied");
+            }
+        }
+    }
+
+    async fn delete(&self, queue: &TaskQueue, receipts: Vec<String>) {
+        if receipts.is_empty() {
+            return;
+        }
+        let entries: Vec<DeleteMessageBatchRequestEntry> = receipts
+            .into_iter()
+            .enumerate()
+            .filter_map(|(index, receipt)| {
+                DeleteMessageBatchRequestEntry::builder().id(index.to_string()).receipt_handle(receipt).build().ok()
+            })
+            .collect();
+        match self.clients.sqs.delete_message_batch().queue_url(&queue.url).set_entries(Some(entries)).send().await {
+            Ok(output) if !output.failed.is_empty() => {
+                // They will be received again and re-applied: eviction is idempotent.
+                tracing::warn!(queue = %queue.name, failed = output.failed.len(), "some messages were not deleted");
+            }
+            Ok(_) => {}
+            Err(err) => tracing::warn!(queue = %queue.name, error = %DisplayErrorContext(&err), "DeleteMessageBatch failed"),
+        }
+    }
+
+    async fn heartbeat_if_due(&self, queue: &mut TaskQueue) {
+        if queue.last_heartbeat.elapsed() < Duration::from_secs(self.config.heartbeat_interval_secs) {
+            return;
+        }
+        match self
+            .clients
+            .sqs
+            .tag_queue()
+            .queue_url(&queue.url)
+            .tags(HEARTBEAT_TAG, unix_now_secs().to_string())
+            .send()
+            .await
+        {
+            Ok(_) => queue.last_heartbeat = Instant::now(),
+            Err(err) => tracing::warn!(queue = %queue.name, error = %DisplayErrorContext(&err), "heartbeat failed"),
+        }
+    }
+
+    async fn unsubscribe(&self, queue: &TaskQueue) {
+        if queue.subscription_arn.is_empty() {
+            return;
+        }
+        if let Err(err) = self.clients.sns.unsubscribe().subscription_arn(&queue.subscription_arn).send().await {
+            tracing::warn!(queue = %queue.name, error = %DisplayErrorContext(&err), "Unsubscribe failed");
+        }
+    }
+
+    /// Unsubscribes, then deletes the queue.
+    async fn remove(&self, queue: &TaskQueue) {
+        self.unsubscribe(queue).await;
+        match self.clients.sqs.delete_queue().queue_url(&queue.url).send().await {
+            Ok(_) => tracing::info!(queue = %queue.name, "invalidation queue removed"),
+            Err(err) => tracing::warn!(queue = %queue.name, error = %DisplayErrorContext(&err), "DeleteQueue failed"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        assert_eq!(backoff(1), Duration::from_millis(500));
+        assert!(backoff(3) > backoff(2));
+        assert_eq!(backoff(40), MAX_BACKOFF);
+    }
+
+    #[test]
+    fn both_spellings_of_a_missing_queue_are_recognised() {
+        assert!(is_queue_missing(Some("AWS.SimpleQueueService.NonExistentQueue")));
+        assert!(is_queue_missing(Some("QueueDoesNotExist")));
+        assert!(!is_queue_missing(Some("ThrottlingException")));
+        assert!(!is_queue_missing(None));
+    }
+}

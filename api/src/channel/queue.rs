@@ -1,0 +1,149 @@
+//! Pure pieces of the per-task queue: its name, its access policy, the heartbeat rule, and how
+//! this task finds its id.
+
+use serde_json::{Value, json};
+
+/// SQS queue names are at most 80 characters of letters, digits, `-` and `_`.
+/// <https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_CreateQueue.html>
+pub const MAX_QUEUE_NAME_CHARS: usize = 80;
+
+/// Tag holding the Unix time (seconds) of the owner's last heartbeat.
+pub const HEARTBEAT_TAG: &str = "staleless:heartbeat";
+
+/// Keeps what SQS allows in a name and replaces the rest with `-`.
+#[must_use]
+pub fn sanitize(text: &str) -> String {
+    text.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+        .collect()
+}
+
+/// `<prefix>-<task id>`, the task id cut so that the name fits SQS's limit.
+#[must_use]
+pub fn queue_name(prefix: &str, task_id: &str) -> String {
+    let prefix = sanitize(prefix);
+    let room = MAX_QUEUE_NAME_CHARS.saturating_sub(prefix.len() + 1);
+    let id: String = sanitize(task_id).chars().take(room).collect();
+    format!("{prefix}-{id}")
+}
+
+/// A variant of `name` for a recreation, when SQS refuses the same name for 60 s after a delete.
+#[must_use]
+pub fn recreated_name(name: &str, generation: u32) -> String {
+    let suffix = format!("-r{generation}");
+    let keep = MAX_QUEUE_NAME_CHARS.saturating_sub(suffix.len());
+    format!("{}{suffix}", name.chars().take(keep).collect::<String>())
+}
+
+/// The queue policy: only the invalidation topic may send, and only to this queue.
+#[must_use]
+pub fn queue_policy(queue_arn: &str, topic_arn: &str) -> Value {
+    json!({
+        "Version": "2012-10-17",
+        "Statement": [{
+            "Sid": "OnlyTheInvalidationTopic",
+            "Effect": "Allow",
+            "Principal": {"Service": "sns.amazonaws.com"},
+            "Action": "sqs:SendMessage",
+            "Resource": queue_arn,
+            "Condition": {"ArnEquals": {"aws:SourceArn": topic_arn}}
+        }]
+    })
+}
+
+/// Whether a queue whose heartbeat tag reads `heartbeat` belongs to a task that is gone. A
+/// missing or unreadable tag is not ours to judge: only queues this service tagged are swept.
+#[must_use]
+pub fn heartbeat_is_stale(heartbeat: Option<&str>, now_secs: u64, stale_after_secs: u64) -> bool {
+    heartbeat
+        .and_then(|value| value.parse::<u64>().ok())
+        .is_some_and(|beat| now_secs.saturating_sub(beat) > stale_after_secs)
+}
+
+/// The queue name at the end of an SQS ARN (`arn:aws:sqs:<region>:<account>:<name>`).
+#[must_use]
+pub fn queue_name_from_arn(arn: &str) -> Option<&str> {
+    arn.strip_prefix("arn:").and_then(|_| arn.rsplit(':').next()).filter(|name| !name.is_empty())
+}
+
+/// The task id from an ECS task metadata document (`TaskARN` = `…:task/<cluster>/<id>`).
+#[must_use]
+pub fn task_id_from_metadata(metadata: &Value) -> Option<String> {
+    metadata
+        .get("TaskARN")
+        .and_then(Value::as_str)
+        .and_then(|arn| arn.rsplit('/').next())
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned)
+}
+
+/// This task's id: the ECS task id when the container metadata endpoint answers, else
+/// `<host>-<pid>-<random>` (unique even for two processes on one host).
+pub async fn discover_task_id() -> String {
+    if let Ok(base) = std::env::var("ECS_CONTAINER_METADATA_URI_V4") {
+        let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(2)).build();
+        if let Ok(client) = client
+            && let Ok(response) = client.get(format!("{base}/task")).send().await
+            && let Ok(metadata) = response.json::<Value>().await
+            && let Some(id) = task_id_from_metadata(&metadata)
+        {
+            return id;
+        }
+        tracing::warn!("ECS metadata endpoint set but unreadable; using host, pid and a random id");
+    }
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|host| host.trim().to_owned())
+        .filter(|host| !host.is_empty())
+        .unwrap_or_else(|| "host".to_owned());
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    let host: String = host.chars().take(24).collect();
+    format!("{host}-{}-{}", std::process::id(), &random[..8])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_fit_sqs_rules() {
+        assert_eq!(queue_name("staleless-task", "ip-10-0-0-1.ec2.internal-42-ab12"), "staleless-task-ip-10-0-0-1-ec2-internal-42-ab12");
+        let long = queue_name("staleless-task", &"x".repeat(200));
+        assert_eq!(long.len(), MAX_QUEUE_NAME_CHARS);
+        assert!(long.starts_with("staleless-task-"));
+        let again = recreated_name(&long, 2);
+        assert_eq!(again.len(), MAX_QUEUE_NAME_CHARS);
+        assert!(again.ends_with("-r2"));
+    }
+
+    #[test]
+    fn the_policy_admits_only_the_topic() {
+        let policy = queue_policy("arn:aws:sqs:us-east-1:123:q", "arn:aws:sns:us-east-1:123:t");
+        let statements = policy["Statement"].as_array().expect("statements");
+        assert_eq!(statements.len(), 1);
+        let statement = &statements[0];
+        assert_eq!(statement["Effect"], "Allow");
+        assert_eq!(statement["Action"], "sqs:SendMessage");
+        assert_eq!(statement["Resource"], "arn:aws:sqs:us-east-1:123:q");
+        assert_eq!(statement["Condition"]["ArnEquals"]["aws:SourceArn"], "arn:aws:sns:us-east-1:123:t");
+    }
+
+    #[test]
+    fn only_tagged_queues_with_an_old_heartbeat_are_stale() {
+        assert!(heartbeat_is_stale(Some("1000"), 2_000, 600));
+        assert!(!heartbeat_is_stale(Some("1500"), 2_000, 600));
+        assert!(!heartbeat_is_stale(None, 2_000, 600));
+        assert!(!heartbeat_is_stale(Some("yesterday"), 2_000, 600));
+        assert!(!heartbeat_is_stale(Some("3000"), 2_000, 600), "a clock behind the tag is not stale");
+    }
+
+    #[test]
+    fn ids_from_arns_and_metadata() {
+        assert_eq!(queue_name_from_arn("arn:aws:sqs:us-east-1:123:staleless-task-a"), Some("staleless-task-a"));
+        assert_eq!(queue_name_from_arn("https://example.com"), None);
+        let metadata = json!({"TaskARN": "arn:aws:ecs:us-east-1:123:task/prod/0123abcd"});
+        assert_eq!(task_id_from_metadata(&metadata).as_deref(), Some("0123abcd"));
+        assert_eq!(task_id_from_metadata(&json!({})), None);
+    }
+}

@@ -1,0 +1,218 @@
+//! The sweeper: removes what crashed tasks left behind.
+//!
+//! A task that dies without its shutdown leaves a queue (filling up until retention drops the
+//! messages) and a subscription (every publish fans out to it). Every task sweeps now and then:
+//! queues of the prefix whose heartbeat tag is stale are unsubscribed and deleted, and
+//! subscriptions of the topic whose queue no longer exists are removed — in moto such a
+//! subscription even stops delivery to the subscribers after it (DESIGN.md §6).
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_sqs::types::QueueAttributeName;
+use tokio_util::sync::CancellationToken;
+
+use super::ChannelHealth;
+use super::listener::is_queue_missing;
+use super::queue::{self, HEARTBEAT_TAG};
+use crate::metrics as names;
+use crate::state::ChannelClients;
+
+/// What one sweep removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Queues with a stale heartbeat, deleted (after their subscriptions).
+    pub stale_queues: usize,
+    /// Subscriptions whose queue was gone, removed.
+    pub orphaned_subscriptions: usize,
+}
+
+/// Sweeps the queues of one prefix and the subscriptions of one topic.
+pub struct Sweeper {
+    /// SQS and SNS.
+    clients: ChannelClients,
+    /// The relay's topic.
+    topic_arn: String,
+    /// Only queues named `<prefix>-…` are considered.
+    prefix: String,
+    /// A heartbeat older than this is a crashed task's.
+    stale_after: Duration,
+    /// This task's own channel, whose queue is never swept.
+    own: Arc<ChannelHealth>,
+}
+
+fn unix_now_secs() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs())
+}
+
+fn describe<E: std::error::Error + 'static>(operation: &str, err: &E) -> String {
+    format!("{operation}: {}", DisplayErrorContext(err))
+}
+
+impl Sweeper {
+    /// A sweeper of `prefix`'s queues and `topic_arn`'s subscriptions.
+    #[must_use]
+    pub const fn new(
+        clients: ChannelClients,
+        topic_arn: String,
+        prefix: String,
+        stale_after: Duration,
+        own: Arc<ChannelHealth>,
+    ) -> Self {
+        Self {
+            clients,
+            topic_arn,
+            prefix,
+            stale_after,
+            own,
+        }
+    }
+
+    /// Sweeps every `interval` until `cancel`.
+    pub async fn run(self, interval: Duration, cancel: CancellationToken) {
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(interval) => {}
+            }
+            match self.sweep_once().await {
+                Ok(report) if report != SweepReport::default() => tracing::info!(?report, "sweeper removed leftovers"),
+                Ok(_) => {}
+                Err(err) => tracing::warn!(error = %err, "sweep failed; will retry"),
+            }
+        }
+    }
+
+    /// One sweep.
+    ///
+    /// # Errors
+    /// A description of the first listing call that failed (removals are best effort).
+    pub async fn sweep_once(&self) -> Result<SweepReport, String> {
+        let own = self.own.report().queue;
+        let subscriptions = self.subscriptions().await?;
+        let mut report = SweepReport::default();
+        let mut removed: Vec<&str> = Vec::new();
+        let name_prefix = format!("{}-", self.prefix);
+
+        for url in self.queue_urls(&name_prefix).await? {
+            if own.as_deref().is_some_and(|own| url.ends_with(&format!("/{own}"))) {
+                continue;
+            }
+            let tags = match self.clients.sqs.list_queue_tags().queue_url(&url).send().await {
+                Ok(output) => output.tags.unwrap_or_default(),
+                Err(_) => continue, // deleted meanwhile, or not ours to read
+            };
+            if !queue::heartbeat_is_stale(tags.get(HEARTBEAT_TAG).map(String::as_str), unix_now_secs(), self.stale_after.as_secs()) {
+                continue;
+            }
+            let arn = self
+                .clients
+                .sqs
+                .get_queue_attributes()
+                .queue_url(&url)
+                .attribute_names(QueueAttributeName::QueueArn)
+                .send()
+                .await
+                .ok()
+                .and_then(|output| output.attributes)
+                .and_then(|mut attributes| attributes.remove(&QueueAttributeName::QueueArn));
+            if let Some(arn) = &arn {
+                for (subscription, _) in subscriptions.iter().filter(|(_, endpoint)| endpoint == arn) {
+                    if self.unsubscribe(subscription).await {
+                        report.orphaned_subscriptions += 1;
+                        removed.push(subscription);
+                    }
+                }
+            }
+            match self.clients.sqs.delete_queue().queue_url(&url).send().await {
+                Ok(_) => {
+                    report.stale_queues += 1;
+                    metrics::counter!(names::SWEPT, "kind" => "queue").increment(1);
+                    tracing::info!(queue = %url, "deleted the queue of a task whose heartbeat stopped");
+                }
+                Err(err) => tracing::warn!(queue = %url, error = %DisplayErrorContext(&err), "cannot delete stale queue"),
+            }
+        }
+
+        for (subscription, endpoint) in subscriptions.iter().filter(|(arn, _)| !removed.contains(&arn.as_str())) {
+            let Some(name) = queue::queue_name_from_arn(endpoint).filter(|name| name.starts_with(&name_prefix)) else {
+                continue;
+            };
+            let lookup = self.clients.sqs.get_queue_url().queue_name(name).send().await;
+            if let Err(err) = lookup
+                && is_queue_missing(err.as_service_error().and_then(ProvideErrorMetadata::code))
+                && self.unsubscribe(subscription).await
+            {
+                report.orphaned_subscriptions += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    /// `(subscription ARN, endpoint)` of every confirmed SQS subscription of the topic.
+    async fn subscriptions(&self) -> Result<Vec<(String, String)>, String> {
+        let mut all = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let output = self
+                .clients
+                .sns
+                .list_subscriptions_by_topic()
+                .topic_arn(&self.topic_arn)
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|err| describe("ListSubscriptionsByTopic", &err))?;
+            for subscription in output.subscriptions.unwrap_or_default() {
+                if subscription.protocol.as_deref() != Some("sqs") {
+                    continue;
+                }
+                if let (Some(arn), Some(endpoint)) = (subscription.subscription_arn, subscription.endpoint)
+                    && arn.starts_with("arn:")
+                {
+                    all.push((arn, endpoint));
+                }
+            }
+            match output.next_token {
+                Some(next) if !next.is_empty() => token = Some(next),
+                _ => return Ok(all),
+            }
+        }
+    }
+
+    async fn queue_urls(&self, name_prefix: &str) -> Result<Vec<String>, String> {
+        let mut urls = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let output = self
+                .clients
+                .sqs
+                .list_queues()
+                .queue_name_prefix(name_prefix)
+                .max_results(1_000)
+                .set_next_token(token.take())
+                .send()
+                .await
+                .map_err(|err| describe("ListQueues", &err))?;
+            urls.extend(output.queue_urls.unwrap_or_default());
+            match output.next_token {
+                Some(next) if !next.is_empty() => token = Some(next),
+                _ => return Ok(urls),
+            }
+        }
+    }
+
+    async fn unsubscribe(&self, subscription: &str) -> bool {
+        match self.clients.sns.unsubscribe().subscription_arn(subscription).send().await {
+            Ok(_) => {
+                metrics::counter!(names::SWEPT, "kind" => "subscription").increment(1);
+                true
+            }
+            Err(err) => {
+                tracing::warn!(subscription, error = %DisplayErrorContext(&err), "cannot remove subscription");
+                false
+            }
+        }
+    }
+}

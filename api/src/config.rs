@@ -1,0 +1,224 @@
+//! Typed configuration, read once from environment variables (or flags) with defaults.
+//!
+//! The standard AWS variables (`AWS_ENDPOINT_URL`, `AWS_REGION`, credentials) are not here: they
+//! are honoured by `aws_config::load_from_env`, exactly as every other AWS tool honours them.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, ValueEnum};
+
+/// What the caches do; `event` is this design, the others exist to compare against it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheMode {
+    /// Cache with a long safety-net TTL; entries are evicted by the invalidation queue.
+    Event,
+    /// Cache with a TTL only, as the system this replaces did: stale for up to the TTL.
+    Ttl,
+    /// No cache: a DynamoDB read per request.
+    Off,
+}
+
+impl CacheMode {
+    /// The mode's name as configured (`event`, `ttl`, `off`).
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Event => "event",
+            Self::Ttl => "ttl",
+            Self::Off => "off",
+        }
+    }
+}
+
+/// Everything the API reads from its environment.
+#[derive(Debug, Clone, Parser)]
+#[command(name = "staleless-api", about = "The staleless API", version)]
+pub struct Config {
+    /// Address the HTTP server binds.
+    #[arg(long, env = "BIND_ADDR", default_value = "127.0.0.1:8081")]
+    pub bind_addr: SocketAddr,
+    /// Requests running longer than this are answered 408 (and shutdown waits at most this long
+    /// for one request).
+    #[arg(long, env = "REQUEST_TIMEOUT_SECS", default_value_t = 10)]
+    pub request_timeout_secs: u64,
+    /// Request bodies larger than this are refused with 413.
+    #[arg(long, env = "BODY_LIMIT_BYTES", default_value_t = 64 * 1024)]
+    pub body_limit_bytes: usize,
+    /// The tables.
+    #[command(flatten)]
+    pub tables: TablesConfig,
+    /// The caches.
+    #[command(flatten)]
+    pub cache: CacheConfig,
+    /// Token verification.
+    #[command(flatten)]
+    pub jwt: JwtConfig,
+    /// The invalidation queue of this task.
+    #[command(flatten)]
+    pub channel: ChannelConfig,
+}
+
+/// Where profiles and roles live.
+#[derive(Debug, Clone, Args)]
+pub struct TablesConfig {
+    /// The users table (`PK = USER#<id>`, `SK = PROFILE`).
+    #[arg(long, env = "USERS_TABLE", default_value = "staleless-users")]
+    pub users_table: String,
+    /// The app-roles table (`PK = ROLE#<id>`, `SK = DEFINITION`, plus mapping items).
+    #[arg(long, env = "ROLES_TABLE", default_value = "staleless-app-roles")]
+    pub roles_table: String,
+}
+
+/// Cache behaviour and bounds.
+#[derive(Debug, Clone, Args)]
+pub struct CacheConfig {
+    /// `event` (default), `ttl` or `off`.
+    #[arg(long, env = "CACHE_MODE", value_enum, default_value = "event")]
+    pub cache_mode: CacheMode,
+    /// Time to live of a cached profile or role catalogue. In `event` mode a safety net only
+    /// (default 3600 s); in `ttl` mode the only freshness there is (default 300 s, the old
+    /// system's value).
+    #[arg(long, env = "CACHE_TTL_SECS")]
+    pub cache_ttl_secs: Option<u64>,
+    /// Most profiles kept in memory; the least recently used go first.
+    #[arg(long, env = "CACHE_MAX_PROFILES", default_value_t = 100_000)]
+    pub cache_max_profiles: u64,
+    /// Most verified tokens kept (each until its `exp`).
+    #[arg(long, env = "CACHE_MAX_TOKENS", default_value_t = 100_000)]
+    pub cache_max_tokens: u64,
+}
+
+impl CacheConfig {
+    /// The TTL in effect for the configured mode.
+    #[must_use]
+    pub fn ttl(&self) -> Duration {
+        let default = match self.cache_mode {
+            CacheMode::Ttl => 300,
+            CacheMode::Event | CacheMode::Off => 3_600,
+        };
+        Duration::from_secs(self.cache_ttl_secs.unwrap_or(default).max(1))
+    }
+}
+
+/// How bearer tokens are verified.
+#[derive(Debug, Clone, Args)]
+pub struct JwtConfig {
+    /// JWKS URL (Cognito: `https://cognito-idp.<region>.amazonaws.com/<pool id>/.well-known/jwks.json`).
+    /// Takes precedence over `JWT_JWKS_FILE`.
+    #[arg(long, env = "JWT_JWKS_URL")]
+    pub jwks_url: Option<String>,
+    /// JWKS file, as written by the local stack.
+    #[arg(long, env = "JWT_JWKS_FILE", default_value = ".local/jwt/jwks.json")]
+    pub jwks_file: PathBuf,
+    /// Required `iss`.
+    #[arg(long, env = "JWT_ISSUER", default_value = "staleless-local")]
+    pub issuer: String,
+    /// Required `aud` (ID tokens) or `client_id` (Cognito access tokens).
+    #[arg(long, env = "JWT_AUDIENCE", default_value = "staleless-api")]
+    pub audience: String,
+    /// Clock skew tolerated on `exp` and `nbf`.
+    #[arg(long, env = "JWT_LEEWAY_SECS", default_value_t = 30)]
+    pub leeway_secs: u64,
+    /// A token with an unknown `kid` reloads the key set at most this often, so garbage tokens
+    /// cannot make the service hammer the IdP.
+    #[arg(long, env = "JWKS_REFRESH_MIN_SECS", default_value_t = 60)]
+    pub jwks_refresh_min_secs: u64,
+}
+
+/// The task's own invalidation queue and its health bound.
+#[derive(Debug, Clone, Args)]
+pub struct ChannelConfig {
+    /// The topic the stream relay publishes to (required in `event` mode).
+    #[arg(long, env = "INVALIDATION_TOPIC_ARN")]
+    pub topic_arn: Option<String>,
+    /// This task's queue is `<prefix>-<task id>`; the sweeper only touches queues of the prefix.
+    #[arg(long, env = "QUEUE_NAME_PREFIX", default_value = "staleless-task")]
+    pub queue_name_prefix: String,
+    /// Long-poll wait per receive, at most 20 s (the SQS maximum).
+    #[arg(long, env = "POLL_WAIT_SECS", default_value_t = 20)]
+    pub poll_wait_secs: u64,
+    /// With no successful receive for longer than this, the cache is bypassed and `/ready` is
+    /// 503 until the channel is back (then the cache is flushed). Must exceed the poll wait.
+    #[arg(long, env = "CHANNEL_STALENESS_BOUND_SECS", default_value_t = 45)]
+    pub staleness_bound_secs: u64,
+    /// Messages older than this are dropped by SQS: after a gap that long the cache is flushed
+    /// anyway, so keeping them would only replay work.
+    #[arg(long, env = "QUEUE_RETENTION_SECS", default_value_t = 300)]
+    pub queue_retention_secs: u64,
+    /// How often the queue's heartbeat tag is refreshed.
+    #[arg(long, env = "HEARTBEAT_INTERVAL_SECS", default_value_t = 60)]
+    pub heartbeat_interval_secs: u64,
+    /// Queues of the prefix whose heartbeat is older than this belong to crashed tasks.
+    #[arg(long, env = "QUEUE_STALE_AFTER_SECS", default_value_t = 600)]
+    pub queue_stale_after_secs: u64,
+    /// How often the sweeper looks for such queues and orphaned subscriptions.
+    #[arg(long, env = "SWEEP_INTERVAL_SECS", default_value_t = 300)]
+    pub sweep_interval_secs: u64,
+}
+
+impl ChannelConfig {
+    /// The long-poll wait, clamped to what SQS allows (0–20 s).
+    /// <https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_ReceiveMessage.html>
+    #[must_use]
+    pub fn poll_wait(&self) -> Duration {
+        Duration::from_secs(self.poll_wait_secs.min(20))
+    }
+
+    /// The staleness bound.
+    #[must_use]
+    pub const fn staleness_bound(&self) -> Duration {
+        Duration::from_secs(self.staleness_bound_secs)
+    }
+}
+
+impl Config {
+    /// The defaults overlaid with the environment, and no command-line flags: what tests start
+    /// from before setting the fields they care about.
+    ///
+    /// # Errors
+    /// When an environment variable holds a value of the wrong type.
+    pub fn from_env() -> Result<Self, clap::Error> {
+        Self::try_parse_from(["staleless-api"])
+    }
+
+    /// The request timeout.
+    #[must_use]
+    pub const fn request_timeout(&self) -> Duration {
+        Duration::from_secs(self.request_timeout_secs)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_match_the_contract() {
+        let config = Config::try_parse_from(["staleless-api"]).expect("defaults parse");
+        assert_eq!(config.tables.users_table, "staleless-users");
+        assert_eq!(config.tables.roles_table, "staleless-app-roles");
+        assert_eq!(config.channel.queue_name_prefix, "staleless-task");
+        assert_eq!(config.cache.cache_mode, CacheMode::Event);
+        assert_eq!(config.bind_addr.to_string(), "127.0.0.1:8081");
+    }
+
+    #[test]
+    fn ttl_default_depends_on_the_mode_and_an_explicit_value_wins() {
+        let mut cache = Config::try_parse_from(["staleless-api", "--cache-mode", "ttl"]).expect("parse").cache;
+        assert_eq!(cache.ttl(), Duration::from_secs(300));
+        cache.cache_mode = CacheMode::Event;
+        assert_eq!(cache.ttl(), Duration::from_secs(3_600));
+        cache.cache_ttl_secs = Some(5);
+        assert_eq!(cache.ttl(), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn the_poll_wait_never_exceeds_the_sqs_maximum() {
+        let mut channel = Config::try_parse_from(["staleless-api"]).expect("parse").channel;
+        channel.poll_wait_secs = 60;
+        assert_eq!(channel.poll_wait(), Duration::from_secs(20));
+    }
+}

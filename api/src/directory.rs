@@ -1,0 +1,393 @@
+//! The store layer the routes use: profiles and roles, cached or not as the mode says, with
+//! read-your-writes done once, here.
+//!
+//! Route handlers call [`Directory`] and nothing else for data; they never touch a cache or an
+//! invalidation. A write through the API evicts what it changed on this task as soon as the
+//! store has accepted it (the stream will evict it on every other task); the invalidation
+//! listener calls [`Directory::apply`] for changes made anywhere.
+//!
+//! Modes: `event` serves from cache while the channel is trusted and reads through otherwise;
+//! `ttl` always serves from cache (freshness = TTL); `off` always reads through.
+
+use std::sync::Arc;
+
+use staleless_protocol::{Invalidation, Source};
+
+use crate::cache::{CacheStats, KeyedCache};
+use crate::channel::ChannelHealth;
+use crate::config::CacheMode;
+use crate::metrics as names;
+use crate::model::{NewRole, Profile, RoleDefinition, RolePatch};
+use crate::permissions::{self, Access};
+use crate::store::{ProfileSync, ProfileStore, RoleStore, StoreError};
+
+/// Most distinct IdP-role combinations whose resolution is memoized per catalogue snapshot.
+const MAX_MEMOIZED_ROLE_SETS: u64 = 10_000;
+
+/// One snapshot of the role catalogue, with permission resolutions memoized for its lifetime:
+/// when the catalogue is invalidated the memo goes with it, so it needs no invalidation of its
+/// own.
+pub struct Catalogue {
+    /// Every role definition, by role id.
+    roles: Vec<RoleDefinition>,
+    /// Resolutions by the user's IdP roles, as listed on the profile.
+    memo: moka::sync::Cache<Vec<String>, Arc<Access>>,
+}
+
+impl Catalogue {
+    /// A snapshot of `roles`.
+    #[must_use]
+    pub fn new(mut roles: Vec<RoleDefinition>) -> Self {
+        roles.sort_by(|a, b| a.role_id.cmp(&b.role_id));
+        Self {
+            roles,
+            memo: moka::sync::Cache::new(MAX_MEMOIZED_ROLE_SETS),
+        }
+    }
+
+    /// The roles, sorted by id.
+    #[must_use]
+    pub fn roles(&self) -> &[RoleDefinition] {
+        &self.roles
+    }
+
+    /// One role.
+    #[must_use]
+    pub fn role(&self, role_id: &str) -> Option<&RoleDefinition> {
+        self.roles.iter().find(|role| role.role_id == role_id)
+    }
+
+    /// What a user with these IdP roles may do (memoized).
+    #[must_use]
+    pub fn access(&self, idp_roles: &[String]) -> Arc<Access> {
+        if let Some(access) = self.memo.get(idp_roles) {
+            return access;
+        }
+        let access = Arc::new(permissions::resolve(idp_roles, &self.roles));
+        self.memo.insert(idp_roles.to_vec(), Arc::clone(&access));
+        access
+    }
+}
+
+/// Stats of the data caches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct DirectoryStats {
+    /// Profiles by user id.
+    pub profiles: CacheStats,
+    /// The role catalogue (one entry).
+    pub roles: CacheStats,
+}
+
+/// Profiles and roles, through the caches.
+pub struct Directory {
+    /// Where profiles live.
+    profiles: Arc<dyn ProfileStore>,
+    /// Where roles live.
+    roles: Arc<dyn RoleStore>,
+    /// What the caches do.
+    mode: CacheMode,
+    /// Whether the invalidation channel vouches for the caches (`event` mode).
+    channel: Arc<ChannelHealth>,
+    /// `None` (no profile item) is cached too: a missing user is as cacheable as a present one,
+    /// since creating the item invalidates it like any other write.
+    profile_cache: KeyedCache<String, Option<Arc<Profile>>>,
+    /// The whole catalogue under the unit key: resolution needs every role at once.
+    catalogue_cache: KeyedCache<(), Arc<Catalogue>>,
+    /// Reads that skipped a trusted cache, by cache.
+    bypassed_profiles: metrics::Counter,
+    bypassed_roles: metrics::Counter,
+}
+
+impl Directory {
+    /// A directory over these stores.
+    #[must_use]
+    pub fn new(
+        profiles: Arc<dyn ProfileStore>,
+        roles: Arc<dyn RoleStore>,
+        mode: CacheMode,
+        ttl: std::time::Duration,
+        max_profiles: u64,
+        channel: Arc<ChannelHealth>,
+    ) -> Self {
+        Self {
+            profiles,
+            roles,
+            mode,
+            channel,
+            profile_cache: KeyedCache::new("profiles", max_profiles, ttl),
+            catalogue_cache: KeyedCache::new("roles", 1, ttl),
+            bypassed_profiles: metrics::counter!(names::CACHE_BYPASSED_READS, "cache" => "profiles"),
+            bypassed_roles: metrics::counter!(names::CACHE_BYPASSED_READS, "cache" => "roles"),
+        }
+    }
+
+    /// The cache mode.
+    #[must_use]
+    pub const fn mode(&self) -> CacheMode {
+        self.mode
+    }
+
+    /// Whether reads may be answered from the caches now.
+    fn use_cache(&self) -> bool {
+        match self.mode {
+            CacheMode::Event => self.channel.is_trusted(),
+            CacheMode::Ttl => true,
+            CacheMode::Off => false,
+        }
+    }
+
+    /// A user's profile; `None` when the user has none.
+    ///
+    /// # Errors
+    /// The store's error when the profile had to be read.
+    pub async fn profile(&self, user_id: &str) -> Result<Option<Arc<Profile>>, StoreError> {
+        // Built only on a miss: the hit path allocates nothing.
+        let read = || {
+            let store = Arc::clone(&self.profiles);
+            let user_id = user_id.to_owned();
+            async move { Ok(store.get_profile(&user_id).await?.map(Arc::new)) }
+        };
+        if self.use_cache() {
+            self.profile_cache.get_or_load(user_id, read).await
+        } else {
+            if self.mode == CacheMode::Event {
+                self.bypassed_profiles.increment(1);
+            }
+            read().await
+        }
+    }
+
+    /// The role catalogue.
+    ///
+    /// # Errors
+    /// The store's error when the catalogue had to be read.
+    pub async fn catalogue(&self) -> Result<Arc<Catalogue>, StoreError> {
+        let read = || {
+            let store = Arc::clone(&self.roles);
+            async move { Ok(Arc::new(Catalogue::new(store.list_roles().await?))) }
+        };
+        if self.use_cache() {
+            self.catalogue_cache.get_or_load(&(), read).await
+        } else {
+            if self.mode == CacheMode::Event {
+                self.bypassed_roles.increment(1);
+            }
+            read().await
+        }
+    }
+
+    /// What `profile` may do.
+    ///
+    /// # Errors
+    /// The store's error when the catalogue had to be read.
+    pub async fn access(&self, profile: &Profile) -> Result<Arc<Access>, StoreError> {
+        Ok(self.catalogue().await?.access(&profile.roles))
+    }
+
+    /// Creates or updates a profile from a sync; this task reads its own write afterwards.
+    ///
+    /// # Errors
+    /// The store's error.
+    pub async fn sync_profile(&self, sync: &ProfileSync) -> Result<Arc<Profile>, StoreError> {
+        let stored = self.profiles.sync_profile(sync).await;
+        // Evict even on error: the write may have been applied before the response was lost.
+        self.profile_cache.invalidate(sync.user_id.as_str());
+        Ok(Arc::new(stored?))
+    }
+
+    /// Validates and creates a role from an admin's body.
+    ///
+    /// # Errors
+    /// [`StoreError::Invalid`] for input outside the data model, [`StoreError::Conflict`] if it
+    /// exists; the store's error.
+    pub async fn create_role(&self, new: NewRole, now: &str) -> Result<RoleDefinition, StoreError> {
+        let role = new.validate(now).map_err(StoreError::Invalid)?;
+        let result = self.roles.put_role(&role, None).await;
+        self.catalogue_cache.invalidate(&());
+        result.map(|()| role)
+    }
+
+    /// Applies `patch` to the stored role (read consistently, written conditionally).
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`], [`StoreError::Invalid`] when the result is outside the data
+    /// model, [`StoreError::Conflict`] on a concurrent change; the store's error.
+    pub async fn update_role(&self, role_id: &str, patch: RolePatch, now: &str) -> Result<RoleDefinition, StoreError> {
+        let current = self
+            .roles
+            .get_role(role_id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("role {role_id} does not exist")))?;
+        let updated = patch.apply(&current, now).map_err(StoreError::Invalid)?;
+        let result = self.roles.put_role(&updated, Some(&current)).await;
+        self.catalogue_cache.invalidate(&());
+        result.map(|()| updated)
+    }
+
+    /// Deletes a role that is not a system role.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`]; [`StoreError::Conflict`] for a system role; the store's error.
+    pub async fn delete_role(&self, role_id: &str) -> Result<RoleDefinition, StoreError> {
+        let current = self
+            .roles
+            .get_role(role_id)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("role {role_id} does not exist")))?;
+        if current.is_system_role {
+            return Err(StoreError::Conflict(format!("role {role_id} is a system role and cannot be deleted")));
+        }
+        let result = self.roles.delete_role(&current).await;
+        self.catalogue_cache.invalidate(&());
+        result.map(|()| current)
+    }
+
+    /// Applies an invalidation message; returns how many keys it evicted.
+    pub fn apply(&self, invalidation: &Invalidation) -> usize {
+        match invalidation {
+            Invalidation::Invalidate {
+                source: Source::Users,
+                keys,
+            } => {
+                for key in keys {
+                    self.profile_cache.invalidate(key.id.as_str());
+                }
+                keys.len()
+            }
+            Invalidation::Invalidate {
+                source: Source::Roles,
+                keys,
+            } => {
+                // Any role change can change anyone's resolution: the catalogue goes whole.
+                if !keys.is_empty() {
+                    self.catalogue_cache.invalidate(&());
+                }
+                keys.len()
+            }
+            Invalidation::FlushAll { .. } => {
+                self.flush();
+                0
+            }
+        }
+    }
+
+    /// Clears every data cache.
+    pub fn flush(&self) {
+        self.profile_cache.invalidate_all();
+        self.catalogue_cache.invalidate_all();
+    }
+
+    /// Cache counts.
+    #[must_use]
+    pub fn stats(&self) -> DirectoryStats {
+        DirectoryStats {
+            profiles: self.profile_cache.stats(),
+            roles: self.catalogue_cache.stats(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use staleless_protocol::KeyVersion;
+
+    use super::*;
+    use crate::model::UserStatus;
+    use crate::store::MemoryStore;
+
+    fn profile(user_id: &str, name: &str) -> Profile {
+        Profile {
+            user_id: user_id.to_owned(),
+            email: format!("{user_id}@example.com"),
+            name: name.to_owned(),
+            roles: vec!["Staff".to_owned()],
+            picture: None,
+            status: UserStatus::Active,
+            created_at: "2026-01-01T00:00:00.000Z".to_owned(),
+            last_login_at: None,
+        }
+    }
+
+    fn directory(store: &Arc<MemoryStore>, mode: CacheMode) -> Directory {
+        let channel = Arc::new(ChannelHealth::new(Duration::from_secs(60)));
+        channel.mark_subscribed("q");
+        channel.record_receive();
+        Directory::new(store.clone(), store.clone(), mode, Duration::from_secs(3_600), 100, channel)
+    }
+
+    fn users_message(id: &str) -> Invalidation {
+        Invalidation::Invalidate {
+            source: Source::Users,
+            keys: vec![KeyVersion {
+                id: id.to_owned(),
+                seq: "1".into(),
+                at_ms: 0,
+            }],
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_through_the_api_is_read_back_at_once_on_this_task() {
+        let store = Arc::new(MemoryStore::new());
+        store.put_profile_directly(profile("u-1", "Ada"));
+        let directory = directory(&store, CacheMode::Event);
+        assert_eq!(directory.profile("u-1").await.expect("read").expect("some").name, "Ada");
+
+        let sync = ProfileSync {
+            user_id: "u-1".into(),
+            email: None,
+            name: Some("Ada Lovelace".into()),
+            roles: vec!["Staff".into()],
+            picture: None,
+            now: "2026-01-02T00:00:00.000Z".into(),
+        };
+        directory.sync_profile(&sync).await.expect("sync");
+        // No invalidation message has arrived; the next read must still see the write.
+        assert_eq!(directory.profile("u-1").await.expect("read").expect("some").name, "Ada Lovelace");
+    }
+
+    #[tokio::test]
+    async fn an_out_of_band_write_is_seen_after_its_invalidation_and_not_before() {
+        let store = Arc::new(MemoryStore::new());
+        store.put_profile_directly(profile("u-1", "Ada"));
+        let directory = directory(&store, CacheMode::Event);
+        directory.profile("u-1").await.expect("read");
+        store.put_profile_directly(profile("u-1", "Grace"));
+        assert_eq!(directory.profile("u-1").await.expect("read").expect("some").name, "Ada", "served from cache");
+        assert_eq!(directory.apply(&users_message("u-1")), 1);
+        assert_eq!(directory.profile("u-1").await.expect("read").expect("some").name, "Grace");
+        assert_eq!(store.profile_reads(), 2);
+    }
+
+    #[tokio::test]
+    async fn an_untrusted_channel_reads_through_and_ttl_mode_ignores_it() {
+        let store = Arc::new(MemoryStore::new());
+        store.put_profile_directly(profile("u-1", "Ada"));
+        for (mode, expected_reads) in [(CacheMode::Event, 3), (CacheMode::Ttl, 1), (CacheMode::Off, 3)] {
+            let store = Arc::new(MemoryStore::new());
+            store.put_profile_directly(profile("u-1", "Ada"));
+            let channel = Arc::new(ChannelHealth::new(Duration::from_secs(60)));
+            let directory = Directory::new(store.clone(), store.clone(), mode, Duration::from_secs(3_600), 100, channel);
+            for _ in 0..3 {
+                directory.profile("u-1").await.expect("read");
+            }
+            assert_eq!(store.profile_reads(), expected_reads, "{mode:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn role_changes_drop_the_catalogue_and_its_memoized_resolutions() {
+        let store = Arc::new(MemoryStore::new());
+        let directory = directory(&store, CacheMode::Event);
+        let new: NewRole = serde_json::from_str(r#"{"roleId":"staff","displayName":"Staff","jwtRoleMappings":["Staff"],"grantedTools":["search"]}"#).expect("json");
+        directory.create_role(new, "2026-01-01T00:00:00.000Z").await.expect("create");
+        let user = profile("u-1", "Ada");
+        assert_eq!(directory.access(&user).await.expect("access").permissions.tools, ["search"]);
+
+        let patch: RolePatch = serde_json::from_str(r#"{"grantedTools":["search","wiki"]}"#).expect("json");
+        directory.update_role("staff", patch, "2026-01-02T00:00:00.000Z").await.expect("update");
+        assert_eq!(directory.access(&user).await.expect("access").permissions.tools, ["search", "wiki"]);
+    }
+}

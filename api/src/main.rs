@@ -1,0 +1,20 @@
+//! `staleless-api`: reads the configuration, sets up logs, binds, and runs until SIGINT/SIGTERM.
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use staleless_api::{AppState, Config, run, server::shutdown_signal, telemetry};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let config = Config::parse();
+    telemetry::init();
+    let sdk = aws_config::load_from_env().await;
+    let bind_addr = config.bind_addr;
+    let mode = config.cache.cache_mode;
+    let state = AppState::from_aws(config, &sdk).await.context("cannot start")?;
+    let listener = tokio::net::TcpListener::bind(bind_addr)
+        .await
+        .with_context(|| format!("cannot bind {bind_addr}"))?;
+    tracing::info!(addr = %listener.local_addr()?, mode = mode.as_str(), "listening");
+    run(listener, state, shutdown_signal()).await.context("server failed")
+}

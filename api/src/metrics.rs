@@ -1,0 +1,92 @@
+//! Metric names (the first four are the contract of DESIGN.md §5) and the Prometheus recorder.
+//!
+//! The recorder is process-wide (the `metrics` facade has one global recorder), so two API
+//! instances in one test process share it; per-instance numbers are in `/admin/cache/stats`.
+
+use std::sync::OnceLock;
+
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Reads answered from a cache, by `cache` (contract).
+pub const CACHE_HITS: &str = "staleless_cache_hits_total";
+/// Reads not answered from a cache, by `cache` (contract).
+pub const CACHE_MISSES: &str = "staleless_cache_misses_total";
+/// Keys evicted by invalidation messages, by `source` (`users`, `roles`, `all`) (contract).
+pub const INVALIDATIONS_APPLIED: &str = "staleless_invalidations_applied_total";
+/// Seconds from the change (stream record time) to its eviction here (contract, histogram).
+pub const INVALIDATION_LAG: &str = "staleless_invalidation_lag_seconds";
+/// Loads from DynamoDB into a cache, by `cache`.
+pub const CACHE_FILLS: &str = "staleless_cache_fills_total";
+/// Loads not stored because an invalidation raced them, by `cache`.
+pub const CACHE_FILLS_DISCARDED: &str = "staleless_cache_fills_discarded_total";
+/// Keys evicted from a cache by any invalidation (queue or local write), by `cache`.
+pub const CACHE_INVALIDATIONS: &str = "staleless_cache_invalidations_total";
+/// Duration of a cache fill, by `cache` (histogram).
+pub const CACHE_FILL_SECONDS: &str = "staleless_cache_fill_seconds";
+/// Reads that skipped the cache because the invalidation channel was not trusted, by `cache`.
+pub const CACHE_BYPASSED_READS: &str = "staleless_cache_bypassed_reads_total";
+/// Seconds spent bypassing the cache because the channel was stale (added on recovery).
+pub const CHANNEL_BYPASS_SECONDS: &str = "staleless_channel_bypass_seconds_total";
+/// 1 while the invalidation channel is subscribed and fresh, else 0.
+pub const CHANNEL_HEALTHY: &str = "staleless_channel_healthy";
+/// Failed `ReceiveMessage` calls.
+pub const QUEUE_RECEIVE_ERRORS: &str = "staleless_queue_receive_errors_total";
+/// Queue messages handled, by `outcome` (`applied`, `malformed`).
+pub const QUEUE_MESSAGES: &str = "staleless_queue_messages_total";
+/// Times this task's queue was found deleted and recreated.
+pub const QUEUE_RECREATED: &str = "staleless_queue_recreated_total";
+/// Stale queues and orphaned subscriptions removed by the sweeper, by `kind`.
+pub const SWEPT: &str = "staleless_sweeper_removed_total";
+/// Token verifications (RS256) performed, i.e. claims-cache misses that verified.
+pub const TOKENS_VERIFIED: &str = "staleless_tokens_verified_total";
+/// Tokens refused, by `reason`.
+pub const TOKENS_REJECTED: &str = "staleless_tokens_rejected_total";
+
+/// Buckets for the latency histograms: invalidation lag is tens of milliseconds when healthy
+/// and seconds when something is wrong; fills are milliseconds.
+const SECONDS_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Installs the Prometheus recorder on first use and returns its handle.
+///
+/// Call before anything records metrics: handles registered earlier are bound to the no-op
+/// recorder. If another recorder is already installed (an embedding program's), a detached
+/// recorder is used so `/metrics` still answers, with only what this crate renders itself.
+pub fn install() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let handle = recorder();
+            describe();
+            handle
+        })
+        .clone()
+}
+
+fn recorder() -> PrometheusHandle {
+            let builder = || {
+                PrometheusBuilder::new()
+                    .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), SECONDS_BUCKETS)
+                    .unwrap_or_else(|_| PrometheusBuilder::new())
+            };
+            builder().install_recorder().unwrap_or_else(|err| {
+                tracing::warn!(error = %err, "a metrics recorder is already installed; /metrics will be partial");
+                builder().build_recorder().handle()
+            })
+}
+
+/// Describes the contract metrics and registers them at zero, so a scrape shows them before
+/// the first invalidation arrives.
+fn describe() {
+    metrics::describe_counter!(CACHE_HITS, "Reads answered from a cache");
+    metrics::describe_counter!(CACHE_MISSES, "Reads not answered from a cache");
+    metrics::describe_counter!(INVALIDATIONS_APPLIED, "Keys evicted by invalidation messages");
+    metrics::describe_histogram!(INVALIDATION_LAG, metrics::Unit::Seconds, "From the change to its eviction here");
+    for cache in ["profiles", "roles"] {
+        metrics::counter!(CACHE_HITS, "cache" => cache).increment(0);
+        metrics::counter!(CACHE_MISSES, "cache" => cache).increment(0);
+    }
+    for source in ["users", "roles", "all"] {
+        metrics::counter!(INVALIDATIONS_APPLIED, "source" => source).increment(0);
+    }
+}

@@ -1,0 +1,379 @@
+//! The data model of DESIGN.md §1 as Rust types, and the validation of admin input.
+//!
+//! Field names are the stored (camelCase) attribute names, so one `serde` derive serves the
+//! DynamoDB item (through `serde_dynamo`) and the JSON the API returns. Validation is pure:
+//! [`NewRole::validate`] and [`RolePatch::apply`] are tested without any store.
+
+use serde::{Deserialize, Serialize};
+
+/// A user's account state; anything but [`UserStatus::Active`] is refused on every authenticated
+/// route except `GET /users/me`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UserStatus {
+    /// May use the API. Also assumed when the item has no `status` (items older than the field).
+    #[default]
+    Active,
+    /// Deactivated by an administrator.
+    Inactive,
+    /// Blocked, e.g. pending an investigation.
+    Suspended,
+    /// A value this version does not know: treated as not active, never guessed to be.
+    #[serde(other)]
+    Unknown,
+}
+
+impl UserStatus {
+    /// Whether the user may use routes other than `GET /users/me`.
+    #[must_use]
+    pub const fn is_active(self) -> bool {
+        matches!(self, Self::Active)
+    }
+}
+
+/// A user's profile: the item `PK = USER#<userId>`, `SK = PROFILE`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Profile {
+    /// The IdP subject (`sub`).
+    pub user_id: String,
+    /// Lower-case e-mail address.
+    #[serde(default)]
+    pub email: String,
+    /// Display name.
+    #[serde(default)]
+    pub name: String,
+    /// Identity-provider role names, mapped to AppRoles by permission resolution.
+    #[serde(default)]
+    pub roles: Vec<String>,
+    /// Avatar URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub picture: Option<String>,
+    /// Account state.
+    #[serde(default)]
+    pub status: UserStatus,
+    /// ISO-8601 creation time.
+    #[serde(default)]
+    pub created_at: String,
+    /// ISO-8601 time of the last sync; a change to it alone never invalidates caches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_login_at: Option<String>,
+}
+
+/// An AppRole: the item `PK = ROLE#<roleId>`, `SK = DEFINITION`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RoleDefinition {
+    /// `^[a-z][a-z0-9_]{2,49}$`.
+    pub role_id: String,
+    /// Human name.
+    #[serde(default)]
+    pub display_name: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// IdP role names that grant this role.
+    #[serde(default)]
+    pub jwt_role_mappings: Vec<String>,
+    /// Tools granted; `"*"` means all.
+    #[serde(default)]
+    pub granted_tools: Vec<String>,
+    /// Models granted; `"*"` means all.
+    #[serde(default)]
+    pub granted_models: Vec<String>,
+    /// Skills granted; `"*"` means all.
+    #[serde(default)]
+    pub granted_skills: Vec<String>,
+    /// 0–999; the highest-priority matched role decides the quota tier.
+    #[serde(default)]
+    pub priority: u16,
+    /// A disabled role grants nothing and is never the fallback.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Seeded roles, which the API refuses to delete.
+    #[serde(default)]
+    pub is_system_role: bool,
+    /// The quota tier this role confers; when absent, the role id is the tier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota_tier: Option<String>,
+    /// ISO-8601 creation time.
+    #[serde(default)]
+    pub created_at: String,
+    /// ISO-8601 time of the last change.
+    #[serde(default)]
+    pub updated_at: String,
+}
+
+/// Highest allowed `priority`.
+pub const MAX_PRIORITY: u16 = 999;
+/// Most entries in one list field: keeps an item far below DynamoDB's 400 KB and a role's
+/// mapping items within one `TransactWriteItems` (100 actions).
+pub const MAX_LIST_ENTRIES: usize = 64;
+/// Longest string in any field.
+pub const MAX_TEXT_CHARS: usize = 512;
+
+/// Whether `role_id` matches `^[a-z][a-z0-9_]{2,49}$`.
+#[must_use]
+pub fn is_valid_role_id(role_id: &str) -> bool {
+    let mut chars = role_id.chars();
+    (3..=50).contains(&role_id.len())
+        && chars.next().is_some_and(|first| first.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+/// The body of `POST /admin/roles`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NewRole {
+    /// The new role's id.
+    pub role_id: String,
+    /// Human name (required).
+    pub display_name: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// IdP role names that grant it.
+    #[serde(default)]
+    pub jwt_role_mappings: Vec<String>,
+    /// Tools granted.
+    #[serde(default)]
+    pub granted_tools: Vec<String>,
+    /// Models granted.
+    #[serde(default)]
+    pub granted_models: Vec<String>,
+    /// Skills granted.
+    #[serde(default)]
+    pub granted_skills: Vec<String>,
+    /// 0–999.
+    #[serde(default)]
+    pub priority: u16,
+    /// Defaults to enabled.
+    #[serde(default = "enabled_by_default")]
+    pub enabled: bool,
+    /// Defaults to a user-made role.
+    #[serde(default)]
+    pub is_system_role: bool,
+    /// Optional quota tier.
+    #[serde(default)]
+    pub quota_tier: Option<String>,
+}
+
+const fn enabled_by_default() -> bool {
+    true
+}
+
+/// The body of `PATCH /admin/roles/{role_id}`: absent fields keep their value; the id cannot
+/// change.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RolePatch {
+    /// New human name.
+    pub display_name: Option<String>,
+    /// New description.
+    pub description: Option<String>,
+    /// New mappings.
+    pub jwt_role_mappings: Option<Vec<String>>,
+    /// New tools.
+    pub granted_tools: Option<Vec<String>>,
+    /// New models.
+    pub granted_models: Option<Vec<String>>,
+    /// New skills.
+    pub granted_skills: Option<Vec<String>>,
+    /// New priority.
+    pub priority: Option<u16>,
+    /// Enable or disable.
+    pub enabled: Option<bool>,
+    /// Mark as system role or not.
+    pub is_system_role: Option<bool>,
+    /// New quota tier.
+    pub quota_tier: Option<String>,
+}
+
+impl NewRole {
+    /// Checks the fields and builds the definition to store, stamped `now`.
+    ///
+    /// # Errors
+    /// A message naming the first field that does not fit the data model.
+    pub fn validate(self, now: &str) -> Result<RoleDefinition, String> {
+        if !is_valid_role_id(&self.role_id) {
+            return Err(format!("roleId {:?} must match ^[a-z][a-z0-9_]{{2,49}}$", self.role_id));
+        }
+        let role = RoleDefinition {
+            role_id: self.role_id,
+            display_name: self.display_name,
+            description: self.description,
+            jwt_role_mappings: self.jwt_role_mappings,
+            granted_tools: self.granted_tools,
+            granted_models: self.granted_models,
+            granted_skills: self.granted_skills,
+            priority: self.priority,
+            enabled: self.enabled,
+            is_system_role: self.is_system_role,
+            quota_tier: self.quota_tier,
+            created_at: now.to_owned(),
+            updated_at: now.to_owned(),
+        };
+        check_fields(&role)?;
+        Ok(role)
+    }
+}
+
+impl RolePatch {
+    /// The role with this patch applied and `updatedAt = now`.
+    ///
+    /// # Errors
+    /// A message naming the first field that does not fit the data model.
+    pub fn apply(self, current: &RoleDefinition, now: &str) -> Result<RoleDefinition, String> {
+        let mut role = current.clone();
+        let Self {
+            display_name,
+            description,
+            jwt_role_mappings,
+            granted_tools,
+            granted_models,
+            granted_skills,
+            priority,
+            enabled,
+            is_system_role,
+            quota_tier,
+        } = self;
+        if let Some(value) = display_name {
+            role.display_name = value;
+        }
+        if let Some(value) = description {
+            role.description = value;
+        }
+        if let Some(value) = jwt_role_mappings {
+            role.jwt_role_mappings = value;
+        }
+        if let Some(value) = granted_tools {
+            role.granted_tools = value;
+        }
+        if let Some(value) = granted_models {
+            role.granted_models = value;
+        }
+        if let Some(value) = granted_skills {
+            role.granted_skills = value;
+        }
+        if let Some(value) = priority {
+            role.priority = value;
+        }
+        if let Some(value) = enabled {
+            role.enabled = value;
+        }
+        if let Some(value) = is_system_role {
+            role.is_system_role = value;
+        }
+        if quota_tier.is_some() {
+            role.quota_tier = quota_tier;
+        }
+        now.clone_into(&mut role.updated_at);
+        check_fields(&role)?;
+        Ok(role)
+    }
+}
+
+/// Field checks shared by creation and patching.
+fn check_fields(role: &RoleDefinition) -> Result<(), String> {
+    if role.display_name.trim().is_empty() {
+        return Err("displayName must not be empty".to_owned());
+    }
+    if role.priority > MAX_PRIORITY {
+        return Err(format!("priority must be 0-{MAX_PRIORITY}, not {}", role.priority));
+    }
+    let texts = [
+        ("displayName", &role.display_name),
+        ("description", &role.description),
+    ];
+    for (field, text) in texts {
+        if text.chars().count() > MAX_TEXT_CHARS {
+            return Err(format!("{field} is longer than {MAX_TEXT_CHARS} characters"));
+        }
+    }
+    if let Some(tier) = &role.quota_tier
+        && (tier.is_empty() || tier.chars().count() > MAX_TEXT_CHARS)
+    {
+        return Err("quotaTier must be a non-empty string".to_owned());
+    }
+    let lists = [
+        ("jwtRoleMappings", &role.jwt_role_mappings),
+        ("grantedTools", &role.granted_tools),
+        ("grantedModels", &role.granted_models),
+        ("grantedSkills", &role.granted_skills),
+    ];
+    for (field, list) in lists {
+        if list.len() > MAX_LIST_ENTRIES {
+            return Err(format!("{field} has more than {MAX_LIST_ENTRIES} entries"));
+        }
+        if list.iter().any(|entry| entry.trim().is_empty() || entry.chars().count() > MAX_TEXT_CHARS) {
+            return Err(format!("{field} entries must be non-empty strings"));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_role(json: &str) -> Result<RoleDefinition, String> {
+        serde_json::from_str::<NewRole>(json)
+            .map_err(|err| err.to_string())?
+            .validate("2026-01-01T00:00:00.000Z")
+    }
+
+    #[test]
+    fn role_ids_follow_the_data_model() {
+        for valid in ["staff", "system_admin", "abc", "a12_3", &"a".repeat(50)] {
+            assert!(is_valid_role_id(valid), "{valid}");
+        }
+        for invalid in ["ab", "Staff", "1abc", "a-b", "", &"a".repeat(51), "rôle", "_ab"] {
+            assert!(!is_valid_role_id(invalid), "{invalid}");
+        }
+    }
+
+    #[test]
+    fn a_new_role_gets_defaults_and_timestamps() {
+        let role = new_role(r#"{"roleId":"analyst","displayName":"Analyst"}"#).expect("valid");
+        assert!(role.enabled && !role.is_system_role);
+        assert_eq!(role.created_at, role.updated_at);
+    }
+
+    #[test]
+    fn bad_fields_are_refused_with_the_field_name() {
+        let cases = [
+            (r#"{"roleId":"Bad","displayName":"x"}"#, "roleId"),
+            (r#"{"roleId":"good","displayName":" "}"#, "displayName"),
+            (r#"{"roleId":"good","displayName":"x","priority":1000}"#, "priority"),
+            (r#"{"roleId":"good","displayName":"x","grantedTools":[""]}"#, "grantedTools"),
+            (r#"{"roleId":"good","displayName":"x","priority":"high"}"#, "invalid type"),
+            (r#"{"roleId":"good","displayName":"x","grantedTools":"*"}"#, "invalid type"),
+            (r#"{"roleId":"good","displayName":"x","colour":"red"}"#, "unknown field"),
+        ];
+        for (json, expected) in cases {
+            let err = new_role(json).expect_err(json);
+            assert!(err.contains(expected), "{json}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_patch_changes_only_what_it_names() {
+        let role = new_role(r#"{"roleId":"analyst","displayName":"Analyst","grantedTools":["a"]}"#).expect("valid");
+        let patch: RolePatch = serde_json::from_str(r#"{"enabled":false,"priority":5}"#).expect("patch");
+        let patched = patch.apply(&role, "2026-02-01T00:00:00.000Z").expect("apply");
+        assert!(!patched.enabled);
+        assert_eq!(patched.priority, 5);
+        assert_eq!(patched.granted_tools, ["a"]);
+        assert_eq!(patched.created_at, role.created_at);
+        assert_eq!(patched.updated_at, "2026-02-01T00:00:00.000Z");
+        assert!(serde_json::from_str::<RolePatch>(r#"{"roleId":"other"}"#).is_err());
+    }
+
+    #[test]
+    fn unknown_or_missing_status_is_read_safely() {
+        let profile: Profile = serde_json::from_str(r#"{"userId":"u"}"#).expect("minimal");
+        assert_eq!(profile.status, UserStatus::Active);
+        let profile: Profile = serde_json::from_str(r#"{"userId":"u","status":"banned"}"#).expect("unknown");
+        assert!(!profile.status.is_active());
+    }
+}

@@ -1,0 +1,93 @@
+//! Serving: the HTTP server and the background tasks, started together and stopped together.
+
+use std::future::Future;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::channel::listener::Listener;
+use crate::channel::queue;
+use crate::channel::sweeper::Sweeper;
+use crate::config::CacheMode;
+use crate::routes::router;
+use crate::state::AppState;
+
+/// Serves `state` on `listener` until `shutdown` completes, with the invalidation listener and
+/// sweeper running beside it (in `event` mode); then drains requests, removes this task's queue
+/// and subscription, and returns once every background task has stopped.
+///
+/// # Errors
+/// When the server fails to accept connections.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let cancel = CancellationToken::new();
+    let tracker = TaskTracker::new();
+
+    if state.config.cache.cache_mode == CacheMode::Event {
+        match (&state.channel_clients, &state.config.channel.topic_arn) {
+            (Some(clients), Some(topic_arn)) => {
+                let task_id = queue::discover_task_id().await;
+                let listener = Listener::new(state.clone(), clients.clone(), topic_arn.clone(), &task_id);
+                tracing::info!(queue = listener.queue_name(), "starting the invalidation listener");
+                tracker.spawn(listener.run(cancel.clone()));
+                let config = &state.config.channel;
+                let sweeper = Sweeper::new(
+                    clients.clone(),
+                    topic_arn.clone(),
+                    config.queue_name_prefix.clone(),
+                    Duration::from_secs(config.queue_stale_after_secs),
+                    state.channel.clone(),
+                );
+                tracker.spawn(sweeper.run(Duration::from_secs(config.sweep_interval_secs.max(1)), cancel.clone()));
+            }
+            _ => tracing::warn!("event mode without a topic or AWS clients: caches will be bypassed and /ready is 503"),
+        }
+    }
+
+    let served = {
+        let cancel = cancel.clone();
+        axum::serve(listener, router(state))
+            .with_graceful_shutdown(async move {
+                tokio::select! {
+                    () = shutdown => {}
+                    () = cancel.cancelled() => {}
+                }
+            })
+            .await
+    };
+    cancel.cancel();
+    tracker.close();
+    tracker.wait().await;
+    tracing::info!("stopped");
+    served
+}
+
+/// Completes on SIGINT (Ctrl-C) or SIGTERM (what ECS sends before stopping a task).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+    tracing::info!("shutdown signal received");
+}

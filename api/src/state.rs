@@ -1,0 +1,156 @@
+//! The application state every request and background task shares, and how it is built.
+
+use std::sync::Arc;
+
+use metrics_exporter_prometheus::PrometheusHandle;
+use staleless_protocol::Invalidation;
+
+use crate::auth::{AuthSetupError, Authenticator, Identity, JwksSource};
+use crate::channel::ChannelHealth;
+use crate::config::{CacheMode, Config};
+use crate::directory::Directory;
+use crate::error::AppError;
+use crate::model::Profile;
+use crate::permissions::Access;
+use crate::store::{DynamoProfiles, DynamoRoles, ProfileStore, RoleStore};
+
+/// The SQS and SNS clients the invalidation listener needs (absent in router tests).
+#[derive(Debug, Clone)]
+pub struct ChannelClients {
+    /// For the task's queue.
+    pub sqs: aws_sdk_sqs::Client,
+    /// For the subscription to the topic.
+    pub sns: aws_sdk_sns::Client,
+}
+
+/// Why the service could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// The key set could not be loaded.
+    #[error(transparent)]
+    Auth(#[from] AuthSetupError),
+    /// The configuration is inconsistent.
+    #[error("{0}")]
+    Config(String),
+}
+
+/// Shared state: cheap to clone (every field is an `Arc` or a handle).
+#[derive(Clone)]
+pub struct AppState {
+    /// Profiles and roles, cached per the mode.
+    pub directory: Arc<Directory>,
+    /// Token verification and the verified-claims cache.
+    pub auth: Arc<Authenticator>,
+    /// Whether the invalidation channel vouches for the caches.
+    pub channel: Arc<ChannelHealth>,
+    /// The configuration, read once.
+    pub config: Arc<Config>,
+    /// Renders `/metrics`.
+    pub metrics: PrometheusHandle,
+    /// Clients for the invalidation listener; `None` runs no listener.
+    pub channel_clients: Option<ChannelClients>,
+}
+
+/// A caller resolved from a token: identity, profile (if any) and what it may do.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// What the token says.
+    pub identity: Arc<Identity>,
+    /// The stored profile, `None` before the first sync.
+    pub profile: Option<Arc<Profile>>,
+    /// Resolved AppRoles and permissions (of the profile's roles); `None` without a profile.
+    pub access: Option<Arc<Access>>,
+}
+
+impl AppState {
+    /// State over the given stores and verifier.
+    #[must_use]
+    pub fn new(
+        config: Config,
+        profiles: Arc<dyn ProfileStore>,
+        roles: Arc<dyn RoleStore>,
+        auth: Authenticator,
+        channel_clients: Option<ChannelClients>,
+    ) -> Self {
+        let metrics = crate::metrics::install();
+        let channel = Arc::new(match config.cache.cache_mode {
+            CacheMode::Event => ChannelHealth::new(config.channel.staleness_bound()),
+            CacheMode::Ttl | CacheMode::Off => ChannelHealth::not_required(),
+        });
+        let directory = Directory::new(
+            profiles,
+            roles,
+            config.cache.cache_mode,
+            config.cache.ttl(),
+            config.cache.cache_max_profiles,
+            Arc::clone(&channel),
+        );
+        Self {
+            directory: Arc::new(directory),
+            auth: Arc::new(auth),
+            channel,
+            config: Arc::new(config),
+            metrics,
+            channel_clients,
+        }
+    }
+
+    /// State on AWS: DynamoDB stores, SQS/SNS clients and the configured key set.
+    ///
+    /// # Errors
+    /// [`StartupError`] when the key set cannot be loaded, or `event` mode has no topic.
+    pub async fn from_aws(config: Config, sdk: &aws_config::SdkConfig) -> Result<Self, StartupError> {
+        crate::metrics::install();
+        if config.cache.cache_mode == CacheMode::Event && config.channel.topic_arn.is_none() {
+            return Err(StartupError::Config(
+                "CACHE_MODE=event needs INVALIDATION_TOPIC_ARN (or use CACHE_MODE=ttl or off)".to_owned(),
+            ));
+        }
+        let auth = Authenticator::new(JwksSource::from_config(&config.jwt), &config.jwt, config.cache.cache_max_tokens).await?;
+        let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+        let profiles = Arc::new(DynamoProfiles::new(dynamodb.clone(), config.tables.users_table.clone()));
+        let roles = Arc::new(DynamoRoles::new(dynamodb, config.tables.roles_table.clone()));
+        let clients = ChannelClients {
+            sqs: aws_sdk_sqs::Client::new(sdk),
+            sns: aws_sdk_sns::Client::new(sdk),
+        };
+        Ok(Self::new(config, profiles, roles, auth, Some(clients)))
+    }
+
+    /// Applies an invalidation message to every cache it concerns; returns the keys evicted.
+    pub fn apply(&self, invalidation: &Invalidation) -> usize {
+        if matches!(invalidation, Invalidation::FlushAll { .. }) {
+            self.auth.flush();
+        }
+        self.directory.apply(invalidation)
+    }
+
+    /// Clears every cache: data and verified tokens.
+    pub fn flush_all(&self) {
+        self.directory.flush();
+        self.auth.flush();
+    }
+
+    /// Resolves a bearer token to a caller: the hot path of every authenticated request.
+    ///
+    /// # Errors
+    /// [`AppError::Unauthorized`] for a refused token; a store error when a read failed.
+    pub async fn caller(&self, token: &str) -> Result<Caller, AppError> {
+        let identity = self
+            .auth
+            .authenticate(token)
+            .await
+            .map_err(AppError::Unauthorized)?;
+        let profile = self.directory.profile(&identity.user_id).await?;
+        let access = match &profile {
+            Some(profile) => Some(self.directory.access(profile).await?),
+            None => None,
+        };
+        Ok(Caller {
+            identity,
+            profile,
+            access,
+        })
+    }
+}
+

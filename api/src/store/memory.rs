@@ -1,0 +1,109 @@
+//! In-memory stores with the semantics of the DynamoDB ones, for router tests and benchmarks.
+//!
+//! [`MemoryStore::put_profile_directly`] and [`MemoryStore::put_role_directly`] change data
+//! behind the API's back, as an operator's script does, and the read counters show whether a
+//! request was answered from a cache or went to the store.
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use async_trait::async_trait;
+
+use super::{ProfileStore, ProfileSync, RoleStore, StoreError, apply_sync};
+use crate::model::{Profile, RoleDefinition};
+
+/// Profiles and roles in two maps.
+#[derive(Debug, Default)]
+pub struct MemoryStore {
+    /// Profiles by user id.
+    profiles: Mutex<BTreeMap<String, Profile>>,
+    /// Role definitions by role id.
+    roles: Mutex<BTreeMap<String, RoleDefinition>>,
+    /// `get_profile` calls, to tell cache hits from store reads.
+    profile_reads: AtomicU64,
+    /// `list_roles` calls.
+    role_scans: AtomicU64,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl MemoryStore {
+    /// An empty store.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Writes a profile without going through the API (no local invalidation).
+    pub fn put_profile_directly(&self, profile: Profile) {
+        lock(&self.profiles).insert(profile.user_id.clone(), profile);
+    }
+
+    /// Writes a role without going through the API (no local invalidation).
+    pub fn put_role_directly(&self, role: RoleDefinition) {
+        lock(&self.roles).insert(role.role_id.clone(), role);
+    }
+
+    /// How many times a profile was read from this store.
+    #[must_use]
+    pub fn profile_reads(&self) -> u64 {
+        self.profile_reads.load(Ordering::Relaxed)
+    }
+
+    /// How many times the role catalogue was read from this store.
+    #[must_use]
+    pub fn role_scans(&self) -> u64 {
+        self.role_scans.load(Ordering::Relaxed)
+    }
+}
+
+#[async_trait]
+impl ProfileStore for MemoryStore {
+    async fn get_profile(&self, user_id: &str) -> Result<Option<Profile>, StoreError> {
+        self.profile_reads.fetch_add(1, Ordering::Relaxed);
+        Ok(lock(&self.profiles).get(user_id).cloned())
+    }
+
+    async fn sync_profile(&self, sync: &ProfileSync) -> Result<Profile, StoreError> {
+        let mut profiles = lock(&self.profiles);
+        let profile = apply_sync(profiles.get(&sync.user_id).cloned(), sync);
+        profiles.insert(sync.user_id.clone(), profile.clone());
+        Ok(profile)
+    }
+}
+
+#[async_trait]
+impl RoleStore for MemoryStore {
+    async fn list_roles(&self) -> Result<Vec<RoleDefinition>, StoreError> {
+        self.role_scans.fetch_add(1, Ordering::Relaxed);
+        Ok(lock(&self.roles).values().cloned().collect())
+    }
+
+    async fn get_role(&self, role_id: &str) -> Result<Option<RoleDefinition>, StoreError> {
+        Ok(lock(&self.roles).get(role_id).cloned())
+    }
+
+    async fn put_role(&self, role: &RoleDefinition, previous: Option<&RoleDefinition>) -> Result<(), StoreError> {
+        let mut roles = lock(&self.roles);
+        match (roles.get(&role.role_id), previous) {
+            (Some(_), None) => return Err(StoreError::Conflict(format!("role {} already exists", role.role_id))),
+            (None, Some(_)) => return Err(StoreError::NotFound(format!("role {} does not exist", role.role_id))),
+            (Some(stored), Some(previous)) if stored.updated_at != previous.updated_at => {
+                return Err(StoreError::Conflict(format!("role {} changed meanwhile; retry", role.role_id)));
+            }
+            _ => {}
+        }
+        roles.insert(role.role_id.clone(), role.clone());
+        Ok(())
+    }
+
+    async fn delete_role(&self, role: &RoleDefinition) -> Result<(), StoreError> {
+        lock(&self.roles)
+            .remove(&role.role_id)
+            .map(|_| ())
+            .ok_or_else(|| StoreError::NotFound(format!("role {} does not exist", role.role_id)))
+    }
+}

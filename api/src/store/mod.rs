@@ -1,0 +1,177 @@
+//! The stores: where profiles and roles are read and written, behind two narrow traits.
+//!
+//! - [`dynamo`]: the real ones, on DynamoDB. Reads that may fill a cache use `GetItem` (or a
+//!   `Scan` of the role definitions) with `ConsistentRead`, never a GSI.
+//! - [`memory`]: in-memory ones with the same semantics, for router tests and benchmarks.
+//!
+//! Caching is not here but in [`crate::directory`], which wraps these traits.
+
+use async_trait::async_trait;
+
+use crate::model::{Profile, RoleDefinition, UserStatus};
+
+pub mod dynamo;
+pub mod memory;
+
+pub use dynamo::{DynamoProfiles, DynamoRoles};
+pub use memory::MemoryStore;
+
+/// Why a store call failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StoreError {
+    /// The store could not be reached or refused the call (throttling, network, missing table).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+    /// An item exists but does not fit the data model.
+    #[error("corrupt item {key}: {detail}")]
+    Corrupt {
+        /// The item's `PK`.
+        key: String,
+        /// What did not fit.
+        detail: String,
+    },
+    /// A conditional write failed: the item exists already, or changed since it was read.
+    #[error("{0}")]
+    Conflict(String),
+    /// The item to change does not exist.
+    #[error("{0}")]
+    NotFound(String),
+    /// The requested change does not fit the data model (checked against the stored item, so
+    /// it is found here rather than at the edge).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// What `POST /users/me/sync` writes: the token's claims and optional body fields.
+///
+/// Only these attributes are set, so a concurrent change of `status` by an administrator is
+/// never overwritten by a user's sync.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileSync {
+    /// The token's `sub`.
+    pub user_id: String,
+    /// Lower-cased e-mail from the token, if it has one (Cognito access tokens do not).
+    pub email: Option<String>,
+    /// Name from the body, else from the token.
+    pub name: Option<String>,
+    /// The token's IdP roles.
+    pub roles: Vec<String>,
+    /// Avatar URL from the body.
+    pub picture: Option<String>,
+    /// The sync time, ISO-8601: `lastLoginAt`, and `createdAt` of a new profile.
+    pub now: String,
+}
+
+/// The profile after a sync, given the stored one (pure; the DynamoDB store does the same with
+/// an update expression).
+#[must_use]
+pub fn apply_sync(existing: Option<Profile>, sync: &ProfileSync) -> Profile {
+    let mut profile = existing.unwrap_or_else(|| Profile {
+        user_id: sync.user_id.clone(),
+        email: String::new(),
+        name: String::new(),
+        roles: Vec::new(),
+        picture: None,
+        status: UserStatus::Active,
+        created_at: sync.now.clone(),
+        last_login_at: None,
+    });
+    sync.user_id.clone_into(&mut profile.user_id);
+    if let Some(email) = &sync.email {
+        email.clone_into(&mut profile.email);
+    }
+    if let Some(name) = &sync.name {
+        name.clone_into(&mut profile.name);
+    }
+    profile.roles.clone_from(&sync.roles);
+    if sync.picture.is_some() {
+        profile.picture.clone_from(&sync.picture);
+    }
+    profile.last_login_at = Some(sync.now.clone());
+    profile
+}
+
+/// Profiles by user id.
+#[async_trait]
+pub trait ProfileStore: Send + Sync {
+    /// The profile, read strongly consistently; `None` when the user has none.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] or [`StoreError::Corrupt`].
+    async fn get_profile(&self, user_id: &str) -> Result<Option<Profile>, StoreError>;
+
+    /// Creates or updates the profile from a sync and returns it as stored.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] or [`StoreError::Corrupt`].
+    async fn sync_profile(&self, sync: &ProfileSync) -> Result<Profile, StoreError>;
+}
+
+/// AppRole definitions.
+#[async_trait]
+pub trait RoleStore: Send + Sync {
+    /// Every role definition (`ROLE#…` / `DEFINITION`), read strongly consistently.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] or [`StoreError::Corrupt`].
+    async fn list_roles(&self) -> Result<Vec<RoleDefinition>, StoreError>;
+
+    /// One role definition, read strongly consistently.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`] or [`StoreError::Corrupt`].
+    async fn get_role(&self, role_id: &str) -> Result<Option<RoleDefinition>, StoreError>;
+
+    /// Writes `role` with its mapping items. `previous = None` creates it (it must not exist);
+    /// `Some` replaces that version (it must not have changed since it was read).
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when the condition fails; [`StoreError::Unavailable`].
+    async fn put_role(&self, role: &RoleDefinition, previous: Option<&RoleDefinition>) -> Result<(), StoreError>;
+
+    /// Deletes the role's definition and mapping items.
+    ///
+    /// # Errors
+    /// [`StoreError::NotFound`] when it does not exist; [`StoreError::Unavailable`].
+    async fn delete_role(&self, role: &RoleDefinition) -> Result<(), StoreError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sync(name: Option<&str>) -> ProfileSync {
+        ProfileSync {
+            user_id: "u-1".into(),
+            email: Some("ada@example.com".into()),
+            name: name.map(str::to_owned),
+            roles: vec!["Staff".into()],
+            picture: None,
+            now: "2026-01-02T00:00:00.000Z".into(),
+        }
+    }
+
+    #[test]
+    fn a_first_sync_creates_an_active_profile() {
+        let profile = apply_sync(None, &sync(Some("Ada")));
+        assert_eq!(profile.status, UserStatus::Active);
+        assert_eq!(profile.created_at, "2026-01-02T00:00:00.000Z");
+        assert_eq!(profile.last_login_at.as_deref(), Some("2026-01-02T00:00:00.000Z"));
+    }
+
+    #[test]
+    fn a_later_sync_keeps_status_creation_time_and_absent_fields() {
+        let mut existing = apply_sync(None, &sync(Some("Ada")));
+        existing.status = UserStatus::Suspended;
+        existing.created_at = "2020-01-01T00:00:00.000Z".into();
+        existing.picture = Some("https://example.com/a.png".into());
+        let mut later = sync(None);
+        later.roles = vec!["Admin".into()];
+        let profile = apply_sync(Some(existing), &later);
+        assert_eq!(profile.status, UserStatus::Suspended);
+        assert_eq!(profile.created_at, "2020-01-01T00:00:00.000Z");
+        assert_eq!(profile.name, "Ada");
+        assert_eq!(profile.roles, ["Admin"]);
+        assert!(profile.picture.is_some());
+    }
+}

@@ -1,0 +1,544 @@
+//! End to end against moto with real SDK clients: API instances run in-process with `run()` on
+//! `127.0.0.1:0`, each with its own queue; changes made straight to the tables reach them through
+//! the real path (stream → local event source mapping → stream relay → SNS → each queue).
+
+mod common;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use common::token;
+use infra::operator::{self, RoleChange, UserChange};
+use infra::{LocalAws, Provisioned};
+use serde_json::Value;
+use staleless_api::state::ChannelClients;
+use staleless_api::{AppState, CacheMode};
+use staleless_protocol::{Invalidation, KeyVersion, SOURCE_ATTRIBUTE, Source};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+/// Long enough for moto on a loaded 2-core machine; the checks poll and return as soon as true.
+const PATIENCE: Duration = Duration::from_secs(30);
+
+/// Polls `check` until it yields a value or [`PATIENCE`] runs out.
+async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A provisioned stack with the demo data, its JWKS file, and the change feed running.
+struct Stack {
+    aws: LocalAws,
+    stack: Provisioned,
+    jwks_file: PathBuf,
+    feed: CancellationToken,
+}
+
+impl Stack {
+    async fn start() -> Self {
+        let aws = LocalAws::start().expect("emulator");
+        let stack = aws.provision_unique().await.expect("provision");
+        operator::seed_demo(&aws.dynamodb(), &stack.users_table, &stack.roles_table).await.expect("seed");
+        let dir = std::env::temp_dir().join(format!("staleless-api-test-{}", stack.prefix));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let jwks_file = dir.join("jwks.json");
+        common::jwt().write_jwks(&jwks_file).expect("jwks");
+        // The change feed: what runs on AWS as the event source mapping and the relay Lambda.
+        let feed = CancellationToken::new();
+        let options = infra::event_source::EventSourceOptions::new(dir.join("checkpoints"));
+        drop(infra::event_source::spawn(aws.sdk_config(), &stack, options, feed.clone()));
+        Self { aws, stack, jwks_file, feed }
+    }
+
+    fn config(&self) -> staleless_api::Config {
+        let mut config = common::config(CacheMode::Event);
+        config.tables.users_table.clone_from(&self.stack.users_table);
+        config.tables.roles_table.clone_from(&self.stack.roles_table);
+        config.channel.topic_arn = Some(self.stack.topic_arn.clone());
+        config.channel.queue_name_prefix.clone_from(&self.stack.task_queue_prefix);
+        config.channel.poll_wait_secs = 1;
+        config.channel.staleness_bound_secs = 3;
+        config.channel.sweep_interval_secs = 3_600;
+        config.jwt.jwks_url = None;
+        config.jwt.jwks_file.clone_from(&self.jwks_file);
+        config
+    }
+
+    /// Starts an instance; `sqs_endpoint` routes its SQS and SNS calls elsewhere (a proxy).
+    async fn instance(&self, sqs_endpoint: Option<&str>) -> Instance {
+        let mut state = AppState::from_aws(self.config(), self.aws.sdk_config()).await.expect("state");
+        if let Some(endpoint) = sqs_endpoint {
+            let sdk = infra::sdk_config_for(endpoint);
+            state.channel_clients = Some(ChannelClients {
+                sqs: aws_sdk_sqs::Client::new(&sdk),
+                sns: aws_sdk_sns::Client::new(&sdk),
+            });
+        }
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let base = format!("http://{}", listener.local_addr().expect("addr"));
+        let (stop, stopped) = oneshot::channel::<()>();
+        let server = tokio::spawn(staleless_api::run(listener, state.clone(), async move {
+            let _ = stopped.await;
+        }));
+        let instance = Instance {
+            base,
+            state,
+            stop: Some(stop),
+            server,
+            http: reqwest::Client::new(),
+        };
+        instance.wait_ready().await;
+        instance
+    }
+
+    async fn task_queues(&self) -> Vec<String> {
+        self.aws
+            .sqs()
+            .list_queues()
+            .queue_name_prefix(format!("{}-", self.stack.task_queue_prefix))
+            .send()
+            .await
+            .expect("list queues")
+            .queue_urls
+            .unwrap_or_default()
+    }
+
+    /// `(subscription ARN, endpoint)` of the topic's subscriptions.
+    async fn subscriptions(&self) -> Vec<(String, String)> {
+        self.aws
+            .sns()
+            .list_subscriptions_by_topic()
+            .topic_arn(&self.stack.topic_arn)
+            .send()
+            .await
+            .expect("list subscriptions")
+            .subscriptions
+            .unwrap_or_default()
+            .into_iter()
+            .map(|s| (s.subscription_arn.unwrap_or_default(), s.endpoint.unwrap_or_default()))
+            .collect()
+    }
+
+    /// Publishes a raw body to the topic, as the relay (or an operator's flush) does.
+    async fn publish(&self, body: &str, source: &str) {
+        self.aws
+            .sns()
+            .publish()
+            .topic_arn(&self.stack.topic_arn)
+            .message(body)
+            .message_attributes(
+                SOURCE_ATTRIBUTE,
+                aws_sdk_sns::types::MessageAttributeValue::builder()
+                    .data_type("String")
+                    .string_value(source)
+                    .build()
+                    .expect("attribute"),
+            )
+            .send()
+            .await
+            .expect("publish");
+    }
+
+    async fn rename_user(&self, user_id: &str, name: &str) {
+        let change = UserChange {
+            name: Some(name.to_owned()),
+            ..UserChange::default()
+        };
+        operator::put_user(&self.aws.dynamodb(), &self.stack.users_table, user_id, &change).await.expect("put user");
+    }
+}
+
+impl Drop for Stack {
+    fn drop(&mut self) {
+        self.feed.cancel();
+    }
+}
+
+/// One API instance running in this process.
+struct Instance {
+    base: String,
+    state: AppState,
+    stop: Option<oneshot::Sender<()>>,
+    server: JoinHandle<std::io::Result<()>>,
+    http: reqwest::Client,
+}
+
+impl Instance {
+    async fn get(&self, path: &str, token: &str) -> (u16, Value) {
+        let response = self.http.get(format!("{}{path}", self.base)).bearer_auth(token).send().await.expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    async fn ready(&self) -> bool {
+        self.http
+            .get(format!("{}/ready", self.base))
+            .send()
+            .await
+            .is_ok_and(|response| response.status().is_success())
+    }
+
+    async fn wait_ready(&self) {
+        eventually("/ready to be 200", || async { self.ready().await.then_some(()) }).await;
+    }
+
+    async fn user_name(&self, user_id: &str) -> String {
+        let (status, body) = self.get("/users/me", &token(user_id, &[])).await;
+        assert_eq!(status, 200, "{body}");
+        body["name"].as_str().unwrap_or_default().to_owned()
+    }
+
+    async fn stop(mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.server.await.expect("join").expect("server");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_instances_see_direct_writes_to_both_tables_and_clean_up_on_shutdown() {
+    let stack = Stack::start().await;
+    let a = stack.instance(None).await;
+    let b = stack.instance(None).await;
+
+    let queues = stack.task_queues().await;
+    assert_eq!(queues.len(), 2, "one queue per instance: {queues:?}");
+    let subscriptions = stack.subscriptions().await;
+    assert_eq!(subscriptions.len(), 2, "{subscriptions:?}");
+
+    // The queue as configured: policy admitting only the topic, SSE, short retention, raw delivery.
+    let attributes = stack
+        .aws
+        .sqs()
+        .get_queue_attributes()
+        .queue_url(&queues[0])
+        .attribute_names(QueueAttributeName::All)
+        .send()
+        .await
+        .expect("attributes")
+        .attributes
+        .unwrap_or_default();
+    let policy: Value =
+        serde_json::from_str(attributes.get(&QueueAttributeName::Policy).expect("policy")).expect("policy json");
+    assert_eq!(policy["Statement"][0]["Condition"]["ArnEquals"]["aws:SourceArn"], stack.stack.topic_arn.as_str());
+    assert_eq!(attributes.get(&QueueAttributeName::SqsManagedSseEnabled).map(String::as_str), Some("true"));
+    assert_eq!(attributes.get(&QueueAttributeName::MessageRetentionPeriod).map(String::as_str), Some("300"));
+    let subscription = stack
+        .aws
+        .sns()
+        .get_subscription_attributes()
+        .subscription_arn(&subscriptions[0].0)
+        .send()
+        .await
+        .expect("subscription attributes")
+        .attributes
+        .unwrap_or_default();
+    assert_eq!(subscription.get("RawMessageDelivery").map(String::as_str), Some("true"));
+
+    // Both cache alice; a write straight to the users table reaches both.
+    assert_eq!(a.user_name("alice").await, "Alice");
+    assert_eq!(b.user_name("alice").await, "Alice");
+    assert_eq!(a.user_name("alice").await, "Alice");
+    assert!(a.state.directory.stats().profiles.hits >= 1, "served from cache");
+    stack.rename_user("alice", "Alice Renamed").await;
+    for instance in [&a, &b] {
+        eventually("the users-table change on every instance", || async {
+            (instance.user_name("alice").await == "Alice Renamed").then_some(())
+        })
+        .await;
+    }
+
+    // A write straight to the roles table reaches both too.
+    let alice = token("alice", &[]);
+    for instance in [&a, &b] {
+        let (_, body) = instance.get("/users/me", &alice).await;
+        assert_eq!(body["permissions"]["tools"], serde_json::json!(["calendar", "search"]));
+    }
+    let change = RoleChange {
+        granted_tools: Some(vec!["search".into(), "calendar".into(), "wiki".into()]),
+        ..RoleChange::default()
+    };
+    operator::update_role(&stack.aws.dynamodb(), &stack.stack.roles_table, "staff", &change).await.expect("update role");
+    for instance in [&a, &b] {
+        eventually("the roles-table change on every instance", || async {
+            let (_, body) = instance.get("/users/me", &alice).await;
+            (body["permissions"]["tools"] == serde_json::json!(["calendar", "search", "wiki"])).then_some(())
+        })
+        .await;
+    }
+    assert!(a.state.directory.stats().roles.invalidations >= 1);
+    let metrics = a.http.get(format!("{}/metrics", a.base)).send().await.expect("metrics").text().await.expect("text");
+    for name in [
+        "staleless_cache_hits_total{cache=\"profiles\"}",
+        "staleless_cache_misses_total{cache=\"roles\"}",
+        "staleless_invalidations_applied_total{source=\"users\"}",
+        "staleless_invalidation_lag_seconds_bucket",
+    ] {
+        assert!(metrics.contains(name), "{name} missing from /metrics:\n{metrics}");
+    }
+
+    // Shutdown removes each instance's queue and subscription.
+    a.stop().await;
+    assert_eq!(stack.task_queues().await.len(), 1);
+    assert_eq!(stack.subscriptions().await.len(), 1);
+    b.stop().await;
+    assert!(stack.task_queues().await.is_empty());
+    assert!(stack.subscriptions().await.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_queue_deleted_out_of_band_is_recreated_resubscribed_and_the_cache_flushed() {
+    let stack = Stack::start().await;
+    let api = stack.instance(None).await;
+    assert_eq!(api.user_name("alice").await, "Alice");
+    let flushes = api.state.directory.stats().profiles.flushes;
+
+    let queues = stack.task_queues().await;
+    stack.aws.sqs().delete_queue().queue_url(&queues[0]).send().await.expect("delete queue");
+
+    eventually("the queue to be recreated and the cache flushed", || async {
+        let stats = api.state.directory.stats();
+        (stats.profiles.flushes > flushes && api.state.channel.is_trusted() && stack.task_queues().await.len() == 1)
+            .then_some(())
+    })
+    .await;
+    api.wait_ready().await;
+    let subscriptions = stack.subscriptions().await;
+    assert_eq!(subscriptions.len(), 1, "the old subscription is removed: {subscriptions:?}");
+
+    // And invalidations flow again.
+    stack.rename_user("alice", "Alice Again").await;
+    eventually("a change after the recreation", || async {
+        (api.user_name("alice").await == "Alice Again").then_some(())
+    })
+    .await;
+    api.stop().await;
+    assert!(stack.task_queues().await.is_empty());
+    assert!(stack.subscriptions().await.is_empty());
+}
+
+/// A TCP proxy that can cut every connection: an SQS outage while DynamoDB stays up.
+struct Proxy {
+    endpoint: String,
+    cut: Arc<AtomicBool>,
+    connections: Arc<Mutex<Vec<tokio::task::AbortHandle>>>,
+    accept: JoinHandle<()>,
+}
+
+impl Proxy {
+    async fn start(upstream: &str) -> Self {
+        let upstream: SocketAddr = upstream.trim_start_matches("http://").parse().expect("upstream address");
+        let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind proxy");
+        let endpoint = format!("http://{}", listener.local_addr().expect("addr"));
+        let cut = Arc::new(AtomicBool::new(false));
+        let connections = Arc::new(Mutex::new(Vec::new()));
+        let accept = {
+            let cut = Arc::clone(&cut);
+            let connections = Arc::clone(&connections);
+            tokio::spawn(async move {
+                while let Ok((mut inbound, _)) = listener.accept().await {
+                    if cut.load(Ordering::SeqCst) {
+                        continue; // dropped: the client sees the connection closed
+                    }
+                    let task = tokio::spawn(async move {
+                        if let Ok(mut outbound) = TcpStream::connect(upstream).await {
+                            let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                        }
+                    });
+                    connections.lock().expect("lock").push(task.abort_handle());
+                }
+            })
+        };
+        Self {
+            endpoint,
+            cut,
+            connections,
+            accept,
+        }
+    }
+
+    fn cut(&self) {
+        self.cut.store(true, Ordering::SeqCst);
+        for connection in self.connections.lock().expect("lock").drain(..) {
+            connection.abort();
+        }
+    }
+
+    fn restore(&self) {
+        self.cut.store(false, Ordering::SeqCst);
+    }
+}
+
+impl Drop for Proxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalled_channel_reads_through_and_is_not_ready_then_recovers() {
+    let stack = Stack::start().await;
+    let proxy = Proxy::start(stack.aws.endpoint()).await;
+    let api = stack.instance(Some(&proxy.endpoint)).await;
+    assert_eq!(api.user_name("alice").await, "Alice");
+    assert_eq!(api.user_name("alice").await, "Alice");
+    let before = api.state.directory.stats().profiles;
+    assert!(before.hits >= 1);
+
+    proxy.cut();
+    eventually("/ready to turn 503", || async { (!api.ready().await).then_some(()) }).await;
+    assert!(!api.state.channel.is_trusted());
+
+    // The change's invalidation is stuck in the queue behind the outage; only a read-through
+    // can show it now.
+    stack.rename_user("alice", "Alice During Outage").await;
+    eventually("a read-through to show the change", || async {
+        (api.user_name("alice").await == "Alice During Outage").then_some(())
+    })
+    .await;
+    let during = api.state.directory.stats().profiles;
+    assert_eq!(during.hits, before.hits, "nothing served from cache while the channel is stale");
+
+    proxy.restore();
+    api.wait_ready().await;
+    let after = api.state.directory.stats().profiles;
+    assert!(after.flushes > before.flushes, "the cache is flushed when the channel is back");
+    assert_eq!(api.user_name("alice").await, "Alice During Outage");
+    assert_eq!(api.user_name("alice").await, "Alice During Outage");
+    assert!(api.state.directory.stats().profiles.hits > after.hits, "cache used again");
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn malformed_messages_are_deleted_and_protocol_messages_applied() {
+    let stack = Stack::start().await;
+    let api = stack.instance(None).await;
+    assert_eq!(api.user_name("alice").await, "Alice");
+
+    stack.publish("not json at all", "users").await;
+    stack.publish(r#"{"v":99,"kind":"something_new"}"#, "users").await;
+    // What the relay sends for a users-table change, published by hand: the key is evicted even
+    // though the item did not change, so the next read is a fill.
+    let fills = api.state.directory.stats().profiles.fills;
+    let message = Invalidation::Invalidate {
+        source: Source::Users,
+        keys: vec![KeyVersion {
+            id: "alice".into(),
+            seq: "1".into(),
+            at_ms: 1,
+        }],
+    };
+    stack.publish(&message.encode().expect("encode"), "users").await;
+    eventually("the hand-published invalidation", || async {
+        (api.state.directory.stats().profiles.entries == 0).then_some(())
+    })
+    .await;
+    assert_eq!(api.user_name("alice").await, "Alice");
+    assert!(api.state.directory.stats().profiles.fills > fills);
+
+    let flushes = api.state.directory.stats().roles.flushes;
+    stack
+        .publish(&Invalidation::FlushAll { reason: Some("test".into()) }.encode().expect("encode"), "all")
+        .await;
+    eventually("flush_all", || async { (api.state.directory.stats().roles.flushes > flushes).then_some(()) }).await;
+
+    // Every message, malformed or not, was deleted, and the listener is still healthy.
+    let queue = stack.task_queues().await.remove(0);
+    eventually("an empty queue", || async {
+        let attributes = stack
+            .aws
+            .sqs()
+            .get_queue_attributes()
+            .queue_url(&queue)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await
+            .ok()?
+            .attributes?;
+        let count = |name| attributes.get(&name).and_then(|value| value.parse::<u64>().ok()).unwrap_or(1);
+        (count(QueueAttributeName::ApproximateNumberOfMessages) == 0
+            && count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible) == 0)
+            .then_some(())
+    })
+    .await;
+    assert!(api.ready().await);
+    api.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_sweeper_removes_stale_queues_and_orphaned_subscriptions() {
+    use staleless_api::channel::queue::HEARTBEAT_TAG;
+    use staleless_api::channel::sweeper::{SweepReport, Sweeper};
+
+    let stack = Stack::start().await;
+    let sqs = stack.aws.sqs();
+    let sns = stack.aws.sns();
+    let prefix = &stack.stack.task_queue_prefix;
+    let now = infra::jwt::unix_now();
+    let mut subscribed = Vec::new();
+    for (name, heartbeat) in [("crashed", Some(now - 10_000)), ("alive", Some(now)), ("untagged", None), ("gone", Some(now))] {
+        let mut create = sqs.create_queue().queue_name(format!("{prefix}-{name}"));
+        if let Some(heartbeat) = heartbeat {
+            create = create.tags(HEARTBEAT_TAG, heartbeat.to_string());
+        }
+        let url = create.send().await.expect("create").queue_url.unwrap_or_default();
+        let arn = sqs
+            .get_queue_attributes()
+            .queue_url(&url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .expect("arn")
+            .attributes
+            .and_then(|mut attributes| attributes.remove(&QueueAttributeName::QueueArn))
+            .expect("arn");
+        sns.subscribe()
+            .topic_arn(&stack.stack.topic_arn)
+            .protocol("sqs")
+            .endpoint(&arn)
+            .send()
+            .await
+            .expect("subscribe");
+        subscribed.push((name, url));
+    }
+    // A task that died after its queue was deleted, its subscription left behind.
+    sqs.delete_queue().queue_url(&subscribed[3].1).send().await.expect("delete");
+
+    let state = AppState::from_aws(stack.config(), stack.aws.sdk_config()).await.expect("state");
+    let sweeper = Sweeper::new(
+        state.channel_clients.clone().expect("clients"),
+        stack.stack.topic_arn.clone(),
+        prefix.clone(),
+        Duration::from_secs(600),
+        state.channel.clone(),
+    );
+    let report = sweeper.sweep_once().await.expect("sweep");
+    assert_eq!(report, SweepReport { stale_queues: 1, orphaned_subscriptions: 2 });
+
+    let mut remaining: Vec<String> = stack.task_queues().await;
+    remaining.sort();
+    assert_eq!(remaining.len(), 2, "alive and untagged stay: {remaining:?}");
+    assert!(remaining.iter().all(|url| url.ends_with("-alive") || url.ends_with("-untagged")));
+    let endpoints: Vec<String> = stack.subscriptions().await.into_iter().map(|(_, endpoint)| endpoint).collect();
+    assert_eq!(endpoints.len(), 2, "{endpoints:?}");
+    assert_eq!(sweeper.sweep_once().await.expect("sweep"), SweepReport::default(), "idempotent");
+}

@@ -1,0 +1,320 @@
+//! The `infra` commands that run things: the whole local system (`up`), the relay process
+//! (`relay`), tokens (`token`) and the consistency check (`check-consistency`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use infra::consistency::{self, CheckTarget, KeyKind};
+use infra::event_source::{self, EventSourceOptions};
+use infra::jwt::{self, LocalJwt};
+use infra::provision::Provisioned;
+use infra::system::{self, ApiTask, Component};
+use infra::{Emulator, operator, sdk_config_for};
+use tokio_util::sync::CancellationToken;
+
+use crate::Target;
+
+/// A cold API task loads its JWKS, creates its queue and subscribes it before `/ready`.
+const API_READY_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// What `infra up` runs.
+pub struct UpOptions {
+    /// Emulator port.
+    pub port: u16,
+    /// `NamePrefix`.
+    pub prefix: String,
+    /// Logs, key pair, checkpoints, `stack.env`.
+    pub state_dir: PathBuf,
+    /// (name, bind address) of each API task.
+    pub api_binds: Vec<(String, String)>,
+}
+
+/// Runs the whole local system until Ctrl-C or SIGTERM, then stops it in order: API tasks first
+/// (they unsubscribe and delete their queues), then the relay, then the emulator.
+pub async fn up(options: UpOptions) -> anyhow::Result<()> {
+    let logs = options.state_dir.join("logs");
+    std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
+    let emulator_log = logs.join("emulator.log");
+    let port = options.port;
+    let mut emulator = tokio::task::spawn_blocking(move || Emulator::start(port, Some(&emulator_log)))
+        .await
+        .context("emulator start was interrupted")??;
+    let endpoint = emulator.endpoint();
+    let stack = crate::provision(&endpoint, &options.prefix).await?;
+    let dynamodb = aws_sdk_dynamodb::Client::new(&sdk_config_for(&endpoint));
+    operator::seed_demo(&dynamodb, &stack.users_table, &stack.roles_table)
+        .await
+        .context("cannot seed the demo data")?;
+
+    let key_dir = options.state_dir.join("jwt");
+    let local_jwt = LocalJwt::load_or_generate(&key_dir).context("cannot prepare the local JWT key pair")?;
+    let env_file = options.state_dir.join("stack.env");
+    write_env_file(&env_file, &endpoint, &stack)?;
+
+    let bin_dir = system::binaries_dir();
+    let mut env = system::stack_env(&endpoint, &stack);
+    env.extend(
+        [
+            ("JWT_JWKS_FILE", key_dir.join(jwt::JWKS_FILE).to_string_lossy().into_owned()),
+            ("JWT_ISSUER", jwt::LOCAL_ISSUER.to_owned()),
+            ("JWT_AUDIENCE", jwt::LOCAL_AUDIENCE.to_owned()),
+            ("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned())),
+        ]
+        .map(|(key, value)| (key.to_owned(), value)),
+    );
+
+    let mut relay = system::start_relay(
+        &bin_dir,
+        &env,
+        &options.state_dir.join("checkpoints").join(&stack.prefix),
+        &logs.join("relay.log"),
+    )?;
+    let mut tasks = Vec::new();
+    for (name, bind) in &options.api_binds {
+        let log = logs.join(format!("{name}.log"));
+        match ApiTask::start(name, &bin_dir, bind, &env, &log, API_READY_TIMEOUT).await {
+            Ok(task) => tasks.push(task),
+            Err(err) => {
+                stop_all(&mut tasks, &mut relay, &mut emulator).await;
+                return Err(err.into());
+            }
+        }
+    }
+
+    print_banner(&endpoint, &stack, &tasks, &relay, &logs, &env_file, &local_jwt);
+
+    tokio::select! {
+        () = shutdown_signal() => {}
+        failed = watch_children(&mut tasks, &mut relay) => {
+            eprintln!("error: {failed}; stopping the local stack");
+        }
+    }
+    println!("stopping: API tasks (deleting their queues), relay, emulator");
+    stop_all(&mut tasks, &mut relay, &mut emulator).await;
+    println!("stopped");
+    Ok(())
+}
+
+/// Resolves when a child exits on its own, naming it.
+async fn watch_children(tasks: &mut [ApiTask], relay: &mut Component) -> String {
+    loop {
+        if let Some(status) = relay.exited() {
+            return format!("the relay exited ({status}), see {}", relay.log().display());
+        }
+        for task in tasks.iter_mut() {
+            if let Some(status) = task.process.exited() {
+                return format!(
+                    "{} exited ({status}), see {}",
+                    task.process.name(),
+                    task.process.log().display()
+                );
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn stop_all(tasks: &mut [ApiTask], relay: &mut Component, emulator: &mut Emulator) {
+    futures::future::join_all(tasks.iter_mut().map(|task| task.process.stop())).await;
+    relay.stop().await;
+    emulator.stop();
+}
+
+fn write_env_file(path: &Path, endpoint: &str, stack: &Provisioned) -> anyhow::Result<()> {
+    let exports: String = system::stack_env(endpoint, stack)
+        .into_iter()
+        .map(|(key, value)| format!("export {key}={value}\n"))
+        .collect();
+    std::fs::write(path, exports).with_context(|| format!("cannot write {}", path.display()))
+}
+
+fn print_banner(
+    endpoint: &str,
+    stack: &Provisioned,
+    tasks: &[ApiTask],
+    relay: &Component,
+    logs: &Path,
+    env_file: &Path,
+    local_jwt: &LocalJwt,
+) {
+    let token = local_jwt.mint("alice", &["Staff"], "alice@example.com", "Alice", Duration::from_secs(12 * 3600));
+    println!();
+    println!("staleless local stack is up");
+    println!("  emulator   {endpoint}  (moto server; log {})", logs.join("emulator.log").display());
+    println!("  tables     {}, {}", stack.users_table, stack.roles_table);
+    println!("  topic      {}", stack.topic_arn);
+    println!("  relay      streams -> stream-relay -> topic  (log {})", relay.log().display());
+    for task in tasks {
+        println!(
+            "  {}      {}  (log {})",
+            task.process.name(),
+            task.base_url,
+            task.process.log().display()
+        );
+    }
+    println!("  env        source {}  points the AWS CLI or SDK at the emulator", env_file.display());
+    println!("  demo data  roles system_admin (IdP Admin), staff (IdP Staff), default; users alice, admin");
+    println!();
+    println!("Watch a change made outside the API reach both tasks:");
+    println!();
+    println!("  export TOKEN={token}");
+    let (first, second) = match tasks {
+        [first, second, ..] => (first.base_url.as_str(), second.base_url.as_str()),
+        [only] => (only.base_url.as_str(), only.base_url.as_str()),
+        [] => ("", ""),
+    };
+    println!("  curl -s -H \"Authorization: Bearer $TOKEN\" {first}/users/me; echo; curl -s -H \"Authorization: Bearer $TOKEN\" {second}/users/me; echo");
+    println!("  target/debug/infra put-user alice --name \"Alice Liddell\" --endpoint {endpoint} --users-table {}", stack.users_table);
+    println!("  curl -s -H \"Authorization: Bearer $TOKEN\" {first}/users/me; echo; curl -s -H \"Authorization: Bearer $TOKEN\" {second}/users/me; echo");
+    println!();
+    println!("More tokens: target/debug/infra token --sub admin --roles Admin");
+    println!("Press Ctrl-C to stop.");
+}
+
+/// Runs the local event source mapping with the relay until Ctrl-C or SIGTERM.
+pub async fn relay(
+    config: &aws_config::SdkConfig,
+    stack: &Provisioned,
+    checkpoint_dir: PathBuf,
+    poll_interval_ms: u64,
+) -> anyhow::Result<()> {
+    let mut options = EventSourceOptions::new(checkpoint_dir);
+    options.poll_interval = Duration::from_millis(poll_interval_ms);
+    let shutdown = CancellationToken::new();
+    let mut mapping = event_source::spawn(config, stack, options, shutdown.clone());
+    tracing::info!(users = %stack.users_table, roles = %stack.roles_table, topic = %stack.topic_arn, "relay running");
+    tokio::select! {
+        () = shutdown_signal() => shutdown.cancel(),
+        // The mapping only returns early when it cannot start (template, checkpoint directory).
+        finished = &mut mapping => {
+            finished.context("the event source mapping panicked")??;
+            return Ok(());
+        }
+    }
+    mapping.await.context("the event source mapping panicked")??;
+    Ok(())
+}
+
+/// Mints a token with the local key pair (generated on first use).
+pub fn token(
+    state_dir: &Path,
+    sub: &str,
+    roles: &[String],
+    email: Option<String>,
+    name: Option<String>,
+    ttl_secs: u64,
+) -> anyhow::Result<String> {
+    let local_jwt = LocalJwt::load_or_generate(&state_dir.join("jwt")).context("cannot prepare the local JWT key pair")?;
+    let roles: Vec<&str> = roles.iter().map(String::as_str).filter(|role| !role.is_empty()).collect();
+    let email = email.unwrap_or_else(|| format!("{sub}@example.com"));
+    let name = name.unwrap_or_else(|| sub.to_owned());
+    Ok(local_jwt.mint(sub, &roles, &email, &name, Duration::from_secs(ttl_secs)))
+}
+
+/// Samples user and role ids from the tables, checks them on every task and prints the report.
+/// Returns whether every key became consistent within the patience.
+pub async fn check_consistency(
+    target: &Target,
+    state_dir: &Path,
+    tasks: Vec<String>,
+    users: usize,
+    roles: usize,
+    patience: Duration,
+) -> anyhow::Result<bool> {
+    let dynamodb = target.dynamodb();
+    let mut keys = Vec::new();
+    keys.extend(
+        sample_ids(&dynamodb, &target.users_table, "USER#", "PROFILE", users)
+            .await?
+            .into_iter()
+            .map(|id| (KeyKind::User, id)),
+    );
+    keys.extend(
+        sample_ids(&dynamodb, &target.roles_table, "ROLE#", "DEFINITION", roles)
+            .await?
+            .into_iter()
+            .map(|id| (KeyKind::Role, id)),
+    );
+    let admin_token = token(state_dir, "consistency-check", &["Admin".to_owned()], None, None, 3600)?;
+    let check_target = CheckTarget {
+        tasks,
+        admin_token,
+        users_table: target.users_table.clone(),
+        roles_table: target.roles_table.clone(),
+        patience,
+    };
+    let report = consistency::check(&dynamodb, &reqwest::Client::new(), &check_target, &keys).await?;
+    println!(
+        "checked {} (key, task) pairs over {} tasks: inconsistent at first read {} (ratio {:.4}), never consistent {}, worst staleness {} ms",
+        report.checked,
+        check_target.tasks.len(),
+        report.inconsistent_at_first,
+        report.inconsistency_ratio(),
+        report.never_consistent,
+        report.worst_staleness.as_millis()
+    );
+    for stale in &report.stale {
+        println!(
+            "  {:?} {} on {}: {} ms{}",
+            stale.kind,
+            stale.id,
+            stale.task,
+            stale.staleness.as_millis(),
+            if stale.never_consistent { " (never consistent)" } else { "" }
+        );
+    }
+    Ok(report.never_consistent == 0)
+}
+
+/// Up to `limit` ids (0: all) of items whose `PK` starts with `prefix` and whose `SK` is `sort_key`.
+async fn sample_ids(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    table: &str,
+    prefix: &str,
+    sort_key: &str,
+    limit: usize,
+) -> anyhow::Result<Vec<String>> {
+    use aws_sdk_dynamodb::types::AttributeValue;
+
+    let mut ids = Vec::new();
+    let mut pages = dynamodb
+        .scan()
+        .table_name(table)
+        .filter_expression("begins_with(PK, :prefix) AND SK = :sk")
+        .expression_attribute_values(":prefix", AttributeValue::S(prefix.to_owned()))
+        .expression_attribute_values(":sk", AttributeValue::S(sort_key.to_owned()))
+        .into_paginator()
+        .items()
+        .send();
+    while let Some(item) = pages.next().await {
+        let item = item.with_context(|| format!("cannot scan {table}"))?;
+        if let Some(id) = item
+            .get("PK")
+            .and_then(|pk| pk.as_s().ok())
+            .and_then(|pk| pk.strip_prefix(prefix))
+        {
+            ids.push(id.to_owned());
+        }
+        if limit > 0 && ids.len() >= limit {
+            break;
+        }
+    }
+    Ok(ids)
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = interrupt => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = interrupt.await;
+        }
+    }
+}

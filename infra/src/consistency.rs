@@ -1,0 +1,299 @@
+//! The consistency check: does every API task serve what DynamoDB holds?
+//!
+//! For each sampled key the checker reads the item with `ConsistentRead` (the truth) and asks every
+//! task through its admin routes. A task that disagrees is asked again until it agrees or the
+//! patience runs out; the time that took is the staleness seen for that key. Operators run it as
+//! `infra check-consistency`; the end-to-end fault matrix ends every row with it.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::DisplayErrorContext;
+use aws_sdk_dynamodb::types::AttributeValue;
+use serde_json::Value;
+
+use crate::operator::{role_pk, user_pk};
+
+/// Attributes of a profile every task must serve exactly as stored.
+pub const USER_FIELDS: [&str; 5] = ["userId", "email", "name", "roles", "status"];
+
+/// Attributes of a role definition every task must serve exactly as stored.
+pub const ROLE_FIELDS: [&str; 7] = [
+    "roleId",
+    "grantedTools",
+    "grantedModels",
+    "grantedSkills",
+    "jwtRoleMappings",
+    "priority",
+    "enabled",
+];
+
+/// Why the check could not run (as opposed to finding inconsistencies, which is its result).
+#[derive(Debug, thiserror::Error)]
+pub enum CheckError {
+    /// DynamoDB could not be read.
+    #[error("cannot read {table}: {detail}")]
+    Dynamo {
+        /// The table.
+        table: String,
+        /// The SDK's message.
+        detail: String,
+    },
+    /// A task could not be reached or answered with an unexpected status.
+    #[error("task {task}: {detail}")]
+    Task {
+        /// The task's base URL.
+        task: String,
+        /// What happened.
+        detail: String,
+    },
+}
+
+/// Which kind of key is checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum KeyKind {
+    /// A user id: `GET /admin/users/{id}` against the users table.
+    User,
+    /// A role id: `GET /admin/roles/{id}` against the roles table.
+    Role,
+}
+
+/// What to check and where.
+#[derive(Debug, Clone)]
+pub struct CheckTarget {
+    /// Base URLs of the API tasks (`http://127.0.0.1:8081`).
+    pub tasks: Vec<String>,
+    /// A bearer token with the `system_admin` AppRole.
+    pub admin_token: String,
+    /// The users table.
+    pub users_table: String,
+    /// The roles table.
+    pub roles_table: String,
+    /// How long a disagreeing task may take to agree before the key counts as lost.
+    pub patience: Duration,
+}
+
+/// The outcome for one key on one task.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyOutcome {
+    /// User or role.
+    pub kind: KeyKind,
+    /// The id.
+    pub id: String,
+    /// The task's base URL.
+    pub task: String,
+    /// Time from the first disagreeing read until the task agreed; zero when it agreed at once.
+    pub staleness: Duration,
+    /// Still disagreeing when the patience ran out.
+    pub never_consistent: bool,
+}
+
+/// Summary over every (key, task) pair checked.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Report {
+    /// Pairs checked.
+    pub checked: usize,
+    /// Pairs that disagreed on the first read.
+    pub inconsistent_at_first: usize,
+    /// Pairs that never agreed within the patience: lost invalidations.
+    pub never_consistent: usize,
+    /// The longest time a pair took to agree.
+    pub worst_staleness: Duration,
+    /// Every pair that was not consistent at once.
+    pub stale: Vec<KeyOutcome>,
+}
+
+impl Report {
+    /// The share of pairs that disagreed on the first read.
+    #[must_use]
+    pub fn inconsistency_ratio(&self) -> f64 {
+        if self.checked == 0 {
+            return 0.0;
+        }
+        #[allow(clippy::cast_precision_loss, reason = "counts far below 2^52")]
+        let ratio = self.inconsistent_at_first as f64 / self.checked as f64;
+        ratio
+    }
+
+    fn record(&mut self, outcome: KeyOutcome) {
+        self.checked += 1;
+        if outcome.staleness.is_zero() && !outcome.never_consistent {
+            return;
+        }
+        self.inconsistent_at_first += 1;
+        self.never_consistent += usize::from(outcome.never_consistent);
+        self.worst_staleness = self.worst_staleness.max(outcome.staleness);
+        self.stale.push(outcome);
+    }
+}
+
+/// Keeps only the compared fields of a JSON object; `None` (absent) stays `None`.
+#[must_use]
+pub fn comparable(value: Option<&Value>, fields: &[&str]) -> Option<Value> {
+    let object = value?.as_object()?;
+    Some(Value::Object(
+        fields
+            .iter()
+            .filter_map(|field| object.get(*field).map(|value| ((*field).to_owned(), value.clone())))
+            .collect(),
+    ))
+}
+
+/// Checks every given key on every task.
+///
+/// # Errors
+/// When DynamoDB or a task cannot be reached at all; disagreement is reported, not an error.
+pub async fn check(
+    dynamodb: &Client,
+    http: &reqwest::Client,
+    target: &CheckTarget,
+    keys: &[(KeyKind, String)],
+) -> Result<Report, CheckError> {
+    let mut report = Report::default();
+    for (kind, id) in keys {
+        for task in &target.tasks {
+            let outcome = check_one(dynamodb, http, target, *kind, id, task).await?;
+            report.record(outcome);
+        }
+    }
+    Ok(report)
+}
+
+async fn check_one(
+    dynamodb: &Client,
+    http: &reqwest::Client,
+    target: &CheckTarget,
+    kind: KeyKind,
+    id: &str,
+    task: &str,
+) -> Result<KeyOutcome, CheckError> {
+    let started = Instant::now();
+    let mut first = true;
+    loop {
+        // The truth is re-read on every round: writes may still be landing while we check.
+        let truth = read_truth(dynamodb, target, kind, id).await?;
+        let served = read_task(http, target, kind, id, task).await?;
+        if truth == served {
+            return Ok(KeyOutcome {
+                kind,
+                id: id.to_owned(),
+                task: task.to_owned(),
+                staleness: if first { Duration::ZERO } else { started.elapsed() },
+                never_consistent: false,
+            });
+        }
+        first = false;
+        if started.elapsed() > target.patience {
+            return Ok(KeyOutcome {
+                kind,
+                id: id.to_owned(),
+                task: task.to_owned(),
+                staleness: started.elapsed(),
+                never_consistent: true,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn read_truth(dynamodb: &Client, target: &CheckTarget, kind: KeyKind, id: &str) -> Result<Option<Value>, CheckError> {
+    let (table, pk, sk, fields): (&str, String, &str, &[&str]) = match kind {
+        KeyKind::User => (&target.users_table, user_pk(id), "PROFILE", &USER_FIELDS),
+        KeyKind::Role => (&target.roles_table, role_pk(id), "DEFINITION", &ROLE_FIELDS),
+    };
+    let item = dynamodb
+        .get_item()
+        .table_name(table)
+        .key("PK", AttributeValue::S(pk))
+        .key("SK", AttributeValue::S(sk.to_owned()))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(|err| CheckError::Dynamo {
+            table: table.to_owned(),
+            detail: DisplayErrorContext(&err).to_string(),
+        })?
+        .item;
+    let json = match item {
+        Some(item) => Some(
+            serde_dynamo::from_item::<HashMap<String, AttributeValue>, Value>(item).map_err(|err| CheckError::Dynamo {
+                table: table.to_owned(),
+                detail: err.to_string(),
+            })?,
+        ),
+        None => None,
+    };
+    Ok(comparable(json.as_ref(), fields))
+}
+
+async fn read_task(
+    http: &reqwest::Client,
+    target: &CheckTarget,
+    kind: KeyKind,
+    id: &str,
+    task: &str,
+) -> Result<Option<Value>, CheckError> {
+    let (path, fields): (String, &[&str]) = match kind {
+        KeyKind::User => (format!("{task}/admin/users/{id}"), &USER_FIELDS),
+        KeyKind::Role => (format!("{task}/admin/roles/{id}"), &ROLE_FIELDS),
+    };
+    let task_error = |detail: String| CheckError::Task {
+        task: task.to_owned(),
+        detail,
+    };
+    let response = http
+        .get(&path)
+        .bearer_auth(&target.admin_token)
+        .send()
+        .await
+        .map_err(|err| task_error(format!("GET {path}: {err}")))?;
+    match response.status() {
+        reqwest::StatusCode::NOT_FOUND => Ok(None),
+        status if status.is_success() => {
+            let body: Value = response
+                .json()
+                .await
+                .map_err(|err| task_error(format!("GET {path}: body is not JSON: {err}")))?;
+            Ok(comparable(Some(&body), fields))
+        }
+        status => Err(task_error(format!("GET {path}: unexpected status {status}"))),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn comparison_ignores_fields_outside_the_contract() {
+        let stored = json!({"userId": "u", "name": "A", "roles": ["Staff"], "lastLoginAt": "x"});
+        let served = json!({"userId": "u", "name": "A", "roles": ["Staff"], "permissions": {}});
+        assert_eq!(comparable(Some(&stored), &USER_FIELDS), comparable(Some(&served), &USER_FIELDS));
+        let renamed = json!({"userId": "u", "name": "B", "roles": ["Staff"]});
+        assert_ne!(comparable(Some(&stored), &USER_FIELDS), comparable(Some(&renamed), &USER_FIELDS));
+        assert_eq!(comparable(None, &USER_FIELDS), None);
+    }
+
+    #[test]
+    fn report_counts_ratio_and_worst_staleness() {
+        let outcome = |millis, never| KeyOutcome {
+            kind: KeyKind::User,
+            id: "u".into(),
+            task: "a".into(),
+            staleness: Duration::from_millis(millis),
+            never_consistent: never,
+        };
+        let mut report = Report::default();
+        report.record(outcome(0, false));
+        report.record(outcome(0, false));
+        report.record(outcome(40, false));
+        report.record(outcome(5_000, true));
+        assert_eq!(report.checked, 4);
+        assert_eq!(report.inconsistent_at_first, 2);
+        assert_eq!(report.never_consistent, 1);
+        assert_eq!(report.worst_staleness, Duration::from_millis(5_000));
+        assert!((report.inconsistency_ratio() - 0.5).abs() < f64::EPSILON);
+    }
+}

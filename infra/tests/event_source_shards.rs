@@ -1,0 +1,312 @@
+//! The local event source mapping over a fake stream: shard splits (which moto never does),
+//! checkpoints across restarts, and batch item failures re-read from the reported record.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_dynamodbstreams::primitives::DateTime;
+use aws_sdk_dynamodbstreams::types::{AttributeValue, OperationType, Record, StreamRecord, StreamViewType};
+use infra::event_source::checkpoint::{Checkpoint, CheckpointFile};
+use infra::event_source::filter::FilterPattern;
+use infra::event_source::reader::{Position, RecordPage, ShardInfo, StreamError, StreamReader};
+use infra::event_source::{EventSourceOptions, StreamSource, run_with};
+use staleless_protocol::{Invalidation, compare_sequence_numbers};
+use stream_relay::{Mapper, MemoryPublisher, PublishError, Relay};
+use tokio_util::sync::CancellationToken;
+
+const STREAM: &str = "arn:aws:dynamodb:us-east-1:123456789012:table/fake-users/stream/2024-11-25T00:00:00.000";
+
+/// A user INSERT with sequence number `seq` for user `u-<seq>`.
+fn record(seq: u64) -> Record {
+    let keys = HashMap::from([
+        ("PK".to_owned(), AttributeValue::S(format!("USER#u-{seq}"))),
+        ("SK".to_owned(), AttributeValue::S("PROFILE".into())),
+    ]);
+    Record::builder()
+        .event_id(format!("e{seq}"))
+        .event_name(OperationType::Insert)
+        .event_version("1.1")
+        .event_source("aws:dynamodb")
+        .aws_region("us-east-1")
+        .dynamodb(
+            StreamRecord::builder()
+                .approximate_creation_date_time(DateTime::from_secs(1_732_500_000))
+                .set_keys(Some(keys.clone()))
+                .set_new_image(Some(keys))
+                .sequence_number(format!("{seq:021}"))
+                .size_bytes(60)
+                .stream_view_type(StreamViewType::NewAndOldImages)
+                .build(),
+        )
+        .build()
+}
+
+#[derive(Debug, Default)]
+struct FakeShard {
+    parent: Option<String>,
+    records: Vec<Record>,
+    closed: bool,
+}
+
+/// Shards in memory; iterators are `<shard>|<offset>`.
+#[derive(Debug, Default)]
+struct FakeStream {
+    shards: Mutex<Vec<(String, FakeShard)>>,
+}
+
+impl FakeStream {
+    fn with_shard(&self, id: &str, parent: Option<&str>, seqs: impl IntoIterator<Item = u64>) {
+        let mut shards = self.shards.lock().expect("lock");
+        shards.push((
+            id.to_owned(),
+            FakeShard {
+                parent: parent.map(str::to_owned),
+                records: seqs.into_iter().map(record).collect(),
+                closed: false,
+            },
+        ));
+    }
+
+    fn append(&self, id: &str, seqs: impl IntoIterator<Item = u64>) {
+        let mut shards = self.shards.lock().expect("lock");
+        let (_, shard) = shards.iter_mut().find(|(shard_id, _)| shard_id == id).expect("shard");
+        shard.records.extend(seqs.into_iter().map(record));
+    }
+
+    fn close(&self, id: &str) {
+        let mut shards = self.shards.lock().expect("lock");
+        let (_, shard) = shards.iter_mut().find(|(shard_id, _)| shard_id == id).expect("shard");
+        shard.closed = true;
+    }
+}
+
+fn seq_of(record: &Record) -> &str {
+    record
+        .dynamodb
+        .as_ref()
+        .and_then(|change| change.sequence_number.as_deref())
+        .expect("seq")
+}
+
+#[async_trait]
+impl StreamReader for FakeStream {
+    async fn shards(&self, _stream_arn: &str) -> Result<Vec<ShardInfo>, StreamError> {
+        Ok(self
+            .shards
+            .lock()
+            .expect("lock")
+            .iter()
+            .map(|(id, shard)| ShardInfo {
+                shard_id: id.clone(),
+                parent_shard_id: shard.parent.clone(),
+            })
+            .collect())
+    }
+
+    async fn iterator(&self, _stream_arn: &str, shard_id: &str, position: &Position) -> Result<String, StreamError> {
+        let shards = self.shards.lock().expect("lock");
+        let (_, shard) = shards
+            .iter()
+            .find(|(id, _)| id == shard_id)
+            .ok_or_else(|| StreamError::Other("no such shard".into()))?;
+        let first_after = |seq: &str, inclusive: bool| {
+            shard
+                .records
+                .iter()
+                .position(|record| {
+                    let order = compare_sequence_numbers(seq_of(record), seq);
+                    order.is_gt() || (inclusive && order.is_eq())
+                })
+                .unwrap_or(shard.records.len())
+        };
+        let offset = match position {
+            Position::TrimHorizon => 0,
+            Position::Latest => shard.records.len(),
+            Position::At(seq) => first_after(seq, true),
+            Position::After(seq) => first_after(seq, false),
+        };
+        Ok(format!("{shard_id}|{offset}"))
+    }
+
+    async fn records(&self, iterator: &str, limit: i32) -> Result<RecordPage, StreamError> {
+        let (shard_id, offset) = iterator.split_once('|').ok_or(StreamError::ExpiredIterator)?;
+        let offset: usize = offset.parse().map_err(|_| StreamError::ExpiredIterator)?;
+        let shards = self.shards.lock().expect("lock");
+        let (_, shard) = shards
+            .iter()
+            .find(|(id, _)| id == shard_id)
+            .ok_or(StreamError::ExpiredIterator)?;
+        let end = (offset + usize::try_from(limit).unwrap_or(1)).min(shard.records.len());
+        let records = shard.records[offset..end].to_vec();
+        let next = (!shard.closed || end < shard.records.len()).then(|| format!("{shard_id}|{end}"));
+        Ok(RecordPage {
+            records,
+            next_iterator: next,
+        })
+    }
+}
+
+fn scratch_dir() -> PathBuf {
+    std::env::temp_dir().join(format!("staleless-esm-{}", uuid::Uuid::new_v4().simple()))
+}
+
+fn options(dir: &Path) -> EventSourceOptions {
+    let mut options = EventSourceOptions::new(dir);
+    options.poll_interval = Duration::from_millis(5);
+    options.shard_refresh_interval = Duration::from_millis(20);
+    options.retry_initial_backoff = Duration::from_millis(10);
+    options.retry_max_backoff = Duration::from_millis(40);
+    options
+}
+
+fn source(batch_size: u32) -> StreamSource {
+    StreamSource {
+        table: "fake-users".into(),
+        stream_arn: STREAM.into(),
+        batch_size,
+        filters: vec![
+            FilterPattern::compile(r#"{"dynamodb":{"Keys":{"PK":{"S":[{"prefix":"USER#"}]}}}}"#).expect("pattern"),
+        ],
+    }
+}
+
+fn relay(publisher: &Arc<MemoryPublisher>) -> Arc<Relay> {
+    Arc::new(Relay::new(
+        Mapper::new("fake-users", "fake-roles", Vec::new()),
+        publisher.clone(),
+    ))
+}
+
+/// Published user ids, in publish order (repeats kept).
+fn published(publisher: &MemoryPublisher) -> Vec<String> {
+    publisher
+        .accepted_messages()
+        .into_iter()
+        .flat_map(|(_, message)| match message {
+            Invalidation::Invalidate { keys, .. } => keys.into_iter().map(|key| key.id).collect(),
+            Invalidation::FlushAll { .. } => Vec::new(),
+        })
+        .collect()
+}
+
+async fn wait_for(publisher: &MemoryPublisher, ids: &[&str]) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let seen: BTreeSet<String> = published(publisher).into_iter().collect();
+        if ids.iter().all(|id| seen.contains(*id)) {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "waiting for {ids:?}, published {seen:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+/// Runs the mapping over `stream` into `relay` until the returned token is cancelled.
+fn start(
+    stream: &Arc<FakeStream>,
+    relay: Arc<Relay>,
+    dir: &Path,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<Result<(), infra::event_source::EventSourceError>>,
+) {
+    let shutdown = CancellationToken::new();
+    let (stream, options, token) = (stream.clone(), options(dir), shutdown.clone());
+    let task = tokio::spawn(async move { run_with(stream, relay, vec![source(100)], &options, token).await });
+    (shutdown, task)
+}
+
+#[tokio::test]
+async fn children_of_a_split_are_read_after_their_parent_and_restarts_resume() {
+    let dir = scratch_dir();
+    let stream = Arc::new(FakeStream::default());
+    stream.with_shard("shard-0", None, 1..=3);
+
+    let publisher = Arc::new(MemoryPublisher::new());
+    let (shutdown, task) = start(&stream, relay(&publisher), &dir);
+    wait_for(&publisher, &["u-1", "u-2", "u-3"]).await;
+
+    // The shard splits: its last record, then two children with records of their own.
+    stream.with_shard("shard-1", Some("shard-0"), 5..=6);
+    stream.with_shard("shard-2", Some("shard-0"), [7]);
+    stream.append("shard-0", [4]);
+    stream.close("shard-0");
+    wait_for(&publisher, &["u-4", "u-5", "u-6", "u-7"]).await;
+    shutdown.cancel();
+    task.await.expect("join").expect("run");
+
+    let order = published(&publisher);
+    let position = |id: &str| order.iter().position(|seen| seen == id).expect("published");
+    assert!(
+        position("u-4") < position("u-5") && position("u-4") < position("u-7"),
+        "{order:?}"
+    );
+    assert_eq!(order.len(), 7, "each record delivered once: {order:?}");
+
+    let checkpoint: Checkpoint = CheckpointFile::new(&dir, "fake-users")
+        .load(STREAM)
+        .await
+        .expect("checkpoint");
+    assert!(checkpoint.shards["shard-0"].finished);
+    assert_eq!(
+        checkpoint.shards["shard-1"].sequence_number.as_deref(),
+        Some(format!("{:021}", 6).as_str())
+    );
+
+    // A restart resumes after the checkpoint: only the new records are delivered.
+    stream.append("shard-1", [8]);
+    stream.append("shard-2", [9]);
+    let publisher = Arc::new(MemoryPublisher::new());
+    let (shutdown, task) = start(&stream, relay(&publisher), &dir);
+    wait_for(&publisher, &["u-8", "u-9"]).await;
+    shutdown.cancel();
+    task.await.expect("join").expect("run");
+    let mut resumed = published(&publisher);
+    resumed.sort();
+    assert_eq!(resumed, ["u-8", "u-9"]);
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_batch_item_failure_is_re_read_from_the_reported_record() {
+    let dir = scratch_dir();
+    let stream = Arc::new(FakeStream::default());
+    stream.with_shard("shard-0", None, 1..=30);
+
+    // Small messages: 30 keys need two PublishBatch calls; the second one fails once.
+    let publisher = Arc::new(MemoryPublisher::new());
+    publisher.script([Ok(()), Err(PublishError::Rejected("topic gone".into()))]);
+    let relay = Arc::new(
+        Relay::new(Mapper::new("fake-users", "fake-roles", Vec::new()), publisher.clone()).with_max_message_bytes(200),
+    );
+    let (shutdown, task) = start(&stream, relay, &dir);
+    let all: Vec<String> = (1..=30).map(|n| format!("u-{n}")).collect();
+    let all_refs: Vec<&str> = all.iter().map(String::as_str).collect();
+    wait_for(&publisher, &all_refs).await;
+    shutdown.cancel();
+    task.await.expect("join").expect("run");
+
+    let order = published(&publisher);
+    assert_eq!(
+        order.len(),
+        30,
+        "the retry starts at the failed record, nothing before it again: {order:?}"
+    );
+    assert_eq!(order.iter().collect::<BTreeSet<_>>().len(), 30);
+    assert_eq!(publisher.calls(), 3, "ok, failed, then the re-read remainder");
+    let checkpoint = CheckpointFile::new(&dir, "fake-users")
+        .load(STREAM)
+        .await
+        .expect("checkpoint");
+    assert_eq!(
+        checkpoint.shards["shard-0"].sequence_number.as_deref(),
+        Some(format!("{:021}", 30).as_str())
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
