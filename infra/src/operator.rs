@@ -43,6 +43,32 @@ fn dynamo_error<E: std::error::Error + 'static>(operation: &'static str, table: 
     }
 }
 
+/// An `UpdateItem` `SET` of some attributes, with placeholders for every name (so reserved words
+/// like `name` and `status` need no special care).
+struct SetExpression {
+    expression: String,
+    names: HashMap<String, String>,
+    values: HashMap<String, AttributeValue>,
+}
+
+impl SetExpression {
+    fn of(fields: Vec<(&str, Value)>) -> Result<Self, OperatorError> {
+        let mut assignments = Vec::new();
+        let mut names = HashMap::new();
+        let mut values = HashMap::new();
+        for (index, (field, value)) in fields.into_iter().enumerate() {
+            assignments.push(format!("#f{index} = :v{index}"));
+            names.insert(format!("#f{index}"), field.to_owned());
+            values.insert(format!(":v{index}"), serde_dynamo::to_attribute_value(value)?);
+        }
+        Ok(Self {
+            expression: format!("SET {}", assignments.join(", ")),
+            names,
+            values,
+        })
+    }
+}
+
 /// The partition key of a user's profile item.
 #[must_use]
 pub fn user_pk(user_id: &str) -> String {
@@ -122,21 +148,14 @@ pub async fn put_user(client: &Client, table: &str, user_id: &str, change: &User
         if fields.is_empty() {
             return Ok(());
         }
-        let mut expression = Vec::new();
-        let mut names = HashMap::new();
-        let mut values = HashMap::new();
-        for (index, (field, value)) in fields.into_iter().enumerate() {
-            expression.push(format!("#f{index} = :v{index}"));
-            names.insert(format!("#f{index}"), field.to_owned());
-            values.insert(format!(":v{index}"), serde_dynamo::to_attribute_value(value)?);
-        }
+        let update = SetExpression::of(fields)?;
         client
             .update_item()
             .table_name(table)
             .set_key(Some(key))
-            .update_expression(format!("SET {}", expression.join(", ")))
-            .set_expression_attribute_names(Some(names))
-            .set_expression_attribute_values(Some(values))
+            .update_expression(update.expression)
+            .set_expression_attribute_names(Some(update.names))
+            .set_expression_attribute_values(Some(update.values))
             .send()
             .await
             .map_err(|err| dynamo_error("UpdateItem", table, &err))?;
@@ -327,23 +346,16 @@ pub async fn update_role(client: &Client, table: &str, role_id: &str, change: &R
     }
     fields.push(("updatedAt", json!(now())));
 
-    let mut expression = Vec::new();
-    let mut names = HashMap::new();
-    let mut values = HashMap::new();
-    for (index, (field, value)) in fields.into_iter().enumerate() {
-        expression.push(format!("#f{index} = :v{index}"));
-        names.insert(format!("#f{index}"), field.to_owned());
-        values.insert(format!(":v{index}"), serde_dynamo::to_attribute_value(value)?);
-    }
+    let update = SetExpression::of(fields)?;
     let result = client
         .update_item()
         .table_name(table)
         .key("PK", AttributeValue::S(role_pk(role_id)))
         .key("SK", AttributeValue::S("DEFINITION".to_owned()))
-        .update_expression(format!("SET {}", expression.join(", ")))
+        .update_expression(update.expression)
         .condition_expression("attribute_exists(PK)")
-        .set_expression_attribute_names(Some(names))
-        .set_expression_attribute_values(Some(values))
+        .set_expression_attribute_names(Some(update.names))
+        .set_expression_attribute_values(Some(update.values))
         .send()
         .await;
     match result {

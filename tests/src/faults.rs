@@ -125,11 +125,7 @@ async fn run_on(system: &mut LocalSystem, row: Row) -> anyhow::Result<RowReport>
         Row::RelayKilledMidBurst => {
             let written = Arc::new(AtomicUsize::new(0));
             let burst = spawn_burst(system, &users, 1..4, Arc::clone(&written));
-            eventually(PATIENCE, "a third of the burst written", || {
-                let written = Arc::clone(&written);
-                async move { Ok(written.load(Ordering::SeqCst) >= a_third_of_the_burst) }
-            })
-            .await?;
+            wait_for_writes(&written, a_third_of_the_burst).await?;
             system.kill_relay();
             writes += burst.await??;
             system.start_relay()?;
@@ -158,11 +154,7 @@ async fn run_on(system: &mut LocalSystem, row: Row) -> anyhow::Result<RowReport>
         Row::TaskRestartedDuringWrites => {
             let written = Arc::new(AtomicUsize::new(0));
             let burst = spawn_burst(system, &users, 1..4, Arc::clone(&written));
-            eventually(PATIENCE, "a third of the burst written", || {
-                let written = Arc::clone(&written);
-                async move { Ok(written.load(Ordering::SeqCst) >= a_third_of_the_burst) }
-            })
-            .await?;
+            wait_for_writes(&written, a_third_of_the_burst).await?;
             ensure!(system.stop_task(1).await, "task 1 did not stop gracefully");
             system.start_task(1).await?;
             writes += burst.await??;
@@ -296,6 +288,16 @@ fn spawn_burst(
         }
         Ok(total)
     })
+}
+
+/// Waits until a running burst has made `count` writes.
+async fn wait_for_writes(written: &Arc<AtomicUsize>, count: usize) -> anyhow::Result<()> {
+    eventually(PATIENCE, "part of the burst written", || {
+        let written = Arc::clone(written);
+        async move { Ok(written.load(Ordering::SeqCst) >= count) }
+    })
+    .await?;
+    Ok(())
 }
 
 /// Reads every user on every task once, so each task caches them all.
