@@ -38,6 +38,9 @@ pub enum AppError {
     /// 413: the body exceeds the configured limit.
     #[error("request body is larger than the limit")]
     PayloadTooLarge,
+    /// 408: the request ran longer than `REQUEST_TIMEOUT_SECS` and was abandoned.
+    #[error("request took longer than the timeout")]
+    Timeout,
     /// 503: a dependency (DynamoDB) is unavailable; the client may retry.
     #[error("a dependency is unavailable")]
     Unavailable(#[source] StoreError),
@@ -58,6 +61,7 @@ impl AppError {
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_) => StatusCode::CONFLICT,
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Timeout => StatusCode::REQUEST_TIMEOUT,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -74,6 +78,7 @@ impl AppError {
             Self::MethodNotAllowed => "method_not_allowed",
             Self::Conflict(_) => "conflict",
             Self::PayloadTooLarge => "payload_too_large",
+            Self::Timeout => "timeout",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal",
         }

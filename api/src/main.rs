@@ -1,13 +1,27 @@
 //! `staleless-api`: reads the configuration, sets up logs, binds, and runs until SIGINT/SIGTERM.
 
+use std::process::ExitCode;
+
 use anyhow::Context as _;
 use clap::Parser as _;
 use staleless_api::{AppState, Config, run, server::shutdown_signal, telemetry};
 
 #[tokio::main]
-async fn main() -> anyhow::Result<()> {
+async fn main() -> ExitCode {
     let config = Config::parse();
     telemetry::init();
+    match serve(config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            // One line naming the problem: the chain of causes joined, no backtrace.
+            tracing::error!(error = format!("{err:#}"), "staleless-api failed");
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(config: Config) -> anyhow::Result<()> {
     let sdk = aws_config::load_from_env().await;
     let bind_addr = config.bind_addr;
     let mode = config.cache.cache_mode;

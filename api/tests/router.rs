@@ -326,6 +326,7 @@ async fn store_failures_are_503_and_corrupt_items_500_without_details() {
 async fn a_request_that_hangs_is_answered_408() {
     // `NotFound` makes the broken store hang; paused time lets the 1 s timeout pass at once.
     let app = broken_app(StoreError::NotFound(String::new())).await;
-    let (status, _) = app.send("GET", "/users/me", Some(&alice()), None).await;
-    assert_eq!(status, StatusCode::REQUEST_TIMEOUT);
+    let response = app.send("GET", "/users/me", Some(&alice()), None).await;
+    assert_error(&response, StatusCode::REQUEST_TIMEOUT);
+    assert_eq!(response.1["error"], "timeout");
 }

@@ -168,6 +168,10 @@ impl Listener {
                         tracing::info!(queue = %created.name, "invalidation queue subscribed");
                         self.trust_again();
                         self.state.channel.mark_subscribed(&created.name);
+                        // From here every change reaches the queue, and the caches were just
+                        // flushed: the channel is proven alive now, not only after the first
+                        // long poll returns (up to POLL_WAIT_SECS later).
+                        self.state.channel.record_receive();
                         queue = Some(created);
                         failures = 0;
                     }

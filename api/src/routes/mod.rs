@@ -48,8 +48,25 @@ pub fn router(state: AppState) -> Router {
         .method_not_allowed_fallback(|| async { AppError::MethodNotAllowed })
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
-        .layer(TraceLayer::new_for_http())
+        .layer(axum::middleware::map_response(json_timeout))
+        .layer(
+            TraceLayer::new_for_http()
+                // A 503 from `/ready` or a dependency is an expected state, reported by metrics
+                // and the listener's own logs; logging each as an ERROR would drown real ones.
+                .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::WARN)),
+        )
         .with_state(state)
+}
+
+/// The timeout layer answers with an empty body; every error of this service is JSON.
+async fn json_timeout(response: axum::response::Response) -> axum::response::Response {
+    use axum::response::IntoResponse as _;
+
+    if response.status() == StatusCode::REQUEST_TIMEOUT {
+        AppError::Timeout.into_response()
+    } else {
+        response
+    }
 }
 
 /// The bearer token of a request, if it has one.
