@@ -6,6 +6,7 @@
 //! - [`operator`]: changes made the way operators make them, straight to the tables with the SDK.
 //! - [`consistency`]: compares what every API task serves with DynamoDB, and measures staleness.
 //! - [`system`]: the relay and the API tasks as supervised processes with their own logs.
+//! - [`proxy`]: a loopback TCP proxy with an off switch, to take one AWS service away from one component.
 //! - [`local_aws`]: test support — an emulator on a free port, a uniquely named stack, SDK clients.
 //! - [`event_source`]: the local DynamoDB event source mapping — streams → stream relay → topic.
 //! - [`jwt`]: the local identity provider — an RSA key pair, its `jwks.json`, and minted RS256 tokens.
@@ -19,6 +20,7 @@ pub mod jwt;
 pub mod local_aws;
 pub mod operator;
 pub mod provision;
+pub mod proxy;
 pub mod system;
 pub mod template;
 

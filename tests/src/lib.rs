@@ -2,12 +2,9 @@
 //! tasks) against a moto server of their own, with a uniquely named stack.
 //!
 //! - [`LocalSystem`]: starts and stops the whole system and talks to its tasks over HTTP.
-//! - [`proxy`]: a loopback TCP proxy that can be switched off, to make one AWS service
-//!   unavailable to one component.
 //! - [`faults`]: the fault matrix rows, shared by the tests and the `fault-matrix` command.
 
 pub mod faults;
-pub mod proxy;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -32,7 +29,7 @@ pub struct LocalSystem {
     /// Signs tokens the tasks accept.
     pub jwt: LocalJwt,
     /// The proxy in front of SNS for the relay, when asked for.
-    pub sns_proxy: Option<proxy::SwitchableProxy>,
+    pub sns_proxy: Option<infra::proxy::SwitchableProxy>,
     /// The relay process; `None` while killed.
     pub relay: Option<Component>,
     /// The API task processes; `None` while stopped.
@@ -62,7 +59,7 @@ pub struct SystemOptions {
     pub task_env: Vec<(String, String)>,
     /// Extra environment for the relay.
     pub relay_env: Vec<(String, String)>,
-    /// Route the relay's SNS calls through a [`proxy::SwitchableProxy`] (see
+    /// Route the relay's SNS calls through a [`infra::proxy::SwitchableProxy`] (see
     /// [`LocalSystem::sns_proxy`]).
     pub sns_through_proxy: bool,
 }
@@ -110,7 +107,7 @@ impl LocalSystem {
             .map(|(key, value)| (key.to_owned(), value)),
         );
         let sns_proxy = if options.sns_through_proxy {
-            Some(proxy::SwitchableProxy::start(aws.endpoint()).await?)
+            Some(infra::proxy::SwitchableProxy::start(aws.endpoint()).await?)
         } else {
             None
         };
