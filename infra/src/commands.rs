@@ -218,6 +218,7 @@ pub async fn check_consistency(
     target: &Target,
     state_dir: &Path,
     tasks: Vec<String>,
+    admin_user: &str,
     users: usize,
     roles: usize,
     patience: Duration,
@@ -236,7 +237,8 @@ pub async fn check_consistency(
             .into_iter()
             .map(|id| (KeyKind::Role, id)),
     );
-    let admin_token = token(state_dir, "consistency-check", &["Admin".to_owned()], None, None, 3600)?;
+    // Admin rights come from the stored profile's roles, so the token must name a real admin.
+    let admin_token = token(state_dir, admin_user, &["Admin".to_owned()], None, None, 3600)?;
     let check_target = CheckTarget {
         tasks,
         admin_token,

@@ -85,6 +85,9 @@ enum Command {
         /// Base URLs of the API tasks.
         #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:8081,http://127.0.0.1:8082")]
         tasks: Vec<String>,
+        /// A user whose profile holds the IdP role `Admin` (the demo data's `admin`).
+        #[arg(long, default_value = "admin")]
+        admin_user: String,
         /// How many user ids to sample (0: all).
         #[arg(long, default_value_t = 200)]
         users: usize,
@@ -341,6 +344,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::CheckConsistency {
             target,
             tasks,
+            admin_user,
             users,
             roles,
             patience_ms,
@@ -350,6 +354,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 &target,
                 &state_dir_or_default(state_dir),
                 tasks,
+                &admin_user,
                 users,
                 roles,
                 std::time::Duration::from_millis(patience_ms),
