@@ -46,6 +46,26 @@ fn role_key(role_id: &str) -> HashMap<String, AttributeValue> {
     ])
 }
 
+/// Writes a profile change straight to the users table: the console and scripts path.
+async fn change_user(system: &LocalSystem, user_id: &str, change: UserChange) -> anyhow::Result<()> {
+    operator::put_user(&system.aws.dynamodb(), &system.stack.users_table, user_id, &change).await?;
+    Ok(())
+}
+
+fn with_roles(roles: &[&str]) -> UserChange {
+    UserChange {
+        roles: Some(roles.iter().map(|role| (*role).to_owned()).collect()),
+        ..UserChange::default()
+    }
+}
+
+fn with_status(status: &str) -> UserChange {
+    UserChange {
+        status: Some(status.to_owned()),
+        ..UserChange::default()
+    }
+}
+
 fn name_is(expected: &'static str) -> impl Fn(u16, &Value) -> bool {
     move |status, body| status == 200 && body["name"] == expected
 }
@@ -156,16 +176,7 @@ async fn sdk_writes_to_the_roles_table_reach_both_tasks() -> anyhow::Result<()> 
     let system = LocalSystem::start(SystemOptions::default()).await?;
     let dynamodb = system.aws.dynamodb();
     let table = system.stack.roles_table.clone();
-    operator::put_user(
-        &dynamodb,
-        &system.stack.users_table,
-        "dora",
-        &UserChange {
-            roles: Some(vec!["Staff".into()]),
-            ..UserChange::default()
-        },
-    )
-    .await?;
+    change_user(&system, "dora", with_roles(&["Staff"])).await?;
     let token = system.token("dora", &["Staff"]);
     system.until_all_tasks("/users/me", &token, tools_are(&["calendar", "search"])).await?;
 
@@ -264,16 +275,7 @@ async fn api_writes_reach_both_tasks_through_the_stream() -> anyhow::Result<()> 
     system.until_all_tasks("/users/me", &erin, name_is("Erin")).await?;
 
     // A user whose IdP role maps to no AppRole yet gets `default` on both tasks…
-    operator::put_user(
-        &system.aws.dynamodb(),
-        &system.stack.users_table,
-        "fred",
-        &UserChange {
-            roles: Some(vec!["Auditor".into()]),
-            ..UserChange::default()
-        },
-    )
-    .await?;
+    change_user(&system, "fred", with_roles(&["Auditor"])).await?;
     let fred = system.token("fred", &["Auditor"]);
     system.until_all_tasks("/users/me", &fred, app_roles_are(&["default"])).await?;
 
@@ -313,16 +315,7 @@ async fn a_role_edit_changes_every_holder_and_a_user_edit_changes_that_user() ->
     let dynamodb = system.aws.dynamodb();
     let holders = ["gina", "hank", "ivy"];
     for user in holders {
-        operator::put_user(
-            &dynamodb,
-            &system.stack.users_table,
-            user,
-            &UserChange {
-                roles: Some(vec!["Staff".into()]),
-                ..UserChange::default()
-            },
-        )
-        .await?;
+        change_user(&system, user, with_roles(&["Staff"])).await?;
         system
             .until_all_tasks("/users/me", &system.token(user, &["Staff"]), tools_are(&["calendar", "search"]))
             .await?;
@@ -340,11 +333,7 @@ async fn a_role_edit_changes_every_holder_and_a_user_edit_changes_that_user() ->
     }
 
     // One user's IdP roles edited: only their permissions change.
-    let promote = UserChange {
-        roles: Some(vec!["Staff".into(), "Admin".into()]),
-        ..UserChange::default()
-    };
-    operator::put_user(&dynamodb, &system.stack.users_table, "gina", &promote).await?;
+    change_user(&system, "gina", with_roles(&["Staff", "Admin"])).await?;
     system
         .until_all_tasks("/users/me", &system.token("gina", &["Staff"]), |status, body| {
             status == 200 && body["permissions"]["tools"] == json!(["*"])
@@ -365,11 +354,7 @@ async fn a_suspended_user_is_refused_on_both_tasks_but_sees_their_status() -> an
         .until_all_tasks("/admin/roles", &admin, |status, _| status == 200)
         .await?;
 
-    let suspend = UserChange {
-        status: Some("suspended".into()),
-        ..UserChange::default()
-    };
-    operator::put_user(&system.aws.dynamodb(), &system.stack.users_table, "admin", &suspend).await?;
+    change_user(&system, "admin", with_status("suspended")).await?;
     system.until_all_tasks("/admin/roles", &admin, |status, _| status == 403).await?;
     system
         .until_all_tasks("/users/me", &admin, |status, body| status == 200 && body["status"] == "suspended")
@@ -380,11 +365,7 @@ async fn a_suspended_user_is_refused_on_both_tasks_but_sees_their_status() -> an
         assert!(body["error"].is_string(), "{body}");
     }
 
-    let reinstate = UserChange {
-        status: Some("active".into()),
-        ..UserChange::default()
-    };
-    operator::put_user(&system.aws.dynamodb(), &system.stack.users_table, "admin", &reinstate).await?;
+    change_user(&system, "admin", with_status("active")).await?;
     system.until_all_tasks("/admin/roles", &admin, |status, _| status == 200).await?;
     system.stop().await;
     Ok(())

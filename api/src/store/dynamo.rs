@@ -51,6 +51,28 @@ fn corrupt(pk: &str, err: &serde_dynamo::Error) -> StoreError {
     }
 }
 
+/// Reads one item from the base table with `ConsistentRead`: a cache fill must see every write
+/// acknowledged before it, or it could re-cache the value an invalidation just evicted.
+async fn get_consistent<T: serde::de::DeserializeOwned>(
+    client: &Client,
+    table: &str,
+    pk: String,
+    sk: &str,
+) -> Result<Option<T>, StoreError> {
+    let output = client
+        .get_item()
+        .table_name(table)
+        .set_key(Some(key(pk.clone(), sk)))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(|err| unavailable("GetItem", &err))?;
+    output
+        .item
+        .map(|item| serde_dynamo::from_item(item).map_err(|err| corrupt(&pk, &err)))
+        .transpose()
+}
+
 /// Profiles in the users table.
 #[derive(Debug, Clone)]
 pub struct DynamoProfiles {
@@ -71,20 +93,7 @@ impl DynamoProfiles {
 #[async_trait]
 impl ProfileStore for DynamoProfiles {
     async fn get_profile(&self, user_id: &str) -> Result<Option<Profile>, StoreError> {
-        let pk = user_pk(user_id);
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key(pk.clone(), PROFILE_SK)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|err| unavailable("GetItem", &err))?;
-        output
-            .item
-            .map(|item| serde_dynamo::from_item(item).map_err(|err| corrupt(&pk, &err)))
-            .transpose()
+        get_consistent(&self.client, &self.table, user_pk(user_id), PROFILE_SK).await
     }
 
     async fn sync_profile(&self, sync: &ProfileSync) -> Result<Profile, StoreError> {
@@ -221,20 +230,7 @@ impl RoleStore for DynamoRoles {
     }
 
     async fn get_role(&self, role_id: &str) -> Result<Option<RoleDefinition>, StoreError> {
-        let pk = role_pk(role_id);
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .set_key(Some(key(pk.clone(), DEFINITION_SK)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(|err| unavailable("GetItem", &err))?;
-        output
-            .item
-            .map(|item| serde_dynamo::from_item(item).map_err(|err| corrupt(&pk, &err)))
-            .transpose()
+        get_consistent(&self.client, &self.table, role_pk(role_id), DEFINITION_SK).await
     }
 
     async fn put_role(&self, role: &RoleDefinition, previous: Option<&RoleDefinition>) -> Result<(), StoreError> {
