@@ -3,7 +3,10 @@
 //!
 //! - [`LocalSystem`]: starts and stops the whole system and talks to its tasks over HTTP.
 //! - [`faults`]: the fault matrix rows, shared by the tests and the `fault-matrix` command.
+//! - [`bench`], [`bench_proxy`]: the measurements of the `bench` command (`scripts/bench`).
 
+pub mod bench;
+pub mod bench_proxy;
 pub mod faults;
 
 use std::future::Future;
@@ -176,6 +179,46 @@ impl LocalSystem {
         let log = self.state_dir.join("logs").join(format!("{name}.log"));
         let task = ApiTask::start(&name, &self.bin_dir, &bind, &self.env, &log, Duration::from_secs(60)).await?;
         self.tasks[index] = Some(task);
+        Ok(())
+    }
+
+    /// Starts one more task, with `extra_env` on top of the shared environment (e.g. an
+    /// `AWS_ENDPOINT_URL_SQS` through a counting proxy), and waits until it is ready; returns its
+    /// index. A later [`Self::start_task`] of that index starts it without `extra_env`.
+    ///
+    /// # Errors
+    /// When no port is free or the task does not become ready.
+    pub async fn add_task(&mut self, extra_env: &[(String, String)]) -> anyhow::Result<usize> {
+        let index = self.tasks.len();
+        let port = infra::emulator::free_port()?;
+        self.task_urls.push(format!("http://127.0.0.1:{port}"));
+        self.tasks.push(None);
+        let bind = format!("127.0.0.1:{port}");
+        let log = self.state_dir.join("logs").join(format!("api-{index}.log"));
+        let mut env = self.env.clone();
+        env.extend(extra_env.iter().cloned());
+        let task = ApiTask::start(&format!("api-{index}"), &self.bin_dir, &bind, &env, &log, Duration::from_secs(60)).await?;
+        self.tasks[index] = Some(task);
+        Ok(index)
+    }
+
+    /// Stops the relay and starts it again with `extra_env` on top of its environment (e.g. an
+    /// `AWS_ENDPOINT_URL_SNS` through a counting proxy); it resumes from its checkpoints.
+    ///
+    /// # Errors
+    /// When the process cannot start.
+    pub async fn restart_relay_with(&mut self, extra_env: &[(String, String)]) -> anyhow::Result<()> {
+        if let Some(mut relay) = self.relay.take() {
+            relay.stop().await;
+        }
+        let mut env = self.relay_env.clone();
+        env.extend(extra_env.iter().cloned());
+        self.relay = Some(system::start_relay(
+            &self.bin_dir,
+            &env,
+            &self.state_dir.join("checkpoints"),
+            &self.state_dir.join("logs").join("relay.log"),
+        )?);
         Ok(())
     }
 

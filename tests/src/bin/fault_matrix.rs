@@ -40,6 +40,25 @@ async fn main() -> ExitCode {
     );
     let _ = writeln!(page, "Machine: {} cores, {}.\n", std::thread::available_parallelism().map_or(0, std::num::NonZero::get), std::env::consts::ARCH);
     page.push_str(&table);
+    page.push_str(
+        "\n## Reading\n\n\
+         - No row loses an invalidation: after every fault, every user reads on both tasks what \
+         DynamoDB holds.\n\
+         - *Relay killed*: the relay resumes from its on-disk checkpoint; records of the batch it \
+         was killed in are published again (duplicates are harmless evictions).\n\
+         - *SNS unavailable*: the relay keeps the failed records unacknowledged and retries with \
+         backoff (at most 2 s between tries), so the time includes that backoff.\n\
+         - *Queue deleted*: a task learns its queue is gone when its current long poll returns \
+         (`POLL_WAIT_SECS`, 20 s), then recreates and resubscribes it, removes the dead \
+         subscription and flushes its caches. On moto a subscription to a deleted queue also makes \
+         `PublishBatch` deliver to no one after it, so the *other* task waits too while the relay \
+         retries; on AWS only the task whose queue was deleted is affected. A shorter \
+         `POLL_WAIT_SECS` shortens this at the price of more empty receives.\n\
+         - *Task restarted*: the new process subscribes a new queue and starts with empty caches; \
+         what it reads is fresh.\n\
+         - *Duplicates, reordering, poison*: evictions are idempotent; malformed bodies are counted, \
+         logged and deleted, and the queues drain to empty.\n",
+    );
     let path = infra::emulator::project_root().join("docs").join("fault-matrix.md");
     if let Err(err) = std::fs::write(&path, page) {
         eprintln!("error: cannot write {}: {err}", path.display());
