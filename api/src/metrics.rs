@@ -29,6 +29,9 @@ pub const CACHE_BYPASSED_READS: &str = "staleless_cache_bypassed_reads_total";
 pub const CHANNEL_BYPASS_SECONDS: &str = "staleless_channel_bypass_seconds_total";
 /// 1 while the invalidation channel is subscribed and fresh, else 0.
 pub const CHANNEL_HEALTHY: &str = "staleless_channel_healthy";
+/// Successful `ReceiveMessage` calls, by `outcome` (`empty`, `messages`): the idle cost of a
+/// task is its rate of empty receives.
+pub const QUEUE_RECEIVES: &str = "staleless_queue_receives_total";
 /// Failed `ReceiveMessage` calls.
 pub const QUEUE_RECEIVE_ERRORS: &str = "staleless_queue_receive_errors_total";
 /// Queue messages handled, by `outcome` (`applied`, `malformed`).

@@ -290,6 +290,7 @@ async fn two_instances_see_direct_writes_to_both_tables_and_clean_up_on_shutdown
         "staleless_cache_misses_total{cache=\"roles\"}",
         "staleless_invalidations_applied_total{source=\"users\"}",
         "staleless_invalidation_lag_seconds_bucket",
+        "staleless_queue_receives_total{outcome=\"messages\"}",
     ] {
         assert!(metrics.contains(name), "{name} missing from /metrics:\n{metrics}");
     }

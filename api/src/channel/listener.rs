@@ -318,7 +318,12 @@ impl Listener {
             .wait_time_seconds(i32::try_from(wait.as_secs()).unwrap_or(20))
             .send();
         match tokio::time::timeout(wait + RECEIVE_GRACE, request).await {
-            Ok(Ok(output)) => Ok(output.messages.unwrap_or_default()),
+            Ok(Ok(output)) => {
+                let messages = output.messages.unwrap_or_default();
+                let outcome = if messages.is_empty() { "empty" } else { "messages" };
+                metrics::counter!(names::QUEUE_RECEIVES, "outcome" => outcome).increment(1);
+                Ok(messages)
+            }
             Ok(Err(err)) => Err(call_error("ReceiveMessage", &err)),
             Err(_) => Err(ChannelError::Call {
                 operation: "ReceiveMessage",
