@@ -343,11 +343,10 @@ impl StreamPoller {
         }
         tracing::info!(table = %self.source.table, stream = %self.source.stream_arn, resumed = self.resumed,
             "local event source mapping started");
-        loop {
-            let busy = tokio::select! {
-                () = shutdown.cancelled() => break,
-                busy = self.step() => busy,
-            };
+        while !shutdown.is_cancelled() {
+            // A step runs to its end: a batch the relay has published is acknowledged (and its
+            // checkpoint saved) before the mapping stops, so a restart does not publish it again.
+            let busy = self.step().await;
             if !busy {
                 tokio::select! {
                     () = shutdown.cancelled() => break,
