@@ -369,6 +369,32 @@ mod tests {
         id.to_owned()
     }
 
+    /// A fill of `id` that has read `value` and is held until the returned sender fires: the
+    /// interleaving every race test needs. Returns once the load is running.
+    async fn held_fill(
+        cache: &KeyedCache<String, &'static str>,
+        id: &str,
+        value: &'static str,
+    ) -> (tokio::task::JoinHandle<Result<&'static str, StoreError>>, oneshot::Sender<()>) {
+        let (started_tx, started_rx) = oneshot::channel();
+        let (release_tx, release_rx) = oneshot::channel::<()>();
+        let reader = {
+            let cache = cache.clone();
+            let id = key(id);
+            tokio::spawn(async move {
+                cache
+                    .get_or_load(&id, || async move {
+                        let _ = started_tx.send(());
+                        let _ = release_rx.await;
+                        Ok(value)
+                    })
+                    .await
+            })
+        };
+        started_rx.await.expect("load started");
+        (reader, release_tx)
+    }
+
     #[test]
     fn the_keep_rule() {
         assert!(may_keep_fill(5, None, 0));
@@ -383,22 +409,7 @@ mod tests {
     #[tokio::test]
     async fn a_fill_that_raced_an_invalidation_is_not_kept() {
         let cache = cache();
-        let (read_done_tx, read_done_rx) = oneshot::channel();
-        let (release_tx, release_rx) = oneshot::channel::<()>();
-        let slow_reader = {
-            let cache = cache.clone();
-            tokio::spawn(async move {
-                cache
-                    .get_or_load(&key("u-1"), || async move {
-                        let old = "old";
-                        let _ = read_done_tx.send(());
-                        let _ = release_rx.await;
-                        Ok(old)
-                    })
-                    .await
-            })
-        };
-        read_done_rx.await.expect("load started");
+        let (slow_reader, release_tx) = held_fill(&cache, "u-1", "old").await;
         cache.invalidate(&key("u-1"));
         release_tx.send(()).expect("release");
         assert_eq!(slow_reader.await.expect("join").expect("load"), "old");
@@ -415,21 +426,7 @@ mod tests {
     #[tokio::test]
     async fn a_flush_during_a_fill_also_discards_it() {
         let cache = cache();
-        let (release_tx, release_rx) = oneshot::channel::<()>();
-        let (started_tx, started_rx) = oneshot::channel();
-        let reader = {
-            let cache = cache.clone();
-            tokio::spawn(async move {
-                cache
-                    .get_or_load(&key("u-1"), || async move {
-                        let _ = started_tx.send(());
-                        let _ = release_rx.await;
-                        Ok("old")
-                    })
-                    .await
-            })
-        };
-        started_rx.await.expect("started");
+        let (reader, release_tx) = held_fill(&cache, "u-1", "old").await;
         cache.invalidate_all();
         release_tx.send(()).expect("release");
         reader.await.expect("join").expect("load");
@@ -439,21 +436,7 @@ mod tests {
     #[tokio::test]
     async fn an_invalidation_of_another_key_does_not_discard_the_fill() {
         let cache = cache();
-        let (release_tx, release_rx) = oneshot::channel::<()>();
-        let (started_tx, started_rx) = oneshot::channel();
-        let reader = {
-            let cache = cache.clone();
-            tokio::spawn(async move {
-                cache
-                    .get_or_load(&key("u-1"), || async move {
-                        let _ = started_tx.send(());
-                        let _ = release_rx.await;
-                        Ok("value")
-                    })
-                    .await
-            })
-        };
-        started_rx.await.expect("started");
+        let (reader, release_tx) = held_fill(&cache, "u-1", "value").await;
         cache.invalidate(&key("u-2"));
         release_tx.send(()).expect("release");
         reader.await.expect("join").expect("load");
@@ -463,21 +446,7 @@ mod tests {
     #[tokio::test]
     async fn readers_after_an_invalidation_do_not_join_the_old_fill() {
         let cache = cache();
-        let (release_old_tx, release_old_rx) = oneshot::channel::<()>();
-        let (started_tx, started_rx) = oneshot::channel();
-        let old_reader = {
-            let cache = cache.clone();
-            tokio::spawn(async move {
-                cache
-                    .get_or_load(&key("u-1"), || async move {
-                        let _ = started_tx.send(());
-                        let _ = release_old_rx.await;
-                        Ok("old")
-                    })
-                    .await
-            })
-        };
-        started_rx.await.expect("started");
+        let (old_reader, release_old_tx) = held_fill(&cache, "u-1", "old").await;
         cache.invalidate(&key("u-1"));
         // Arrives after the invalidation: must get a new read, not the old flight's result.
         let new = cache.get_or_load(&key("u-1"), || async { Ok("new") }).await.expect("load");
