@@ -15,9 +15,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
+
+// The role and profile builders the API's tests use, so the bench measures the same data.
+#[path = "../tests/common/mod.rs"]
+mod common;
 use infra::jwt::LocalJwt;
 use staleless_api::auth::{Authenticator, JwksSource};
-use staleless_api::model::{Profile, RoleDefinition, UserStatus};
+use staleless_api::model::UserStatus;
 use staleless_api::store::{MemoryStore, ProfileStore, RoleStore};
 use staleless_api::{AppState, CacheMode, Config};
 
@@ -44,10 +48,6 @@ async fn state(
     state
 }
 
-fn strings(values: &[&str]) -> Vec<String> {
-    values.iter().map(|value| (*value).to_owned()).collect()
-}
-
 fn memory_store() -> Arc<MemoryStore> {
     let store = Arc::new(MemoryStore::new());
     for (id, mappings, tools, priority) in [
@@ -55,32 +55,9 @@ fn memory_store() -> Arc<MemoryStore> {
         ("staff", &["Staff"][..], &["search", "calendar"][..], 100),
         ("default", &[][..], &["search"][..], 0),
     ] {
-        store.put_role_directly(RoleDefinition {
-            role_id: id.into(),
-            display_name: id.into(),
-            description: String::new(),
-            jwt_role_mappings: strings(mappings),
-            granted_tools: strings(tools),
-            granted_models: strings(&["standard"]),
-            granted_skills: Vec::new(),
-            priority,
-            enabled: true,
-            is_system_role: true,
-            quota_tier: None,
-            created_at: String::new(),
-            updated_at: String::new(),
-        });
+        store.put_role_directly(common::role(id, mappings, tools, priority, true));
     }
-    store.put_profile_directly(Profile {
-        user_id: "alice".into(),
-        email: "alice@example.com".into(),
-        name: "Alice".into(),
-        roles: strings(&["Staff"]),
-        picture: None,
-        status: UserStatus::Active,
-        created_at: String::new(),
-        last_login_at: None,
-    });
+    store.put_profile_directly(common::profile("alice", &["Staff"], UserStatus::Active));
     store
 }
 
