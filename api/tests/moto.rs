@@ -437,7 +437,6 @@ async fn the_sweeper_removes_stale_queues_and_orphaned_subscriptions() {
 
     let stack = Stack::start().await;
     let sqs = stack.aws.sqs();
-    let sns = stack.aws.sns();
     let prefix = &stack.stack.task_queue_prefix;
     let now = infra::jwt::unix_now();
     let mut subscribed = Vec::new();
@@ -447,23 +446,8 @@ async fn the_sweeper_removes_stale_queues_and_orphaned_subscriptions() {
             create = create.tags(HEARTBEAT_TAG, heartbeat.to_string());
         }
         let url = create.send().await.expect("create").queue_url.unwrap_or_default();
-        let arn = sqs
-            .get_queue_attributes()
-            .queue_url(&url)
-            .attribute_names(QueueAttributeName::QueueArn)
-            .send()
-            .await
-            .expect("arn")
-            .attributes
-            .and_then(|mut attributes| attributes.remove(&QueueAttributeName::QueueArn))
-            .expect("arn");
-        sns.subscribe()
-            .topic_arn(&stack.stack.topic_arn)
-            .protocol("sqs")
-            .endpoint(&arn)
-            .send()
-            .await
-            .expect("subscribe");
+        let arn = stack.aws.queue_arn(&url).await.expect("arn");
+        stack.aws.subscribe_queue(&stack.stack.topic_arn, &arn).await.expect("subscribe");
         subscribed.push((name, url));
     }
     // A task that died after its queue was deleted, its subscription left behind.

@@ -167,19 +167,33 @@ impl LocalAws {
             .map_err(|err| failed("CreateQueue", DisplayErrorContext(&err).to_string()))?
             .queue_url
             .ok_or_else(|| failed("CreateQueue", "no QueueUrl in the response".into()))?;
-        let arn = self
-            .sqs()
+        let arn = self.queue_arn(&url).await?;
+        self.subscribe_queue(topic_arn, &arn).await?;
+        Ok(SubscribedQueue { url, arn })
+    }
+
+    /// The ARN of the queue at `url` (what a subscription names).
+    ///
+    /// # Errors
+    /// When `GetQueueAttributes` fails or answers without the ARN.
+    pub async fn queue_arn(&self, url: &str) -> Result<String, LocalAwsError> {
+        let failed = |detail: String| {
+            LocalAwsError::Provision(ProvisionError::Service {
+                operation: "GetQueueAttributes",
+                resource: url.to_owned(),
+                detail,
+            })
+        };
+        self.sqs()
             .get_queue_attributes()
-            .queue_url(&url)
+            .queue_url(url)
             .attribute_names(QueueAttributeName::QueueArn)
             .send()
             .await
-            .map_err(|err| failed("GetQueueAttributes", DisplayErrorContext(&err).to_string()))?
+            .map_err(|err| failed(DisplayErrorContext(&err).to_string()))?
             .attributes
             .and_then(|mut attributes| attributes.remove(&QueueAttributeName::QueueArn))
-            .ok_or_else(|| failed("GetQueueAttributes", "no QueueArn in the response".into()))?;
-        self.subscribe_queue(topic_arn, &arn).await?;
-        Ok(SubscribedQueue { url, arn })
+            .ok_or_else(|| failed("no QueueArn in the response".into()))
     }
 
     /// Subscribes the queue `queue_arn` to `topic_arn` with raw message delivery.
