@@ -306,7 +306,6 @@ mod tests {
             picture: None,
             status: UserStatus::Active,
             created_at: "2026-01-01T00:00:00.000Z".to_owned(),
-            last_login_at: None,
         }
     }
 

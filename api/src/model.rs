@@ -31,7 +31,8 @@ impl UserStatus {
     }
 }
 
-/// A user's profile: the item `PK = USER#<userId>`, `SK = PROFILE`.
+/// A user's profile: the item `PK = USER#<userId>`, `SK = PROFILE`, as the API reads and
+/// caches it (attributes not named here, such as `lastLoginAt`, are ignored on read).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Profile {
@@ -55,9 +56,9 @@ pub struct Profile {
     /// ISO-8601 creation time.
     #[serde(default)]
     pub created_at: String,
-    /// ISO-8601 time of the last sync; a change to it alone never invalidates caches.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub last_login_at: Option<String>,
+    // `lastLoginAt` is written by every sync but deliberately not part of the model: a change to
+    // it alone never invalidates (the relay ignores it), so a cached copy would be wrong by
+    // design, and leaving it out keeps 100,000 cached profiles smaller.
 }
 
 /// An AppRole: the item `PK = ROLE#<roleId>`, `SK = DEFINITION`.
@@ -320,6 +321,19 @@ mod tests {
         serde_json::from_str::<NewRole>(json)
             .map_err(|err| err.to_string())?
             .validate("2026-01-01T00:00:00.000Z")
+    }
+
+    #[test]
+    fn a_stored_last_login_time_is_read_past_and_never_served() {
+        let item = serde_json::json!({
+            "userId": "u-1", "email": "ada@example.com", "name": "Ada", "roles": ["Staff"],
+            "status": "active", "createdAt": "2026-01-01T00:00:00.000Z",
+            "lastLoginAt": "2026-01-02T00:00:00.000Z", "PK": "USER#u-1", "SK": "PROFILE",
+        });
+        let profile: Profile = serde_json::from_value(item).expect("a stored profile item");
+        assert_eq!(profile.name, "Ada");
+        let served = serde_json::to_value(&profile).expect("serializable");
+        assert!(served.get("lastLoginAt").is_none(), "{served}");
     }
 
     #[test]

@@ -133,6 +133,8 @@ fn profile_put(id: &str, now: &str) -> anyhow::Result<WriteRequest> {
         ("roles", AttributeValue::L(vec![string("Staff")])),
         ("status", string("active")),
         ("createdAt", string(now)),
+        // As on every synced profile: the API neither reads nor caches it.
+        ("lastLoginAt", string(now)),
     ]
     .into_iter()
     .map(|(key, value)| (key.to_owned(), value))

@@ -58,7 +58,7 @@ pub struct ProfileSync {
     pub roles: Vec<String>,
     /// Avatar URL from the body.
     pub picture: Option<String>,
-    /// The sync time, ISO-8601: `lastLoginAt`, and `createdAt` of a new profile.
+    /// The sync time, ISO-8601: the stored `lastLoginAt`, and `createdAt` of a new profile.
     pub now: String,
 }
 
@@ -74,7 +74,6 @@ pub fn apply_sync(existing: Option<Profile>, sync: &ProfileSync) -> Profile {
         picture: None,
         status: UserStatus::Active,
         created_at: sync.now.clone(),
-        last_login_at: None,
     });
     sync.user_id.clone_into(&mut profile.user_id);
     if let Some(email) = &sync.email {
@@ -87,7 +86,6 @@ pub fn apply_sync(existing: Option<Profile>, sync: &ProfileSync) -> Profile {
     if sync.picture.is_some() {
         profile.picture.clone_from(&sync.picture);
     }
-    profile.last_login_at = Some(sync.now.clone());
     profile
 }
 
@@ -156,7 +154,6 @@ mod tests {
         let profile = apply_sync(None, &sync(Some("Ada")));
         assert_eq!(profile.status, UserStatus::Active);
         assert_eq!(profile.created_at, "2026-01-02T00:00:00.000Z");
-        assert_eq!(profile.last_login_at.as_deref(), Some("2026-01-02T00:00:00.000Z"));
     }
 
     #[test]

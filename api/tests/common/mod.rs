@@ -76,7 +76,6 @@ pub fn profile(user_id: &str, roles: &[&str], status: UserStatus) -> Profile {
         picture: None,
         status,
         created_at: "2026-01-01T00:00:00.000Z".to_owned(),
-        last_login_at: None,
     }
 }
 
