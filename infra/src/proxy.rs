@@ -5,6 +5,7 @@
 //! alone — connections are refused mid-flight, as in a network partition — while everything else
 //! keeps talking to the emulator.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -30,41 +31,26 @@ impl SwitchableProxy {
     /// # Errors
     /// When no port can be bound.
     pub async fn start(target: &str) -> std::io::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
         let up = Arc::new(AtomicBool::new(true));
         let (cut, _) = tokio::sync::watch::channel(0_u64);
         let cut = Arc::new(cut);
-        let shutdown = CancellationToken::new();
-        let target = target.trim_start_matches("http://").to_owned();
-        tokio::spawn({
-            let up = Arc::clone(&up);
-            let cut = Arc::clone(&cut);
-            let shutdown = shutdown.clone();
-            async move {
-                loop {
-                    let accepted = tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        accepted = listener.accept() => accepted,
-                    };
-                    let Ok((client, _)) = accepted else { continue };
-                    if !up.load(Ordering::SeqCst) {
-                        drop(client);
-                        continue;
-                    }
-                    let target = target.clone();
-                    let mut cut_signal = cut.subscribe();
-                    tokio::spawn(async move {
-                        let Ok(server) = TcpStream::connect(&target).await else { return };
-                        let (mut client, mut server) = (client, server);
+        let (url, shutdown) = forward_loopback(target, {
+            let (up, cut) = (Arc::clone(&up), Arc::clone(&cut));
+            move |mut client, mut server| {
+                // Read at accept time: a connection made while switched off is refused.
+                let forwarding = up.load(Ordering::SeqCst);
+                let mut cut_signal = cut.subscribe();
+                async move {
+                    if forwarding {
                         tokio::select! {
                             _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
                             _ = cut_signal.changed() => {}
                         }
-                    });
+                    }
                 }
             }
-        });
+        })
+        .await?;
         Ok(Self { url, up, cut, shutdown })
     }
 
@@ -90,4 +76,37 @@ impl Drop for SwitchableProxy {
     fn drop(&mut self) {
         self.shutdown.cancel();
     }
+}
+
+/// Listens on a free loopback port and, for each connection, connects to `target`
+/// (`http://127.0.0.1:4566`) and runs `on_connection(client, server)` as its own task: the accept
+/// loop every proxy between a component and the emulator shares. Returns the listening URL and
+/// the token that stops accepting (open connections end with their peers).
+///
+/// # Errors
+/// When no port can be bound.
+pub async fn forward_loopback<F, Fut>(target: &str, on_connection: F) -> std::io::Result<(String, CancellationToken)>
+where
+    F: Fn(TcpStream, TcpStream) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}", listener.local_addr()?);
+    let shutdown = CancellationToken::new();
+    let target = target.trim_start_matches("http://").to_owned();
+    tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            loop {
+                let accepted = tokio::select! {
+                    () = shutdown.cancelled() => return,
+                    accepted = listener.accept() => accepted,
+                };
+                let Ok((client, _)) = accepted else { continue };
+                let Ok(server) = TcpStream::connect(&target).await else { continue };
+                tokio::spawn(on_connection(client, server));
+            }
+        }
+    });
+    Ok((url, shutdown))
 }

@@ -13,8 +13,9 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
+use infra::proxy::forward_loopback;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 /// Calls seen so far, by action name.
@@ -37,26 +38,12 @@ impl CountingProxy {
     /// # Errors
     /// When no port can be bound.
     pub async fn start(target: &str) -> std::io::Result<Self> {
-        let listener = TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
         let counts = Arc::new(Mutex::new(Counts::new()));
-        let shutdown = CancellationToken::new();
-        let target = target.trim_start_matches("http://").to_owned();
-        tokio::spawn({
+        let (url, shutdown) = forward_loopback(target, {
             let counts = Arc::clone(&counts);
-            let shutdown = shutdown.clone();
-            async move {
-                loop {
-                    let accepted = tokio::select! {
-                        () = shutdown.cancelled() => return,
-                        accepted = listener.accept() => accepted,
-                    };
-                    let Ok((client, _)) = accepted else { continue };
-                    let Ok(server) = TcpStream::connect(&target).await else { continue };
-                    tokio::spawn(forward(client, server, Arc::clone(&counts)));
-                }
-            }
-        });
+            move |client, server| forward(client, server, Arc::clone(&counts))
+        })
+        .await?;
         Ok(Self { url, counts, shutdown })
     }
 
