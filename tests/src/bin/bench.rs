@@ -67,6 +67,11 @@ impl Settings {
             out,
         }
     }
+
+    /// Writes in flight during the contrast run: twice the measured run's.
+    const fn busier_write_concurrency(&self) -> usize {
+        self.write_concurrency * 2
+    }
 }
 
 /// Everything the table shows.
@@ -202,7 +207,7 @@ async fn event_phase(
     results.live_publish_calls = Some((publish_calls, report.writes));
     results.staleness.push(("event".into(), report));
 
-    let busier = settings.write_concurrency * 2;
+    let busier = settings.busier_write_concurrency();
     eprintln!("event: staleness with {busier} writes in flight");
     let options = event_staleness_options(settings, busier);
     results.busier_staleness = Some(bench::staleness(system, http, &users, options).await?);
@@ -264,10 +269,13 @@ async fn throughput_only(
     outcome
 }
 
-/// How fast one staleness run wrote, and how long moto took to acknowledge a write.
-fn write_rate(report: &StalenessReport) -> String {
+/// What one staleness run measured, how fast it wrote, and how long moto took to acknowledge a
+/// write.
+fn run_summary(report: &StalenessReport) -> String {
     format!(
-        "{:.0} s, {:.1} writes/s, `UpdateItem` p50 {}",
+        "{} measured, {} never seen; {:.0} s, {:.1} writes/s, `UpdateItem` p50 {}",
+        report.sorted.len(),
+        report.never_seen,
         report.elapsed.as_secs_f64(),
         report.writes as f64 / report.elapsed.as_secs_f64().max(f64::EPSILON),
         ms(report.write_p50)
@@ -341,7 +349,7 @@ fn render(settings: &Settings, results: &Results, elapsed: Duration, machine: &s
         results.staleness.iter().find(|(name, _)| name.starts_with(prefix)).map_or_else(
             || "not measured".to_owned(),
             |(name, r)| {
-                format!("{} ({} measured, {} never seen; {})", name, r.sorted.len(), r.never_seen, write_rate(r))
+                format!("{name} ({})", run_summary(r))
             },
         )
     };
@@ -349,14 +357,12 @@ fn render(settings: &Settings, results: &Results, elapsed: Duration, machine: &s
     if let Some(busier) = &results.busier_staleness {
         let _ = writeln!(
             page,
-            "| staleness with {} writes in flight (busier emulator): p50 / p99 / max | {} / {} / {} ({} measured, {} never seen; {}) | — | — |",
-            settings.write_concurrency * 2,
+            "| staleness with {} writes in flight (busier emulator): p50 / p99 / max | {} / {} / {} ({}) | — | — |",
+            settings.busier_write_concurrency(),
             ms(busier.at(0.5)),
             ms(busier.at(0.99)),
             ms(busier.at(1.0)),
-            busier.sorted.len(),
-            busier.never_seen,
-            write_rate(busier)
+            run_summary(busier)
         );
     }
 
