@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use jsonwebtoken::jwk::JwkSet;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
@@ -219,10 +219,6 @@ pub fn idp_roles(custom_roles: Option<&str>, groups: Option<&[String]>) -> Vec<S
         .collect()
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs())
-}
-
 /// Keeps each verified identity until its token's `exp`.
 struct UntilExpiry;
 
@@ -233,7 +229,7 @@ impl moka::Expiry<[u8; 32], Arc<Identity>> for UntilExpiry {
         identity: &Arc<Identity>,
         _created_at: std::time::Instant,
     ) -> Option<Duration> {
-        Some(Duration::from_secs(identity.expires_at.saturating_sub(unix_now())))
+        Some(Duration::from_secs(identity.expires_at.saturating_sub(crate::unix_now_secs())))
     }
 }
 
@@ -305,7 +301,7 @@ impl Authenticator {
     pub async fn authenticate(&self, token: &str) -> Result<Arc<Identity>, AuthError> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
         if let Some(identity) = self.verified.get(&digest)
-            && identity.expires_at > unix_now()
+            && identity.expires_at > crate::unix_now_secs()
         {
             self.hits.fetch_add(1, Ordering::Relaxed);
             return Ok(identity);

@@ -120,7 +120,8 @@ impl AppState {
     /// Applies an invalidation message to every cache it concerns; returns the keys evicted.
     pub fn apply(&self, invalidation: &Invalidation) -> usize {
         if matches!(invalidation, Invalidation::FlushAll { .. }) {
-            self.auth.flush();
+            self.flush_all();
+            return 0;
         }
         self.directory.apply(invalidation)
     }

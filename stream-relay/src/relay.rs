@@ -277,7 +277,7 @@ impl Relay {
                 Err(err) => {
                     // Messages are ordered by their first record, so every record from this
                     // message's first one on is unpublished; later calls would be retried anyway.
-                    first_unpublished = messages[next..].iter().map(|message| message.first_record).min();
+                    first_unpublished = messages.get(next).map(|message| message.first_record);
                     tracing::error!(error = %err, unsent_messages = messages.len() - next, "publishing invalidations failed");
                     break;
                 }

@@ -19,6 +19,7 @@ use super::queue::{self, HEARTBEAT_TAG};
 use crate::config::ChannelConfig;
 use crate::metrics as names;
 use crate::state::{AppState, ChannelClients};
+use crate::unix_now_secs;
 
 /// Messages per receive: the SQS maximum.
 /// <https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_ReceiveMessage.html>
@@ -72,10 +73,6 @@ fn sns_error<E: std::error::Error + 'static>(operation: &'static str, err: &E) -
         operation,
         detail: DisplayErrorContext(err).to_string(),
     }
-}
-
-fn unix_now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs())
 }
 
 fn unix_now_ms() -> i64 {

@@ -7,7 +7,7 @@
 //! subscription even stops delivery to the subscribers after it (DESIGN.md §6).
 
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_sqs::types::QueueAttributeName;
@@ -18,6 +18,7 @@ use super::listener::is_queue_missing;
 use super::queue::{self, HEARTBEAT_TAG};
 use crate::metrics as names;
 use crate::state::ChannelClients;
+use crate::unix_now_secs;
 
 /// What one sweep removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -40,10 +41,6 @@ pub struct Sweeper {
     stale_after: Duration,
     /// This task's own channel, whose queue is never swept.
     own: Arc<ChannelHealth>,
-}
-
-fn unix_now_secs() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs())
 }
 
 fn describe<E: std::error::Error + 'static>(operation: &str, err: &E) -> String {
