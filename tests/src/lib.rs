@@ -60,8 +60,6 @@ pub struct SystemOptions {
     pub cache_mode: String,
     /// Extra environment for every task.
     pub task_env: Vec<(String, String)>,
-    /// Extra environment for the relay.
-    pub relay_env: Vec<(String, String)>,
     /// Route the relay's SNS calls through a [`infra::proxy::SwitchableProxy`] (see
     /// [`LocalSystem::sns_proxy`]).
     pub sns_through_proxy: bool,
@@ -73,7 +71,6 @@ impl Default for SystemOptions {
             tasks: 2,
             cache_mode: "event".to_owned(),
             task_env: Vec::new(),
-            relay_env: Vec::new(),
             sns_through_proxy: false,
         }
     }
@@ -115,7 +112,6 @@ impl LocalSystem {
             None
         };
         let mut relay_env = env.clone();
-        relay_env.extend(options.relay_env.iter().cloned());
         if let Some(proxy) = &sns_proxy {
             relay_env.push(("AWS_ENDPOINT_URL_SNS".to_owned(), proxy.url().to_owned()));
         }
@@ -248,17 +244,7 @@ impl LocalSystem {
     /// # Errors
     /// When the task cannot be reached.
     pub async fn get(&self, index: usize, path: &str, token: &str) -> anyhow::Result<(u16, Value)> {
-        let url = format!("{}{path}", self.task_urls[index]);
-        let response = self
-            .http
-            .get(&url)
-            .bearer_auth(token)
-            .send()
-            .await
-            .with_context(|| format!("GET {url}"))?;
-        let status = response.status().as_u16();
-        let body = response.json().await.unwrap_or(Value::Null);
-        Ok((status, body))
+        self.send(index, reqwest::Method::GET, path, token, None).await
     }
 
     /// A request with a JSON body on task `index`.

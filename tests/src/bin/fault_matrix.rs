@@ -38,7 +38,7 @@ async fn main() -> ExitCode {
          pair; it includes the time to read 2 x users pairs over HTTP.\n",
         faults::CHECK_PATIENCE.as_secs()
     );
-    let _ = writeln!(page, "Machine: {} cores, {}.\n", std::thread::available_parallelism().map_or(0, std::num::NonZero::get), std::env::consts::ARCH);
+    let _ = writeln!(page, "Machine: {}.\n", staleless_tests::bench::machine());
     page.push_str(&table);
     page.push_str(
         "\n## Reading\n\n\
