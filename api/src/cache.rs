@@ -246,23 +246,60 @@ where
                 // A fill landed between the lock-free look-up and this lock.
                 return Ok(value);
             } else {
-                let started = state.epoch;
-                *state.running.entry(started).or_insert(0) += 1;
-                state.next_flight += 1;
-                let id = state.next_flight;
-                let result = self.spawn_fill(key.to_owned(), id, started, load());
-                state.flights.insert(key.to_owned(), Flight {
-                    id,
-                    result: result.clone(),
-                });
-                result
+                self.start_flight(&mut state, key, load(), true)
             }
         };
         flight.await
     }
 
-    /// Runs one load as a task and settles it: stored or discarded, flight retired.
-    fn spawn_fill<Fut>(&self, key: K, id: u64, started: u64, load: Fut) -> FillFuture<V>
+    /// Reads through, for a cache that must not be served now: the result of `load`, shared
+    /// with concurrent readers of `key` (one store read however many requests wait, no
+    /// stampede), and never stored.
+    ///
+    /// # Errors
+    /// The load's error, shared by every reader that joined it.
+    pub async fn load_uncached<Q, F, Fut>(&self, key: &Q, load: F) -> Result<V, StoreError>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, StoreError>> + Send + 'static,
+    {
+        let flight = {
+            let mut state = self.inner.lock();
+            match state.flights.get(key) {
+                // Any flight of this key started after the last invalidation of it (invalidations
+                // detach flights), so its consistent read is as fresh as a new one would be.
+                Some(flight) => flight.result.clone(),
+                None => self.start_flight(&mut state, key, load(), false),
+            }
+        };
+        flight.await
+    }
+
+    /// Starts a load of `key` that new readers join; `keep` says whether its result may be
+    /// stored (subject to [`may_keep_fill`]).
+    fn start_flight<Q, Fut>(&self, state: &mut FillState<K, V>, key: &Q, load: Fut, keep: bool) -> FillFuture<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+        Fut: Future<Output = Result<V, StoreError>> + Send + 'static,
+    {
+        let started = state.epoch;
+        *state.running.entry(started).or_insert(0) += 1;
+        state.next_flight += 1;
+        let id = state.next_flight;
+        let result = self.spawn_fill(key.to_owned(), id, started, load, keep);
+        state.flights.insert(key.to_owned(), Flight {
+            id,
+            result: result.clone(),
+        });
+        result
+    }
+
+    /// Runs one load as a task and settles it: stored (if `keep` and no invalidation raced it)
+    /// or discarded, flight retired.
+    fn spawn_fill<Fut>(&self, key: K, id: u64, started: u64, load: Fut, keep: bool) -> FillFuture<V>
     where
         Fut: Future<Output = Result<V, StoreError>> + Send + 'static,
     {
@@ -277,7 +314,9 @@ where
             if state.flights.get(&key).is_some_and(|flight| flight.id == id) {
                 state.flights.remove(&key);
             }
-            if let Ok(value) = &result {
+            if let Ok(value) = &result
+                && keep
+            {
                 if may_keep_fill(started, state.invalidated.get(&key).copied(), state.flushed_at) {
                     // Inserted under the lock an invalidation takes, so it cannot slip in between
                     // this check and this insert.
@@ -485,6 +524,42 @@ mod tests {
             assert_eq!(reader.await.expect("join").expect("load"), "value");
         }
         assert_eq!(loads.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn uncached_reads_share_one_load_and_store_nothing() {
+        let cache = cache();
+        let loads = Arc::new(AtomicUsize::new(0));
+        let (release_tx, release_rx) = tokio::sync::watch::channel(false);
+        let mut readers = Vec::new();
+        for _ in 0..8 {
+            let cache = cache.clone();
+            let loads = Arc::clone(&loads);
+            let mut release = release_rx.clone();
+            readers.push(tokio::spawn(async move {
+                cache
+                    .load_uncached(&key("u-1"), move || async move {
+                        loads.fetch_add(1, Ordering::SeqCst);
+                        let _ = release.wait_for(|go| *go).await;
+                        Ok("value")
+                    })
+                    .await
+            }));
+        }
+        while loads.load(Ordering::SeqCst) == 0 {
+            tokio::task::yield_now().await;
+        }
+        // Let every reader reach the flight before it completes.
+        for _ in 0..100 {
+            tokio::task::yield_now().await;
+        }
+        release_tx.send(true).expect("release");
+        for reader in readers {
+            assert_eq!(reader.await.expect("join").expect("load"), "value");
+        }
+        assert_eq!(loads.load(Ordering::SeqCst), 1, "one store read for every concurrent reader");
+        assert_eq!(cache.get(&key("u-1")), None, "a read-through is never stored");
+        assert_eq!(cache.stats().fills, 1);
     }
 
     #[tokio::test]

@@ -59,6 +59,42 @@ pub struct Config {
     /// The invalidation queue of this task.
     #[command(flatten)]
     pub channel: ChannelConfig,
+    /// Timeouts of AWS calls.
+    #[command(flatten)]
+    pub aws: AwsTimeouts,
+}
+
+/// Timeouts of every AWS call, so that no hung dependency holds a request or the listener.
+#[derive(Debug, Clone, Args)]
+pub struct AwsTimeouts {
+    /// Longest one DynamoDB or SNS call may take, retries included; a request waiting on a read
+    /// that never answers fails (503) within this, and the next request tries again.
+    #[arg(long, env = "AWS_CALL_TIMEOUT_MS", default_value_t = 3_000)]
+    pub call_timeout_ms: u64,
+    /// Longest one attempt may take before the SDK retries it.
+    #[arg(long, env = "AWS_ATTEMPT_TIMEOUT_MS", default_value_t = 1_000)]
+    pub attempt_timeout_ms: u64,
+}
+
+impl AwsTimeouts {
+    /// The SDK timeouts for DynamoDB and SNS calls.
+    #[must_use]
+    pub fn for_calls(&self) -> aws_config::timeout::TimeoutConfig {
+        aws_config::timeout::TimeoutConfig::builder()
+            .operation_timeout(Duration::from_millis(self.call_timeout_ms.max(1)))
+            .operation_attempt_timeout(Duration::from_millis(self.attempt_timeout_ms.clamp(1, self.call_timeout_ms.max(1))))
+            .build()
+    }
+
+    /// The SDK timeouts for SQS, whose receives wait up to `poll_wait` by design.
+    #[must_use]
+    pub fn for_queue(&self, poll_wait: Duration) -> aws_config::timeout::TimeoutConfig {
+        let call = poll_wait + Duration::from_millis(self.call_timeout_ms.max(1));
+        aws_config::timeout::TimeoutConfig::builder()
+            .operation_timeout(call)
+            .operation_attempt_timeout(call)
+            .build()
+    }
 }
 
 /// Where profiles and roles live.
@@ -140,17 +176,19 @@ pub struct ChannelConfig {
     /// Long-poll wait per receive, at most 20 s (the SQS maximum).
     #[arg(long, env = "POLL_WAIT_SECS", default_value_t = 20)]
     pub poll_wait_secs: u64,
-    /// With no successful receive for longer than this, the cache is bypassed and `/ready` is
-    /// 503 until the channel is back (then the cache is flushed). Must exceed the poll wait.
-    #[arg(long, env = "CHANNEL_STALENESS_BOUND_SECS", default_value_t = 45)]
+    /// The freshness bound `B`: a cache is served only while a tick of its source (a heartbeat
+    /// that crossed the whole path) was written and arrived within this many seconds; past it
+    /// the cache is bypassed (read-through) until ticks are back, then flushed. No task serves a
+    /// profile or role older than this. Keep the heartbeat interval at most a third of it.
+    #[arg(long, env = "STALENESS_BOUND_SECS", default_value_t = 15)]
     pub staleness_bound_secs: u64,
     /// Messages older than this are dropped by SQS: after a gap that long the cache is flushed
     /// anyway, so keeping them would only replay work.
     #[arg(long, env = "QUEUE_RETENTION_SECS", default_value_t = 300)]
     pub queue_retention_secs: u64,
     /// How often the queue's heartbeat tag is refreshed.
-    #[arg(long, env = "HEARTBEAT_INTERVAL_SECS", default_value_t = 60)]
-    pub heartbeat_interval_secs: u64,
+    #[arg(long, env = "QUEUE_HEARTBEAT_INTERVAL_SECS", default_value_t = 60)]
+    pub queue_heartbeat_interval_secs: u64,
     /// Queues of the prefix whose heartbeat is older than this belong to crashed tasks.
     #[arg(long, env = "QUEUE_STALE_AFTER_SECS", default_value_t = 600)]
     pub queue_stale_after_secs: u64,
@@ -213,6 +251,17 @@ mod tests {
         assert_eq!(cache.ttl(), Duration::from_secs(3_600));
         cache.cache_ttl_secs = Some(5);
         assert_eq!(cache.ttl(), Duration::from_secs(5));
+    }
+
+    #[test]
+    fn the_bound_defaults_to_fifteen_seconds_and_calls_have_timeouts() {
+        let config = Config::try_parse_from(["staleless-api"]).expect("parse");
+        assert_eq!(config.channel.staleness_bound(), Duration::from_secs(15));
+        let calls = config.aws.for_calls();
+        assert_eq!(calls.operation_timeout(), Some(Duration::from_secs(3)));
+        assert_eq!(calls.operation_attempt_timeout(), Some(Duration::from_secs(1)));
+        let queue = config.aws.for_queue(Duration::from_secs(20));
+        assert_eq!(queue.operation_timeout(), Some(Duration::from_secs(23)), "a long poll is not a hang");
     }
 
     #[test]

@@ -6,8 +6,9 @@
 //! store has accepted it (the stream will evict it on every other task); the invalidation
 //! listener calls [`Directory::apply`] for changes made anywhere.
 //!
-//! Modes: `event` serves from cache while the channel is trusted and reads through otherwise;
-//! `ttl` always serves from cache (freshness = TTL); `off` always reads through.
+//! Modes: `event` serves each cache while its source's ticks are within the bound and reads
+//! through otherwise (concurrent reads of one key sharing one store read); `ttl` always serves
+//! from cache (freshness = TTL); `off` always reads through.
 
 use std::sync::Arc;
 
@@ -127,10 +128,10 @@ impl Directory {
         self.mode
     }
 
-    /// Whether reads may be answered from the caches now.
-    fn use_cache(&self) -> bool {
+    /// Whether reads of `source`'s cache may be answered from it now.
+    fn use_cache(&self, source: Source) -> bool {
         match self.mode {
-            CacheMode::Event => self.channel.is_trusted(),
+            CacheMode::Event => self.channel.is_trusted(source),
             CacheMode::Ttl => true,
             CacheMode::Off => false,
         }
@@ -147,13 +148,13 @@ impl Directory {
             let user_id = user_id.to_owned();
             async move { Ok(store.get_profile(&user_id).await?.map(Arc::new)) }
         };
-        if self.use_cache() {
-            self.profile_cache.get_or_load(user_id, read).await
-        } else {
-            if self.mode == CacheMode::Event {
+        match self.mode {
+            _ if self.use_cache(Source::Users) => self.profile_cache.get_or_load(user_id, read).await,
+            CacheMode::Event => {
                 self.bypassed_profiles.increment(1);
+                self.profile_cache.load_uncached(user_id, read).await
             }
-            read().await
+            CacheMode::Ttl | CacheMode::Off => read().await,
         }
     }
 
@@ -166,13 +167,13 @@ impl Directory {
             let store = Arc::clone(&self.roles);
             async move { Ok(Arc::new(Catalogue::new(store.list_roles().await?))) }
         };
-        if self.use_cache() {
-            self.catalogue_cache.get_or_load(&(), read).await
-        } else {
-            if self.mode == CacheMode::Event {
+        match self.mode {
+            _ if self.use_cache(Source::Roles) => self.catalogue_cache.get_or_load(&(), read).await,
+            CacheMode::Event => {
                 self.bypassed_roles.increment(1);
+                self.catalogue_cache.load_uncached(&(), read).await
             }
-            read().await
+            CacheMode::Ttl | CacheMode::Off => read().await,
         }
     }
 
@@ -268,13 +269,22 @@ impl Directory {
                 self.flush();
                 0
             }
+            Invalidation::Tick { .. } => 0,
         }
     }
 
     /// Clears every data cache.
     pub fn flush(&self) {
-        self.profile_cache.invalidate_all();
-        self.catalogue_cache.invalidate_all();
+        self.flush_source(Source::Users);
+        self.flush_source(Source::Roles);
+    }
+
+    /// Clears the cache `source` vouches for.
+    pub fn flush_source(&self, source: Source) {
+        match source {
+            Source::Users => self.profile_cache.invalidate_all(),
+            Source::Roles => self.catalogue_cache.invalidate_all(),
+        }
     }
 
     /// Cache counts.
@@ -312,7 +322,7 @@ mod tests {
     fn directory(store: &Arc<MemoryStore>, mode: CacheMode) -> Directory {
         let channel = Arc::new(ChannelHealth::new(Duration::from_secs(60)));
         channel.mark_subscribed("q");
-        channel.record_receive();
+        channel.record_ticks_now();
         Directory::new(store.clone(), store.clone(), mode, Duration::from_secs(3_600), 100, channel)
     }
 

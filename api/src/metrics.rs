@@ -25,10 +25,25 @@ pub const CACHE_INVALIDATIONS: &str = "staleless_cache_invalidations_total";
 pub const CACHE_FILL_SECONDS: &str = "staleless_cache_fill_seconds";
 /// Reads that skipped the cache because the invalidation channel was not trusted, by `cache`.
 pub const CACHE_BYPASSED_READS: &str = "staleless_cache_bypassed_reads_total";
-/// Seconds spent bypassing the cache because the channel was stale (added on recovery).
+/// Seconds a cache was bypassed because its source's ticks were past the bound (added when
+/// trust returns), by `cache`.
 pub const CHANNEL_BYPASS_SECONDS: &str = "staleless_channel_bypass_seconds_total";
-/// 1 while the invalidation channel is subscribed and fresh, else 0.
+/// 1 while every cache is trusted (its source's ticks are within the bound), else 0.
 pub const CHANNEL_HEALTHY: &str = "staleless_channel_healthy";
+/// The staleness bound `B` in seconds (gauge).
+pub const STALENESS_BOUND: &str = "staleless_staleness_bound_seconds";
+/// 1 while a cache is served, 0 while it is bypassed, by `cache` (gauge).
+pub const CACHE_TRUSTED: &str = "staleless_cache_trusted";
+/// Now minus the write time of the newest tick, by `source` (gauge, seconds).
+pub const TICK_LAG: &str = "staleless_tick_lag_seconds";
+/// Seconds since a tick last arrived, by `source` (gauge).
+pub const SINCE_TICK: &str = "staleless_seconds_since_tick";
+/// Write time of the newest tick, Unix seconds, by `source` (gauge).
+pub const TICK_WRITTEN_TIMESTAMP: &str = "staleless_tick_written_timestamp_seconds";
+/// Ticks received, by `source`.
+pub const TICKS: &str = "staleless_ticks_total";
+/// Times this task found its subscription gone or altered and re-created it.
+pub const SUBSCRIPTION_HEALED: &str = "staleless_subscription_healed_total";
 /// Successful `ReceiveMessage` calls, by `outcome` (`empty`, `messages`): the idle cost of a
 /// task is its rate of empty receives.
 pub const QUEUE_RECEIVES: &str = "staleless_queue_receives_total";

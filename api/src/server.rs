@@ -45,18 +45,24 @@ pub async fn run(
                 );
                 tracker.spawn(sweeper.run(Duration::from_secs(config.sweep_interval_secs.max(1)), cancel.clone()));
             }
-            _ => tracing::warn!("event mode without a topic or AWS clients: caches will be bypassed and /ready is 503"),
+            _ => {
+                tracing::warn!("event mode without a topic or AWS clients: every read goes through to DynamoDB");
+                state.channel.mark_started();
+            }
         }
     }
 
     let served = {
         let cancel = cancel.clone();
+        let channel = state.channel.clone();
         axum::serve(listener, router(state))
             .with_graceful_shutdown(async move {
                 tokio::select! {
                     () = shutdown => {}
                     () = cancel.cancelled() => {}
                 }
+                // `/ready` answers 503 to whatever arrives while requests drain.
+                channel.mark_stopping();
             })
             .await
     };

@@ -107,12 +107,19 @@ impl AppState {
             ));
         }
         let auth = Authenticator::new(JwksSource::from_config(&config.jwt), &config.jwt, config.cache.cache_max_tokens).await?;
-        let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+        let calls = config.aws.for_calls();
+        let dynamodb = aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(sdk).timeout_config(calls.clone()).build(),
+        );
         let profiles = Arc::new(DynamoProfiles::new(dynamodb.clone(), config.tables.users_table.clone()));
         let roles = Arc::new(DynamoRoles::new(dynamodb, config.tables.roles_table.clone()));
         let clients = ChannelClients {
-            sqs: aws_sdk_sqs::Client::new(sdk),
-            sns: aws_sdk_sns::Client::new(sdk),
+            sqs: aws_sdk_sqs::Client::from_conf(
+                aws_sdk_sqs::config::Builder::from(sdk)
+                    .timeout_config(config.aws.for_queue(config.channel.poll_wait()))
+                    .build(),
+            ),
+            sns: aws_sdk_sns::Client::from_conf(aws_sdk_sns::config::Builder::from(sdk).timeout_config(calls).build()),
         };
         Ok(Self::new(config, profiles, roles, auth, Some(clients)))
     }

@@ -25,6 +25,10 @@ use tokio_util::sync::CancellationToken;
 
 /// Long enough for moto on a loaded 2-core machine; the checks poll and return as soon as true.
 const PATIENCE: Duration = Duration::from_secs(30);
+/// The instances' freshness bound `B`, short so that faults trip it quickly.
+const BOUND: Duration = Duration::from_secs(3);
+/// The heartbeat interval: well under a third of [`BOUND`].
+const HEARTBEAT: Duration = Duration::from_millis(250);
 
 /// Polls `check` until it yields a value or [`PATIENCE`] runs out.
 async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
@@ -48,6 +52,7 @@ struct Stack {
     stack: Provisioned,
     jwks_file: PathBuf,
     feed: CancellationToken,
+    heartbeat: CancellationToken,
 }
 
 impl Stack {
@@ -63,7 +68,16 @@ impl Stack {
         let feed = CancellationToken::new();
         let options = infra::event_source::EventSourceOptions::new(dir.join("checkpoints"));
         drop(infra::event_source::spawn(aws.sdk_config(), &stack, options, feed.clone()));
-        Self { aws, stack, jwks_file, feed }
+        // The heartbeat writer, whose ticks the instances' trust in their caches rests on.
+        let heartbeat = CancellationToken::new();
+        drop(infra::heartbeat::spawn(aws.sdk_config(), &stack, HEARTBEAT, heartbeat.child_token()));
+        Self {
+            aws,
+            stack,
+            jwks_file,
+            feed,
+            heartbeat,
+        }
     }
 
     fn config(&self) -> staleless_api::Config {
@@ -73,7 +87,7 @@ impl Stack {
         config.channel.topic_arn = Some(self.stack.topic_arn.clone());
         config.channel.queue_name_prefix.clone_from(&self.stack.task_queue_prefix);
         config.channel.poll_wait_secs = 1;
-        config.channel.staleness_bound_secs = 3;
+        config.channel.staleness_bound_secs = BOUND.as_secs();
         config.channel.sweep_interval_secs = 3_600;
         config.jwt.jwks_url = None;
         config.jwt.jwks_file.clone_from(&self.jwks_file);
@@ -104,6 +118,7 @@ impl Stack {
             http: reqwest::Client::new(),
         };
         instance.wait_ready().await;
+        instance.wait_trusted().await;
         instance
     }
 
@@ -167,6 +182,7 @@ impl Stack {
 impl Drop for Stack {
     fn drop(&mut self) {
         self.feed.cancel();
+        self.heartbeat.cancel();
     }
 }
 
@@ -196,6 +212,18 @@ impl Instance {
 
     async fn wait_ready(&self) {
         eventually("/ready to be 200", || async { self.ready().await.then_some(()) }).await;
+    }
+
+    /// Waits until both caches are trusted: ticks of both sources arrived through this queue.
+    async fn wait_trusted(&self) {
+        eventually("ticks of both sources", || async { self.state.channel.all_trusted().then_some(()) }).await;
+    }
+
+    /// `(profiles, roles)` from `/ready`: `cache` or `bypass`.
+    async fn reads(&self) -> (String, String) {
+        let body: Value = self.http.get(format!("{}/ready", self.base)).send().await.expect("ready").json().await.expect("json");
+        let mode = |cache: &str| body["reads"][cache].as_str().unwrap_or_default().to_owned();
+        (mode("profiles"), mode("roles"))
     }
 
     async fn user_name(&self, user_id: &str) -> String {
@@ -316,7 +344,7 @@ async fn a_queue_deleted_out_of_band_is_recreated_resubscribed_and_the_cache_flu
 
     eventually("the queue to be recreated and the cache flushed", || async {
         let stats = api.state.directory.stats();
-        (stats.profiles.flushes > flushes && api.state.channel.is_trusted() && stack.task_queues().await.len() == 1)
+        (stats.profiles.flushes > flushes && api.state.channel.all_trusted() && stack.task_queues().await.len() == 1)
             .then_some(())
     })
     .await;
@@ -336,7 +364,7 @@ async fn a_queue_deleted_out_of_band_is_recreated_resubscribed_and_the_cache_flu
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_stalled_channel_reads_through_and_is_not_ready_then_recovers() {
+async fn a_stalled_channel_reads_through_stays_ready_then_recovers() {
     let stack = Stack::start().await;
     let proxy = SwitchableProxy::start(stack.aws.endpoint()).await.expect("proxy");
     let api = stack.instance(Some(proxy.url())).await;
@@ -350,27 +378,103 @@ async fn a_stalled_channel_reads_through_and_is_not_ready_then_recovers() {
     let before = api.state.directory.stats().profiles;
 
     proxy.switch_off();
-    eventually("/ready to turn 503", || async { (!api.ready().await).then_some(()) }).await;
-    assert!(!api.state.channel.is_trusted());
+    eventually("both caches to be bypassed", || async {
+        (api.reads().await == ("bypass".to_owned(), "bypass".to_owned())).then_some(())
+    })
+    .await;
+    assert!(api.ready().await, "a task that can read through stays in the load balancer");
+    assert!(!api.state.channel.is_trusted(Source::Users));
 
     // The change's invalidation is stuck in the queue behind the outage; only a read-through
     // can show it now.
     stack.rename_user("alice", "Alice During Outage").await;
-    eventually("a read-through to show the change", || async {
-        (api.user_name("alice").await == "Alice During Outage").then_some(())
-    })
-    .await;
+    assert_eq!(api.user_name("alice").await, "Alice During Outage", "read through at once");
     let during = api.state.directory.stats().profiles;
     assert_eq!(during.hits, before.hits, "nothing served from cache while the channel is stale");
 
     proxy.switch_on();
-    api.wait_ready().await;
+    api.wait_trusted().await;
     let after = api.state.directory.stats().profiles;
-    assert!(after.flushes > before.flushes, "the cache is flushed when the channel is back");
+    assert!(after.flushes > before.flushes, "the cache is flushed when the ticks are back");
     assert_eq!(api.user_name("alice").await, "Alice During Outage");
     assert_eq!(api.user_name("alice").await, "Alice During Outage");
     assert!(api.state.directory.stats().profiles.hits > after.hits, "cache used again");
     api.stop().await;
+}
+
+/// The relay stops (a hung Lambda, a stuck shard): the queue still answers, but no tick arrives.
+/// Within the bound the instance reads through, so a suspension made meanwhile takes effect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hung_relay_turns_the_caches_off_within_the_bound_and_nothing_stale_is_served() {
+    let stack = Stack::start().await;
+    let api = stack.instance(None).await;
+    assert_eq!(api.user_name("alice").await, "Alice");
+    assert_eq!(api.user_name("alice").await, "Alice");
+
+    stack.feed.cancel();
+    // Every tick this instance will ever see was written before this instant.
+    let before_change = tokio::time::Instant::now();
+    stack.rename_user("alice", "Alice Renamed While Hung").await;
+    // Poll during the fault. The rule, not a speed: a request that *started* more than the bound
+    // after `before_change` may not get the old name, however slowly it is answered.
+    loop {
+        let asked_at = tokio::time::Instant::now();
+        if api.user_name("alice").await == "Alice Renamed While Hung" {
+            break;
+        }
+        let age = asked_at.duration_since(before_change);
+        assert!(age <= BOUND + Duration::from_millis(10), "the old name was served to a request made {age:?} after the change");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(api.reads().await.0, "bypass");
+    assert!(api.ready().await);
+    api.stop().await;
+}
+
+/// Someone removes the instance's subscription, or adds a filter policy matching nothing: the
+/// queue keeps answering, ticks stop, and the instance re-creates its subscription by itself.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_removed_or_filtered_subscription_is_healed_by_the_instance() {
+    let stack = Stack::start().await;
+    let api = stack.instance(None).await;
+    let healed = |count: f64| {
+        let api = &api;
+        async move {
+            let text = api.http.get(format!("{}/metrics", api.base)).send().await.expect("metrics").text().await.expect("text");
+            text.lines()
+                .find(|line| line.starts_with("staleless_subscription_healed_total"))
+                .and_then(|line| line.rsplit(' ').next())
+                .and_then(|value| value.parse::<f64>().ok())
+                .is_some_and(|value| value >= count)
+        }
+    };
+    let sns = stack.aws.sns();
+
+    let (arn, _) = stack.subscriptions().await.into_iter().next().expect("subscription");
+    sns.unsubscribe().subscription_arn(&arn).send().await.expect("unsubscribe");
+    stack.rename_user("alice", "Alice After Unsubscribe").await;
+    eventually("the new name while unsubscribed", || async {
+        (api.user_name("alice").await == "Alice After Unsubscribe").then_some(())
+    })
+    .await;
+    eventually("the subscription re-created", || async { healed(1.0).await.then_some(()) }).await;
+    api.wait_trusted().await;
+    assert_eq!(stack.subscriptions().await.len(), 1);
+
+    let (arn, _) = stack.subscriptions().await.into_iter().next().expect("subscription");
+    sns.set_subscription_attributes()
+        .subscription_arn(&arn)
+        .attribute_name("FilterPolicy")
+        .attribute_value(r#"{"source":["nothing"]}"#)
+        .send()
+        .await
+        .expect("filter policy");
+    eventually("the filtered subscription re-created", || async { healed(2.0).await.then_some(()) }).await;
+    api.wait_trusted().await;
+    stack.rename_user("alice", "Alice After Filter").await;
+    eventually("changes flowing again", || async { (api.user_name("alice").await == "Alice After Filter").then_some(()) }).await;
+    api.stop().await;
+    assert!(stack.subscriptions().await.is_empty());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -28,10 +28,18 @@ async fn health_ready_and_metrics() {
     let (status, body) = app.send("GET", "/ready", None, None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
 
+    assert_eq!(body["reads"]["profiles"], "cache", "{body}");
+
+    // A broken pipeline degrades the task to read-through; it still serves, so it stays ready.
     app.state.channel.mark_unsubscribed();
-    let ready = app.send("GET", "/ready", None, None).await;
-    assert_error(&ready, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(ready.1["channel"]["subscribed"], false);
+    let (status, body) = app.send("GET", "/ready", None, None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["reads"], serde_json::json!({"profiles": "bypass", "roles": "bypass"}));
+    assert!(body.get("queue").is_none() && body.get("channel").is_none(), "readiness discloses no names: {body}");
+
+    // Draining: not ready, so the load balancer stops sending.
+    app.state.channel.mark_stopping();
+    assert_error(&app.send("GET", "/ready", None, None).await, StatusCode::SERVICE_UNAVAILABLE);
 
     app.send("GET", "/users/me", Some(&alice()), None).await;
     let (status, text) = app.send_text("/metrics").await;
@@ -40,6 +48,9 @@ async fn health_ready_and_metrics() {
         "staleless_cache_hits_total",
         "staleless_cache_misses_total",
         "staleless_invalidations_applied_total",
+        "staleless_staleness_bound_seconds",
+        "staleless_cache_trusted",
+        "staleless_tick_lag_seconds",
     ] {
         assert!(text.contains(name), "{name} missing from:\n{text}");
     }
@@ -305,7 +316,7 @@ async fn broken_app(error: StoreError) -> TestApp {
     let auth = common::authenticator(&config).await;
     let state = AppState::new(config, Arc::new(BrokenStore(error)), seeded.store.clone(), auth, None);
     state.channel.mark_subscribed("q");
-    state.channel.record_receive();
+    state.channel.record_ticks_now();
     TestApp { state, store: seeded.store }
 }
 

@@ -11,6 +11,7 @@ use infra::jwt::{self, LocalJwt};
 use infra::provision::Provisioned;
 use infra::system::{self, ApiTask, Component};
 use infra::{Emulator, operator, sdk_config_for};
+use staleless_protocol::keys;
 use tokio_util::sync::CancellationToken;
 
 use crate::Target;
@@ -31,7 +32,8 @@ pub struct UpOptions {
 }
 
 /// Runs the whole local system until Ctrl-C or SIGTERM, then stops it in order: API tasks first
-/// (they unsubscribe and delete their queues), then the relay, then the emulator.
+/// (they unsubscribe and delete their queues), then the heartbeat writer and the relay, then the
+/// emulator.
 pub async fn up(options: UpOptions) -> anyhow::Result<()> {
     let logs = options.state_dir.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
@@ -64,43 +66,53 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
         .map(|(key, value)| (key.to_owned(), value)),
     );
 
-    let mut relay = system::start_relay(
+    let relay = system::start_relay(
         &bin_dir,
         &env,
         &options.state_dir.join("checkpoints").join(&stack.prefix),
         &logs.join("relay.log"),
     )?;
+    let heartbeat = system::start_heartbeat(&bin_dir, &env, &logs.join("heartbeat.log"));
+    let mut pipeline = match heartbeat {
+        Ok(heartbeat) => vec![relay, heartbeat],
+        Err(err) => {
+            stop_all(&mut [], &mut [relay], &mut emulator).await;
+            return Err(err.into());
+        }
+    };
     let mut tasks = Vec::new();
     for (name, bind) in &options.api_binds {
         let log = logs.join(format!("{name}.log"));
         match ApiTask::start(name, &bin_dir, bind, &env, &log, API_READY_TIMEOUT).await {
             Ok(task) => tasks.push(task),
             Err(err) => {
-                stop_all(&mut tasks, &mut relay, &mut emulator).await;
+                stop_all(&mut tasks, &mut pipeline, &mut emulator).await;
                 return Err(err.into());
             }
         }
     }
 
-    print_banner(&endpoint, &stack, &tasks, &relay, &logs, &env_file, &local_jwt);
+    print_banner(&endpoint, &stack, &tasks, &pipeline, &logs, &env_file, &local_jwt);
 
     tokio::select! {
         () = shutdown_signal() => {}
-        failed = watch_children(&mut tasks, &mut relay) => {
+        failed = watch_children(&mut tasks, &mut pipeline) => {
             eprintln!("error: {failed}; stopping the local stack");
         }
     }
-    println!("stopping: API tasks (deleting their queues), relay, emulator");
-    stop_all(&mut tasks, &mut relay, &mut emulator).await;
+    println!("stopping: API tasks (deleting their queues), heartbeat writer, relay, emulator");
+    stop_all(&mut tasks, &mut pipeline, &mut emulator).await;
     println!("stopped");
     Ok(())
 }
 
 /// Resolves when a child exits on its own, naming it.
-async fn watch_children(tasks: &mut [ApiTask], relay: &mut Component) -> String {
+async fn watch_children(tasks: &mut [ApiTask], pipeline: &mut [Component]) -> String {
     loop {
-        if let Some(status) = relay.exited() {
-            return format!("the relay exited ({status}), see {}", relay.log().display());
+        for component in pipeline.iter_mut() {
+            if let Some(status) = component.exited() {
+                return format!("the {} exited ({status}), see {}", component.name(), component.log().display());
+            }
         }
         for task in tasks.iter_mut() {
             if let Some(status) = task.process.exited() {
@@ -115,9 +127,13 @@ async fn watch_children(tasks: &mut [ApiTask], relay: &mut Component) -> String 
     }
 }
 
-async fn stop_all(tasks: &mut [ApiTask], relay: &mut Component, emulator: &mut Emulator) {
+/// Stops the API tasks (they unsubscribe and delete their queues), then the pipeline's processes
+/// in reverse start order, then the emulator.
+async fn stop_all(tasks: &mut [ApiTask], pipeline: &mut [Component], emulator: &mut Emulator) {
     futures::future::join_all(tasks.iter_mut().map(|task| task.process.stop())).await;
-    relay.stop().await;
+    for component in pipeline.iter_mut().rev() {
+        component.stop().await;
+    }
     emulator.stop();
 }
 
@@ -133,7 +149,7 @@ fn print_banner(
     endpoint: &str,
     stack: &Provisioned,
     tasks: &[ApiTask],
-    relay: &Component,
+    pipeline: &[Component],
     logs: &Path,
     env_file: &Path,
     local_jwt: &LocalJwt,
@@ -144,7 +160,13 @@ fn print_banner(
     println!("  emulator   {endpoint}  (moto server; log {})", logs.join("emulator.log").display());
     println!("  tables     {}, {}", stack.users_table, stack.roles_table);
     println!("  topic      {}", stack.topic_arn);
-    println!("  relay      streams -> stream-relay -> topic  (log {})", relay.log().display());
+    for component in pipeline {
+        let role = match component.name() {
+            "relay" => "streams -> stream-relay -> topic",
+            _ => "a heartbeat into each table every HEARTBEAT_INTERVAL_SECS; back to every task as ticks",
+        };
+        println!("  {:<10} {role}  (log {})", component.name(), component.log().display());
+    }
     for task in tasks {
         println!(
             "  {}      {}  (log {})",
@@ -196,6 +218,24 @@ pub async fn relay(
     Ok(())
 }
 
+/// Runs the heartbeat writer until Ctrl-C or SIGTERM.
+pub async fn heartbeat(config: &aws_config::SdkConfig, heartbeat: stream_relay::heartbeat::HeartbeatConfig) -> anyhow::Result<()> {
+    tracing::info!(tables = ?heartbeat.tables, interval_ms = heartbeat.interval.as_millis(), "heartbeat writer running");
+    let writer = stream_relay::heartbeat::HeartbeatWriter::new(
+        stream_relay::heartbeat::DynamoHeartbeats::new(aws_sdk_dynamodb::Client::new(config)),
+        heartbeat,
+    );
+    let shutdown = CancellationToken::new();
+    let stop = shutdown.clone();
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        stop.cancel();
+    });
+    let run = writer.run_for(None, &shutdown).await;
+    tracing::info!(written = run.written, failed = run.failed, "heartbeat writer stopped");
+    Ok(())
+}
+
 /// Mints a token with the local key pair (generated on first use).
 pub fn token(
     state_dir: &Path,
@@ -226,13 +266,13 @@ pub async fn check_consistency(
     let dynamodb = target.dynamodb();
     let mut keys = Vec::new();
     keys.extend(
-        sample_ids(&dynamodb, &target.users_table, "USER#", "PROFILE", users)
+        sample_ids(&dynamodb, &target.users_table, keys::USER_PK_PREFIX, keys::PROFILE_SK, users)
             .await?
             .into_iter()
             .map(|id| (KeyKind::User, id)),
     );
     keys.extend(
-        sample_ids(&dynamodb, &target.roles_table, "ROLE#", "DEFINITION", roles)
+        sample_ids(&dynamodb, &target.roles_table, keys::ROLE_PK_PREFIX, keys::DEFINITION_SK, roles)
             .await?
             .into_iter()
             .map(|id| (KeyKind::Role, id)),

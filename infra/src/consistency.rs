@@ -13,7 +13,7 @@ use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::Value;
 
-use crate::operator::{role_pk, user_pk};
+use staleless_protocol::keys::{self, role_pk, user_pk};
 
 /// Attributes of a profile every task must serve exactly as stored.
 pub const USER_FIELDS: [&str; 5] = ["userId", "email", "name", "roles", "status"];
@@ -199,8 +199,8 @@ async fn check_one(
 
 async fn read_truth(dynamodb: &Client, target: &CheckTarget, kind: KeyKind, id: &str) -> Result<Option<Value>, CheckError> {
     let (table, pk, sk, fields): (&str, String, &str, &[&str]) = match kind {
-        KeyKind::User => (&target.users_table, user_pk(id), "PROFILE", &USER_FIELDS),
-        KeyKind::Role => (&target.roles_table, role_pk(id), "DEFINITION", &ROLE_FIELDS),
+        KeyKind::User => (&target.users_table, user_pk(id), keys::PROFILE_SK, &USER_FIELDS),
+        KeyKind::Role => (&target.roles_table, role_pk(id), keys::DEFINITION_SK, &ROLE_FIELDS),
     };
     let item = dynamodb
         .get_item()

@@ -9,6 +9,7 @@
 //! - [`proxy`]: a loopback TCP proxy with an off switch, to take one AWS service away from one component.
 //! - [`local_aws`]: test support — an emulator on a free port, a uniquely named stack, SDK clients.
 //! - [`event_source`]: the local DynamoDB event source mapping — streams → stream relay → topic.
+//! - [`heartbeat`]: the heartbeat writer whose items come back to every task as ticks.
 //! - [`jwt`]: the local identity provider — an RSA key pair, its `jwks.json`, and minted RS256 tokens.
 //!
 //! The `infra` binary wraps these for the README's run command.
@@ -16,6 +17,7 @@
 pub mod consistency;
 pub mod emulator;
 pub mod event_source;
+pub mod heartbeat;
 pub mod jwt;
 pub mod local_aws;
 pub mod operator;

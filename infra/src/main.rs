@@ -57,6 +57,15 @@ enum Command {
         #[arg(long, env = "RELAY_POLL_INTERVAL_MS", default_value_t = 20)]
         poll_interval_ms: u64,
     },
+    /// Write a heartbeat into both tables every interval until Ctrl-C: the same writer the
+    /// scheduled Lambda runs on AWS. Its items come back to every API task as ticks.
+    ///
+    /// Tables come from `USERS_TABLE` and `ROLES_TABLE` (`source .local/stack.env`).
+    Heartbeat {
+        /// Seconds between beats (at most a third of the tasks' `STALENESS_BOUND_SECS`).
+        #[arg(long, env = "HEARTBEAT_INTERVAL_SECS", default_value_t = 5.0)]
+        interval_secs: f64,
+    },
     /// Print a bearer token the local stack accepts.
     Token {
         /// The user id (`sub`).
@@ -323,11 +332,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             checkpoint_dir,
             poll_interval_ms,
         } => {
-            let config = aws_config::load_from_env().await;
+            let config = stream_relay::aws_config_with_timeouts().await;
             let spec = template::load(&template::default_template_path(), &parameters(&prefix))?;
             // Idempotent: finds the stack's stream ARNs (and creates what is missing).
             let stack = infra::provision::provision(&config, &spec, &prefix).await?;
             commands::relay(&config, &stack, checkpoint_dir, poll_interval_ms).await
+        }
+        Command::Heartbeat { interval_secs } => {
+            let config = stream_relay::aws_config_with_timeouts().await;
+            let (mut heartbeat, _) = stream_relay::heartbeat::HeartbeatConfig::from_lookup(|name| std::env::var(name).ok())
+                .map_err(anyhow::Error::msg)?;
+            heartbeat.interval = std::time::Duration::try_from_secs_f64(interval_secs)
+                .ok()
+                .filter(|interval| !interval.is_zero())
+                .ok_or_else(|| anyhow::anyhow!("--interval-secs must be a positive number of seconds"))?;
+            commands::heartbeat(&config, heartbeat).await
         }
         Command::Token {
             sub,

@@ -69,17 +69,8 @@ impl SetExpression {
     }
 }
 
-/// The partition key of a user's profile item.
-#[must_use]
-pub fn user_pk(user_id: &str) -> String {
-    format!("USER#{user_id}")
-}
-
-/// The partition key of a role's items.
-#[must_use]
-pub fn role_pk(role_id: &str) -> String {
-    format!("ROLE#{role_id}")
-}
+pub use staleless_protocol::keys::{role_pk, user_pk};
+use staleless_protocol::keys::{DEFINITION_SK, PARTITION_KEY, PROFILE_SK, SORT_KEY, jwt_mapping_sk, jwt_role_gsi_pk};
 
 fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
@@ -132,8 +123,8 @@ pub async fn put_user(client: &Client, table: &str, user_id: &str, change: &User
     }
 
     let key = HashMap::from([
-        ("PK".to_owned(), AttributeValue::S(user_pk(user_id))),
-        ("SK".to_owned(), AttributeValue::S("PROFILE".to_owned())),
+        (PARTITION_KEY.to_owned(), AttributeValue::S(user_pk(user_id))),
+        (SORT_KEY.to_owned(), AttributeValue::S(PROFILE_SK.to_owned())),
     ]);
     let existing = client
         .get_item()
@@ -164,8 +155,8 @@ pub async fn put_user(client: &Client, table: &str, user_id: &str, change: &User
 
     let created = now();
     let mut item = json!({
-        "PK": user_pk(user_id),
-        "SK": "PROFILE",
+        PARTITION_KEY: user_pk(user_id),
+        SORT_KEY: PROFILE_SK,
         "userId": user_id,
         "email": format!("{user_id}@example.com"),
         "name": user_id,
@@ -195,8 +186,8 @@ pub async fn delete_user(client: &Client, table: &str, user_id: &str) -> Result<
     client
         .delete_item()
         .table_name(table)
-        .key("PK", AttributeValue::S(user_pk(user_id)))
-        .key("SK", AttributeValue::S("PROFILE".to_owned()))
+        .key(PARTITION_KEY, AttributeValue::S(user_pk(user_id)))
+        .key(SORT_KEY, AttributeValue::S(PROFILE_SK.to_owned()))
         .send()
         .await
         .map_err(|err| dynamo_error("DeleteItem", table, &err))?;
@@ -257,8 +248,8 @@ pub async fn put_role(client: &Client, table: &str, role: &RoleDefinition) -> Re
     }
     let timestamp = now();
     let definition = json!({
-        "PK": role_pk(&role.role_id),
-        "SK": "DEFINITION",
+        PARTITION_KEY: role_pk(&role.role_id),
+        SORT_KEY: DEFINITION_SK,
         "roleId": role.role_id,
         "displayName": role.display_name,
         "description": role.description,
@@ -275,9 +266,9 @@ pub async fn put_role(client: &Client, table: &str, role: &RoleDefinition) -> Re
     let mut items = vec![definition];
     for mapping in &role.jwt_role_mappings {
         items.push(json!({
-            "PK": role_pk(&role.role_id),
-            "SK": format!("JWT_MAPPING#{mapping}"),
-            "GSI1PK": format!("JWT_ROLE#{mapping}"),
+            PARTITION_KEY: role_pk(&role.role_id),
+            SORT_KEY: jwt_mapping_sk(mapping),
+            "GSI1PK": jwt_role_gsi_pk(mapping),
             "GSI1SK": role_pk(&role.role_id),
             "roleId": role.role_id,
             "jwtRole": mapping,
@@ -350,8 +341,8 @@ pub async fn update_role(client: &Client, table: &str, role_id: &str, change: &R
     let result = client
         .update_item()
         .table_name(table)
-        .key("PK", AttributeValue::S(role_pk(role_id)))
-        .key("SK", AttributeValue::S("DEFINITION".to_owned()))
+        .key(PARTITION_KEY, AttributeValue::S(role_pk(role_id)))
+        .key(SORT_KEY, AttributeValue::S(DEFINITION_SK.to_owned()))
         .update_expression(update.expression)
         .condition_expression("attribute_exists(PK)")
         .set_expression_attribute_names(Some(update.names))

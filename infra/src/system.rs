@@ -1,6 +1,7 @@
 //! The whole local system as separate processes: the relay (`infra relay`: the local event source
-//! mapping calling the stream relay) and any number of API tasks (`staleless-api`), each with its
-//! own log file, all pointed at one emulator and one provisioned stack.
+//! mapping calling the stream relay), the heartbeat writer (`infra heartbeat`) and any number of
+//! API tasks (`staleless-api`), each with its own log file, all pointed at one emulator and one
+//! provisioned stack.
 //!
 //! `infra up` uses this for the README's run command and the end-to-end tests use it to run the
 //! real binaries, so both exercise exactly the same wiring. Children run in their own process
@@ -301,4 +302,15 @@ pub fn start_relay(
         &env,
         log,
     )
+}
+
+/// Starts the heartbeat writer as its own process: `<bin_dir>/infra heartbeat`, beating every
+/// `HEARTBEAT_INTERVAL_SECS` of `env` (default 5 s) into the stack's two tables.
+///
+/// # Errors
+/// [`SystemError`] when it cannot start.
+pub fn start_heartbeat(bin_dir: &Path, env: &[(String, String)], log: &Path) -> Result<Component, SystemError> {
+    let mut env = env.to_vec();
+    env.push(("LOG_FORMAT".to_owned(), "json".to_owned()));
+    Component::spawn("heartbeat", &bin_dir.join("infra"), &["heartbeat"], &env, log)
 }

@@ -504,13 +504,13 @@ mod tests {
                     "StreamRelayFunction",
                     "AppRolesTable",
                     Some(100),
-                    &[r#"{"dynamodb":{"Keys":{"PK":{"S":[{"prefix":"ROLE#"}]}}}}"#.to_owned()][..]
+                    &[r#"{"dynamodb":{"Keys":{"PK":{"S":[{"prefix":"ROLE#"},{"prefix":"HEARTBEAT#"}]}}}}"#.to_owned()][..]
                 ),
                 (
                     "StreamRelayFunction",
                     "UsersTable",
                     Some(100),
-                    &[r#"{"dynamodb":{"Keys":{"PK":{"S":[{"prefix":"USER#"}]}}}}"#.to_owned()][..]
+                    &[r#"{"dynamodb":{"Keys":{"PK":{"S":[{"prefix":"USER#"},{"prefix":"HEARTBEAT#"}]}}}}"#.to_owned()][..]
                 ),
             ]
         );

@@ -187,7 +187,7 @@ fn published(publisher: &MemoryPublisher) -> Vec<String> {
         .into_iter()
         .flat_map(|(_, message)| match message {
             Invalidation::Invalidate { keys, .. } => keys.into_iter().map(|key| key.id).collect(),
-            Invalidation::FlushAll { .. } => Vec::new(),
+            Invalidation::FlushAll { .. } | Invalidation::Tick { .. } => Vec::new(),
         })
         .collect()
 }

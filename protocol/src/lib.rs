@@ -10,8 +10,14 @@
 //! {"v":1,"kind":"invalidate","source":"users",
 //!  "keys":[{"id":"u-1","seq":"4100000000000000000001","at_ms":1732500000123}]}
 //! {"v":1,"kind":"flush_all","reason":"operator request"}
+//! {"v":1,"kind":"tick","source":"users","written_at_ms":1732500000123}
 //! ```
 //!
+//! A `tick` is the heartbeat of one source: a heartbeat item written into that source's table
+//! crossed the stream, the relay, the topic and the task's queue, so the whole path is proven up
+//! to `written_at_ms`. Tasks trust a cache only while its source's ticks are recent.
+//!
+//! - [`keys`]: the key scheme of both tables (user, role and heartbeat keys), used by every crate.
 //! - [`Invalidation`] is the message, [`Envelope`] its versioned wire form.
 //! - [`decode`] turns a queue body into an [`Invalidation`] or a typed [`DecodeError`].
 //! - [`pack_invalidations`] splits a key list into as few messages as fit SNS's size limit;
@@ -19,6 +25,8 @@
 
 use std::cmp::Ordering;
 use std::fmt;
+
+pub mod keys;
 
 use serde::{Deserialize, Serialize};
 
@@ -137,6 +145,14 @@ pub enum Invalidation {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
     },
+    /// A heartbeat of `source` crossed the whole path: nothing to evict, but proof that every
+    /// change of that table written before `written_at_ms` has been relayed.
+    Tick {
+        /// The table the heartbeat item was written into.
+        source: Source,
+        /// When the heartbeat writer wrote it, ms since the Unix epoch (the writer's clock).
+        written_at_ms: i64,
+    },
 }
 
 /// The versioned wire form of an [`Invalidation`].
@@ -199,7 +215,7 @@ impl Invalidation {
     #[must_use]
     pub const fn source(&self) -> Option<Source> {
         match self {
-            Self::Invalidate { source, .. } => Some(*source),
+            Self::Invalidate { source, .. } | Self::Tick { source, .. } => Some(*source),
             Self::FlushAll { .. } => None,
         }
     }
@@ -365,6 +381,22 @@ mod tests {
                 reason: Some("operator request".to_owned())
             }
         );
+    }
+
+    #[test]
+    fn tick_round_trips_and_has_the_documented_form() {
+        let tick = Invalidation::Tick {
+            source: Source::Roles,
+            written_at_ms: 1_732_500_000_123,
+        };
+        let text = tick.encode().expect("encode");
+        assert_eq!(text, r#"{"v":1,"kind":"tick","source":"roles","written_at_ms":1732500000123}"#);
+        assert_eq!(decode(&text).expect("decode"), tick);
+        assert_eq!(tick.source(), Some(Source::Roles));
+        assert!(matches!(
+            decode(r#"{"v":1,"kind":"tick","source":"users"}"#),
+            Err(DecodeError::InvalidBody(_))
+        ));
     }
 
     #[test]

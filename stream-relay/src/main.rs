@@ -4,24 +4,17 @@
 use std::sync::Arc;
 
 use lambda_runtime::{LambdaEvent, service_fn};
+use stream_relay::metrics::MetricsSink;
 use stream_relay::{LenientEvent, Mapper, Relay, RelayConfig, SnsPublisher, function_handler};
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    // JSON lines for CloudWatch (the template sets LogFormat: JSON); CloudWatch stamps the time.
-    tracing_subscriber::fmt()
-        .json()
-        .flatten_event(true)
-        .with_env_filter(EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")))
-        .with_target(false)
-        .without_time()
-        .init();
+    stream_relay::init_lambda_tracing();
 
     let config = RelayConfig::from_env()?;
-    let aws = aws_config::load_from_env().await;
+    let aws = stream_relay::aws_config_with_timeouts().await;
     let publisher = SnsPublisher::new(aws_sdk_sns::Client::new(&aws), &config.topic_arn);
-    let relay = Relay::new(Mapper::from_config(&config), Arc::new(publisher));
+    let relay = Relay::new(Mapper::from_config(&config), Arc::new(publisher)).with_metrics(MetricsSink::EmbeddedMetricFormat);
     tracing::info!(
         users_table = %config.users_table,
         roles_table = %config.roles_table,

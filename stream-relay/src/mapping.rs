@@ -1,42 +1,51 @@
 //! Which key does a stream record invalidate? Pure functions over `aws_lambda_events` records,
 //! no IO, no clock: the relay and the benchmark call them alike.
 //!
-//! - [`Mapper::map`] turns one record into a [`Mapped`]: a [`Change`] to publish, or a
-//!   [`SkipReason`] (no-op write, item the caches do not hold, malformed record).
-//! - [`Coalescer`] folds a batch's changes into one [`PendingKey`] per (source, key), keeping the
-//!   latest sequence number and remembering the first record that needed the key, which is what
-//!   partial batch failures report.
+//! - [`Mapper::map`] turns one record into a [`Mapped`]: a [`Change`] to publish (a key to
+//!   invalidate, or a heartbeat to relay as a tick), or a [`SkipReason`] (no-op write, item the
+//!   caches do not hold, malformed record).
+//! - [`Coalescer`] folds a batch's changes into one [`PendingKey`] per (source, kind, key), keeping
+//!   the latest sequence number and remembering the first record that needed the key, which is
+//!   what partial batch failures report.
 //!
-//! Records borrow from the event: nothing is allocated per record until a key is first seen.
+//! Keys are parsed with the shared scheme of [`staleless_protocol::keys`]. Records borrow from the
+//! event: nothing is allocated per record until a key is first seen.
 
 use std::collections::HashMap;
 
 use aws_lambda_events::event::dynamodb::EventRecord;
 use serde_dynamo::{AttributeValue, Item};
+use staleless_protocol::keys::{
+    self, HEARTBEAT_WRITTEN_AT_ATTRIBUTE, PARTITION_KEY, PartitionKey, USER_ID_ATTRIBUTE,
+};
 use staleless_protocol::{KeyVersion, SequenceNumber, Source, compare_sequence_numbers};
 
-/// The partition key attribute of both tables.
-pub const PARTITION_KEY: &str = "PK";
-/// Partition key prefix of user items (`USER#<user_id>`).
-pub const USER_KEY_PREFIX: &str = "USER#";
-/// Partition key prefix of role items (`ROLE#<role_id>`, definition and mapping items alike).
-pub const ROLE_KEY_PREFIX: &str = "ROLE#";
-/// Attribute of user items holding the user id, used when the partition key does not carry it.
-pub const USER_ID_ATTRIBUTE: &str = "userId";
 /// `userIdentity.principalId` of deletions made by DynamoDB's TTL process.
 /// <https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/time-to-live-ttl-streams.html>
 pub const TTL_PRINCIPAL: &str = "dynamodb.amazonaws.com";
 
-/// A record that invalidates one key.
+/// What a [`Change`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ChangeKind {
+    /// A user or role whose cached entries are stale.
+    Key,
+    /// A heartbeat item: published as a tick, the proof that the path works up to its time.
+    Heartbeat,
+}
+
+/// A record that invalidates one key, or a heartbeat to relay.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Change<'a> {
+    /// A key or a heartbeat.
+    pub kind: ChangeKind,
     /// The table the record came from.
     pub source: Source,
-    /// The user id or role id.
+    /// The user id or role id (the writer's name for a heartbeat).
     pub id: &'a str,
     /// The record's stream position.
     pub seq: &'a str,
-    /// The record's approximate creation time, ms since the epoch.
+    /// The record's approximate creation time, ms since the epoch (for a heartbeat: the time
+    /// the writer stamped on the item).
     pub at_ms: i64,
     /// A deletion by DynamoDB's TTL process rather than by a client; counted apart in the logs.
     pub ttl_expiry: bool,
@@ -135,6 +144,16 @@ impl Mapper {
             return Err(SkipReason::Ignored("record from a table the relay does not serve"));
         };
 
+        let created_ms = change.approximate_creation_date_time.timestamp_millis();
+        // The field defaults to the epoch when Lambda leaves it out.
+        let created_ms = if created_ms > 0 { created_ms } else { received_at_ms };
+
+        if let Some(AttributeValue::S(pk)) = change.keys_pk()
+            && let PartitionKey::Heartbeat(writer) = keys::parse_pk(pk)
+        {
+            return Ok(heartbeat(operation, source, writer, seq, &change.new_image, created_ms));
+        }
+
         let id = match source {
             Source::Users => user_id(change.keys_pk(), &change.new_image, &change.old_image)?,
             Source::Roles => role_id(change.keys_pk())?,
@@ -148,13 +167,12 @@ impl Mapper {
             return Ok(Mapped::Skip(SkipReason::NoOp));
         }
 
-        let created_ms = change.approximate_creation_date_time.timestamp_millis();
         Ok(Mapped::Invalidate(Change {
+            kind: ChangeKind::Key,
             source,
             id,
             seq,
-            // The field defaults to the epoch when Lambda leaves it out.
-            at_ms: if created_ms > 0 { created_ms } else { received_at_ms },
+            at_ms: created_ms,
             ttl_expiry: operation == Operation::Remove
                 && record
                     .user_identity
@@ -185,6 +203,33 @@ impl KeysPk for aws_lambda_events::event::dynamodb::StreamRecord {
     }
 }
 
+/// A heartbeat record: a tick stamped with the writer's time (the record's when the item has none).
+/// Only writes prove the path; a heartbeat item deleted by hand publishes nothing.
+fn heartbeat<'a>(
+    operation: Operation,
+    source: Source,
+    writer: &'a str,
+    seq: &'a str,
+    new_image: &Item,
+    created_ms: i64,
+) -> Mapped<'a> {
+    if operation == Operation::Remove {
+        return Mapped::Skip(SkipReason::Ignored("heartbeat item removed"));
+    }
+    let written_ms = match new_image.get(HEARTBEAT_WRITTEN_AT_ATTRIBUTE) {
+        Some(AttributeValue::N(number)) => number.parse::<i64>().ok().filter(|ms| *ms > 0),
+        _ => None,
+    };
+    Mapped::Invalidate(Change {
+        kind: ChangeKind::Heartbeat,
+        source,
+        id: writer,
+        seq,
+        at_ms: written_ms.unwrap_or(created_ms),
+        ttl_expiry: false,
+    })
+}
+
 /// `staleless-users` from `arn:aws:dynamodb:<region>:<account>:table/staleless-users/stream/<label>`.
 #[must_use]
 pub fn table_of_stream_arn(arn: &str) -> Option<&str> {
@@ -195,10 +240,10 @@ pub fn table_of_stream_arn(arn: &str) -> Option<&str> {
 
 fn user_id<'a>(pk: Option<&'a AttributeValue>, new: &'a Item, old: &'a Item) -> Result<&'a str, SkipReason> {
     if let Some(AttributeValue::S(pk)) = pk {
-        match pk.strip_prefix(USER_KEY_PREFIX) {
-            Some(id) if !id.is_empty() => return Ok(id),
-            Some(_) => {}
-            None => return Err(SkipReason::Ignored("users-table item without a USER# partition key")),
+        match keys::parse_pk(pk) {
+            PartitionKey::User(id) => return Ok(id),
+            PartitionKey::Empty(keys::USER_PK_PREFIX) => {}
+            _ => return Err(SkipReason::Ignored("users-table item without a USER# partition key")),
         }
     }
     // The key does not carry the id (absent, not a string, or a bare `USER#`): the item's own
@@ -216,11 +261,11 @@ fn user_id<'a>(pk: Option<&'a AttributeValue>, new: &'a Item, old: &'a Item) -> 
 
 fn role_id(pk: Option<&AttributeValue>) -> Result<&str, SkipReason> {
     match pk {
-        Some(AttributeValue::S(pk)) => match pk.strip_prefix(ROLE_KEY_PREFIX) {
-            Some(id) if !id.is_empty() => Ok(id),
-            Some(_) => Err(SkipReason::Malformed("ROLE# partition key without a role id")),
+        Some(AttributeValue::S(pk)) => match keys::parse_pk(pk) {
+            PartitionKey::Role(id) => Ok(id),
+            PartitionKey::Empty(keys::ROLE_PK_PREFIX) => Err(SkipReason::Malformed("ROLE# partition key without a role id")),
             // Tools, per-user preferences and anything else in the roles table: no role cache holds them.
-            None => Err(SkipReason::Ignored("roles-table item without a ROLE# partition key")),
+            _ => Err(SkipReason::Ignored("roles-table item without a ROLE# partition key")),
         },
         Some(_) => Err(SkipReason::Malformed("partition key is not a string")),
         None => Err(SkipReason::Malformed("no PK in the record's keys")),
@@ -244,9 +289,11 @@ pub fn differs_beyond(old: &Item, new: &Item, ignored: &[String]) -> bool {
     old.keys().filter(|name| relevant(name)).count() != relevant_in_new
 }
 
-/// One key of a batch that must be published.
+/// One key (or heartbeat) of a batch that must be published.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingKey<'a> {
+    /// A key to invalidate, or a heartbeat to relay as a tick.
+    pub kind: ChangeKind,
     /// The table it belongs to.
     pub source: Source,
     /// The user id or role id.
@@ -256,7 +303,9 @@ pub struct PendingKey<'a> {
     /// Creation time of that latest record.
     pub at_ms: i64,
     /// Position in the batch of the first record that needed this key: if the key is not
-    /// published, that record and every later one must be retried.
+    /// published, that record and every later one must be retried. For a heartbeat it is the
+    /// latest heartbeat record instead, so its tick is published after every key of the records
+    /// before it: a tick must never vouch for a change not yet sent.
     pub first_record: usize,
 }
 
@@ -275,8 +324,8 @@ impl PendingKey<'_> {
 /// Folds a batch's changes into one [`PendingKey`] per (source, key).
 #[derive(Debug, Default)]
 pub struct Coalescer<'a> {
-    /// Index into `keys` by (source, id).
-    index: HashMap<(Source, &'a str), usize>,
+    /// Index into `keys` by (source, kind, id).
+    index: HashMap<(Source, ChangeKind, &'a str), usize>,
     /// In order of first appearance, hence sorted by `first_record`.
     keys: Vec<PendingKey<'a>>,
 }
@@ -293,17 +342,21 @@ impl<'a> Coalescer<'a> {
 
     /// Adds the change of the record at `position` in the batch.
     pub fn add(&mut self, change: Change<'a>, position: usize) {
-        match self.index.get(&(change.source, change.id)) {
+        match self.index.get(&(change.source, change.kind, change.id)) {
             Some(&slot) => {
                 let key = &mut self.keys[slot];
                 if compare_sequence_numbers(change.seq, key.seq).is_gt() {
                     key.seq = change.seq;
                     key.at_ms = change.at_ms;
+                    if change.kind == ChangeKind::Heartbeat {
+                        key.first_record = position;
+                    }
                 }
             }
             None => {
-                self.index.insert((change.source, change.id), self.keys.len());
+                self.index.insert((change.source, change.kind, change.id), self.keys.len());
                 self.keys.push(PendingKey {
+                    kind: change.kind,
                     source: change.source,
                     id: change.id,
                     seq: change.seq,
@@ -316,7 +369,9 @@ impl<'a> Coalescer<'a> {
 
     /// The distinct keys, ordered by the first record that needed them.
     #[must_use]
-    pub fn into_keys(self) -> Vec<PendingKey<'a>> {
+    pub fn into_keys(mut self) -> Vec<PendingKey<'a>> {
+        // A heartbeat's position moves to its latest record; keep the order the relay relies on.
+        self.keys.sort_by_key(|key| key.first_record);
         self.keys
     }
 }
@@ -326,6 +381,8 @@ impl<'a> Coalescer<'a> {
 pub struct MappingCounts {
     /// Records that invalidate a key.
     pub invalidating: usize,
+    /// Heartbeat records (published as ticks).
+    pub heartbeats: usize,
     /// Of those, deletions by the TTL process.
     pub ttl_expiries: usize,
     /// No-op MODIFY records.
@@ -349,7 +406,10 @@ pub fn map_batch<'a>(
     for (position, record) in records.iter().enumerate() {
         match mapper.map(record, received_at_ms) {
             Mapped::Invalidate(change) => {
-                counts.invalidating += 1;
+                match change.kind {
+                    ChangeKind::Key => counts.invalidating += 1,
+                    ChangeKind::Heartbeat => counts.heartbeats += 1,
+                }
                 counts.ttl_expiries += usize::from(change.ttl_expiry);
                 coalescer.add(change, position);
             }
@@ -397,6 +457,7 @@ mod tests {
         assert_eq!(
             only(include_str!("../tests/fixtures/users_insert.json")),
             Mapped::Invalidate(Change {
+                kind: ChangeKind::Key,
                 source: Source::Users,
                 id: "u-1",
                 seq: "4100000000000000000001",
@@ -484,6 +545,7 @@ mod tests {
         assert_eq!(
             keys,
             vec![PendingKey {
+                kind: ChangeKind::Key,
                 source: Source::Roles,
                 id: "staff",
                 seq: "4200000000000000000104",
@@ -520,6 +582,7 @@ mod tests {
     fn the_latest_sequence_number_wins_numerically() {
         let mut coalescer = Coalescer::default();
         let change = |seq, at_ms| Change {
+            kind: ChangeKind::Key,
             source: Source::Users,
             id: "u-1",
             seq,
@@ -540,6 +603,7 @@ mod tests {
         for (position, source) in [Source::Users, Source::Roles].into_iter().enumerate() {
             coalescer.add(
                 Change {
+                    kind: ChangeKind::Key,
                     source,
                     id: "x",
                     seq: "1",
@@ -550,6 +614,38 @@ mod tests {
             );
         }
         assert_eq!(coalescer.into_keys().len(), 2);
+    }
+
+    #[test]
+    fn heartbeats_become_one_tick_per_table_placed_after_the_changes_before_them() {
+        let event: Event = event(include_str!("../tests/fixtures/heartbeats.json"));
+        let (keys, counts) = map_batch(&mapper(), &event.records, 7, |_, _, reason| {
+            panic!("nothing is skipped: {reason:?}");
+        });
+        assert_eq!((counts.heartbeats, counts.invalidating), (3, 1));
+        let summary: Vec<_> = keys.iter().map(|key| (key.kind, key.source, key.id, key.at_ms, key.first_record)).collect();
+        assert_eq!(
+            summary,
+            [
+                (ChangeKind::Key, Source::Users, "u-1", 1_732_500_001_000, 1),
+                // The latest users heartbeat, stamped with the writer's time, after the user change.
+                (ChangeKind::Heartbeat, Source::Users, "staleless", 1_732_500_005_100, 2),
+                // No writtenAtMs: the record's own creation time.
+                (ChangeKind::Heartbeat, Source::Roles, "staleless", 1_732_500_006_000, 3),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_heartbeat_named_like_a_user_is_still_a_heartbeat_and_a_removed_one_is_ignored() {
+        let mut event: Event = event(include_str!("../tests/fixtures/heartbeats.json"));
+        let record = &mut event.records[0];
+        assert!(matches!(
+            mapper().map(record, 0),
+            Mapped::Invalidate(Change { kind: ChangeKind::Heartbeat, .. })
+        ));
+        record.event_name = "REMOVE".to_owned();
+        assert!(matches!(mapper().map(record, 0), Mapped::Skip(SkipReason::Ignored(_))));
     }
 
     #[test]

@@ -11,10 +11,11 @@ use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use aws_lambda_events::event::streams::{DynamoDbBatchItemFailure, DynamoDbEventResponse};
 use lambda_runtime::LambdaEvent;
 use serde::Deserialize;
-use staleless_protocol::{EncodeError, Source, pack_invalidation_messages, sns_body_budget};
+use staleless_protocol::{EncodeError, Invalidation, Source, pack_invalidation_messages, sns_body_budget};
 use tracing::Instrument;
 
-use crate::mapping::{Mapper, PendingKey, SkipReason, map_batch};
+use crate::mapping::{ChangeKind, Mapper, PendingKey, SkipReason, map_batch};
+use crate::metrics::MetricsSink;
 use crate::publish::{MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, PublishEntry, PublishError, Publisher};
 
 /// How throttled or transient publish failures are retried inside one invocation.
@@ -59,6 +60,10 @@ pub struct InvocationSummary {
     pub records_in: usize,
     /// Records that invalidate a key.
     pub records_invalidating: usize,
+    /// Heartbeat records.
+    pub heartbeats: usize,
+    /// Ticks SNS accepted, by source (users, roles).
+    pub ticks_published: [usize; 2],
     /// Of those, deletions by DynamoDB's TTL process.
     pub ttl_expiries: usize,
     /// MODIFY records that changed only ignored attributes (or nothing).
@@ -114,6 +119,8 @@ pub struct Relay {
     retry: RetryPolicy,
     /// Size budget of one message; below SNS's limit by the attribute allowance.
     max_message_bytes: usize,
+    /// Where the invocation's counts go as metrics (CloudWatch on Lambda, nowhere locally).
+    metrics: MetricsSink,
 }
 
 impl std::fmt::Debug for Relay {
@@ -132,6 +139,8 @@ struct OutgoingMessage {
     body: String,
     keys: usize,
     first_record: usize,
+    /// A tick rather than an invalidation.
+    tick: bool,
 }
 
 impl Relay {
@@ -143,7 +152,16 @@ impl Relay {
             publisher,
             retry: RetryPolicy::DEFAULT,
             max_message_bytes: sns_body_budget(),
+            metrics: MetricsSink::None,
         }
+    }
+
+    /// Sends each invocation's counts to `metrics` (the Lambda uses CloudWatch's embedded metric
+    /// format, which the tick and malformed-record alarms of `template.yaml` read).
+    #[must_use]
+    pub const fn with_metrics(mut self, metrics: MetricsSink) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// Replaces the retry policy (tests use short pauses).
@@ -209,6 +227,7 @@ impl Relay {
         let mut summary = InvocationSummary {
             records_in: records.len() + unparseable,
             records_invalidating: counts.invalidating,
+            heartbeats: counts.heartbeats,
             ttl_expiries: counts.ttl_expiries,
             skipped_no_op: counts.no_op,
             skipped_ignored: counts.ignored,
@@ -239,6 +258,7 @@ impl Relay {
             summary.failed_from = seq;
         }
         log_summary(&summary);
+        self.metrics.record(&summary);
         RelayOutcome { response, summary }
     }
 
@@ -271,7 +291,13 @@ impl Relay {
             match self.publish_with_retries(&entries, summary).await {
                 Ok(()) => {
                     summary.messages_published += entries.len();
-                    summary.keys_published += messages[next..call].iter().map(|message| message.keys).sum::<usize>();
+                    for message in &messages[next..call] {
+                        if message.tick {
+                            summary.ticks_published[usize::from(message.source == Source::Roles)] += 1;
+                        } else {
+                            summary.keys_published += message.keys;
+                        }
+                    }
                     next = call;
                 }
                 Err(err) => {
@@ -309,12 +335,29 @@ impl Relay {
         }
     }
 
-    /// Packs each source's keys into messages, then orders all messages by the first record
-    /// that needs them, so that a failure part-way acknowledges as many records as possible.
+    /// Packs each source's keys into messages and each heartbeat into a tick, then orders all
+    /// messages by the first record that needs them, so that a failure part-way acknowledges as
+    /// many records as possible and a tick never goes out before the changes it vouches for.
     fn pack(&self, keys: &[PendingKey<'_>]) -> Result<Vec<OutgoingMessage>, EncodeError> {
         let mut messages = Vec::new();
+        for heartbeat in keys.iter().filter(|key| key.kind == ChangeKind::Heartbeat) {
+            let tick = Invalidation::Tick {
+                source: heartbeat.source,
+                written_at_ms: heartbeat.at_ms,
+            };
+            messages.push(OutgoingMessage {
+                source: heartbeat.source,
+                body: tick.encode()?,
+                keys: 0,
+                first_record: heartbeat.first_record,
+                tick: true,
+            });
+        }
         for source in [Source::Users, Source::Roles] {
-            let of_source: Vec<&PendingKey<'_>> = keys.iter().filter(|key| key.source == source).collect();
+            let of_source: Vec<&PendingKey<'_>> = keys
+                .iter()
+                .filter(|key| key.source == source && key.kind == ChangeKind::Key)
+                .collect();
             let packed = pack_invalidation_messages(
                 source,
                 of_source.iter().map(|key| key.key_version()),
@@ -330,6 +373,7 @@ impl Relay {
                     body: message.body,
                     keys: message.key_count,
                     first_record,
+                    tick: false,
                 });
             }
         }
@@ -358,6 +402,9 @@ fn log_summary(summary: &InvocationSummary) {
     tracing::info!(
         records_in = summary.records_in,
         records_invalidating = summary.records_invalidating,
+        heartbeats = summary.heartbeats,
+        ticks_users = summary.ticks_published[0],
+        ticks_roles = summary.ticks_published[1],
         ttl_expiries = summary.ttl_expiries,
         skipped_no_op = summary.skipped_no_op,
         skipped_ignored = summary.skipped_ignored,

@@ -55,8 +55,43 @@ fn published_keys(publisher: &MemoryPublisher) -> Vec<(Source, KeyVersion)> {
                 keys.into_iter().map(move |key| (source, key)).collect::<Vec<_>>()
             }
             Invalidation::FlushAll { .. } => panic!("the relay never flushes"),
+            Invalidation::Tick { .. } => Vec::new(),
         })
         .collect()
+}
+
+/// Every message published, in order: `Ok(key ids)` for an invalidation, `Err(written_at_ms)` for
+/// a tick.
+fn published_in_order(publisher: &MemoryPublisher) -> Vec<(Source, Result<Vec<String>, i64>)> {
+    publisher
+        .accepted_messages()
+        .into_iter()
+        .map(|(attribute, message)| match message {
+            Invalidation::Invalidate { source, keys } => (source, Ok(keys.into_iter().map(|key| key.id).collect())),
+            Invalidation::Tick { source, written_at_ms } => {
+                assert_eq!(attribute, source, "a tick carries its source attribute too");
+                (source, Err(written_at_ms))
+            }
+            Invalidation::FlushAll { .. } => panic!("the relay never flushes"),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn heartbeats_are_published_as_ticks_after_the_changes_before_them() {
+    let (relay, publisher) = new_relay();
+    let outcome = relay.handle_event(&event(include_str!("fixtures/heartbeats.json"))).await;
+    assert!(outcome.response.batch_item_failures.is_empty());
+    assert_eq!(outcome.summary.heartbeats, 3);
+    assert_eq!(outcome.summary.ticks_published, [1, 1]);
+    assert_eq!(
+        published_in_order(&publisher),
+        [
+            (Source::Users, Ok(vec!["u-1".to_owned()])),
+            (Source::Users, Err(1_732_500_005_100)),
+            (Source::Roles, Err(1_732_500_006_000)),
+        ]
+    );
 }
 
 #[tokio::test]

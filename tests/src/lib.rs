@@ -35,6 +35,8 @@ pub struct LocalSystem {
     pub sns_proxy: Option<infra::proxy::SwitchableProxy>,
     /// The relay process; `None` while killed.
     pub relay: Option<Component>,
+    /// The heartbeat writer process; `None` while stopped.
+    pub heartbeat: Option<Component>,
     /// The API task processes; `None` while stopped.
     pub tasks: Vec<Option<ApiTask>>,
     /// Base URLs of the tasks (kept across restarts: a restarted task binds the same port).
@@ -63,6 +65,16 @@ pub struct SystemOptions {
     /// Route the relay's SNS calls through a [`infra::proxy::SwitchableProxy`] (see
     /// [`LocalSystem::sns_proxy`]).
     pub sns_through_proxy: bool,
+    /// The tasks' freshness bound `B` (`STALENESS_BOUND_SECS`).
+    pub staleness_bound: Duration,
+    /// The heartbeat writer's interval `H` (`HEARTBEAT_INTERVAL_SECS`).
+    pub heartbeat_interval: Duration,
+}
+
+impl SystemOptions {
+    /// The short bound of the end-to-end tests: faults trip it in seconds, and a heartbeat every
+    /// half second keeps it four times over on a loaded machine.
+    pub const TEST_BOUND: Duration = Duration::from_secs(3);
 }
 
 impl Default for SystemOptions {
@@ -72,6 +84,8 @@ impl Default for SystemOptions {
             cache_mode: "event".to_owned(),
             task_env: Vec::new(),
             sns_through_proxy: false,
+            staleness_bound: Self::TEST_BOUND,
+            heartbeat_interval: Duration::from_millis(500),
         }
     }
 }
@@ -85,6 +99,7 @@ impl LocalSystem {
         let aws = LocalAws::start()?;
         let stack = aws.provision_unique().await?;
         infra::operator::seed_demo(&aws.dynamodb(), &stack.users_table, &stack.roles_table).await?;
+        let seeded_at_ms = chrono::Utc::now().timestamp_millis();
 
         let state_dir = std::env::temp_dir().join(format!("staleless-e2e-{}", stack.prefix));
         let key_dir = state_dir.join("jwt");
@@ -103,6 +118,8 @@ impl LocalSystem {
                 ("JWT_ISSUER", jwt::LOCAL_ISSUER.to_owned()),
                 ("JWT_AUDIENCE", jwt::LOCAL_AUDIENCE.to_owned()),
                 ("RUST_LOG", "info".to_owned()),
+                ("HEARTBEAT_INTERVAL_SECS", options.heartbeat_interval.as_secs_f64().to_string()),
+                ("STALENESS_BOUND_SECS", options.staleness_bound.as_secs().to_string()),
             ]
             .map(|(key, value)| (key.to_owned(), value)),
         );
@@ -125,6 +142,7 @@ impl LocalSystem {
             jwt,
             sns_proxy,
             relay: None,
+            heartbeat: None,
             tasks: Vec::new(),
             task_urls: Vec::new(),
             env: task_env,
@@ -134,13 +152,55 @@ impl LocalSystem {
             http: reqwest::Client::new(),
         };
         system.start_relay()?;
+        system.start_heartbeat()?;
         for index in 0..options.tasks {
             let port = infra::emulator::free_port()?;
             system.task_urls.push(format!("http://127.0.0.1:{port}"));
             system.tasks.push(None);
             system.start_task(index).await?;
         }
+        system.until_ticks_after(seeded_at_ms).await?;
         Ok(system)
+    }
+
+    /// Waits until every running task has received ticks of both sources written after
+    /// `written_after_ms` (Unix ms). The stream is ordered, so the relay has then published
+    /// every change made before that instant and every task has applied it: the system is
+    /// quiescent, and what a test measures next is its own doing.
+    ///
+    /// # Errors
+    /// When a task has not heard such ticks within [`PATIENCE`].
+    pub async fn until_ticks_after(&self, written_after_ms: i64) -> anyhow::Result<()> {
+        #[allow(clippy::cast_precision_loss)] // Unix ms fit an f64 exactly
+        let after_secs = written_after_ms as f64 / 1_000.0;
+        for index in (0..self.tasks.len()).filter(|index| self.tasks[*index].is_some()) {
+            eventually(PATIENCE, &format!("task {index} to hear ticks written after the seed"), || async move {
+                let text = self.http.get(format!("{}/metrics", self.task_urls[index])).send().await?.text().await?;
+                Ok(["users", "roles"].into_iter().all(|source| {
+                    sum_metric(&text, "staleless_tick_written_timestamp_seconds", &[("source", source)]) > after_secs
+                }))
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// [`Self::until_ticks_after`] now: everything written so far has reached every task.
+    ///
+    /// # Errors
+    /// See [`Self::until_ticks_after`].
+    pub async fn until_quiescent(&self) -> anyhow::Result<()> {
+        self.until_ticks_after(chrono::Utc::now().timestamp_millis()).await
+    }
+
+    /// (Re)starts the heartbeat writer.
+    ///
+    /// # Errors
+    /// When the process cannot start.
+    pub fn start_heartbeat(&mut self) -> anyhow::Result<()> {
+        let heartbeat = system::start_heartbeat(&self.bin_dir, &self.relay_env, &self.state_dir.join("logs").join("heartbeat.log"))?;
+        self.heartbeat = Some(heartbeat);
+        Ok(())
     }
 
     /// (Re)starts the relay; it resumes from its on-disk checkpoints.
@@ -337,6 +397,9 @@ impl LocalSystem {
     pub async fn stop(mut self) {
         for index in 0..self.tasks.len() {
             self.stop_task(index).await;
+        }
+        if let Some(mut heartbeat) = self.heartbeat.take() {
+            heartbeat.stop().await;
         }
         if let Some(mut relay) = self.relay.take() {
             relay.stop().await;

@@ -1,21 +1,28 @@
 //! The invalidation listener: one per process, owning this task's SQS queue.
 //!
-//! Lifecycle: create the queue (policy admitting only the topic, server-side encryption, short
-//! retention, heartbeat tag), subscribe it to the topic with raw delivery, and only then trust
-//! the caches (`/ready` 200). Then long-poll, apply, and delete what was applied. A malformed
-//! message is counted, logged and deleted. A queue deleted out of band is recreated and
-//! resubscribed, and the caches flushed since messages were lost. On shutdown: unsubscribe,
-//! then delete the queue (in that order: moto and SNS misbehave on subscriptions whose queue is
-//! gone, DESIGN.md §6).
+//! Lifecycle: create the queue (its policy admitting only the topic is part of `CreateQueue`, so
+//! SNS is never refused while a later `SetQueueAttributes` propagates; server-side encryption,
+//! short retention, heartbeat tag), subscribe it to the topic with raw delivery (`/ready` 200
+//! from then on). Then long-poll, apply, and delete what was applied. Ticks are recorded per
+//! source; a tick that brings a cache back within the bound flushes that cache first. A
+//! malformed message is counted, logged and deleted.
+//!
+//! Healing: while the queue answers but a source's ticks stay silent, the listener checks its
+//! subscription and re-creates it when it is gone or altered (endpoint, raw delivery, a filter
+//! policy added out of band). A queue deleted out of band is recreated and resubscribed. Either
+//! way the caches are flushed, since messages were lost. On shutdown: unsubscribe, then delete
+//! the queue (in that order: moto and SNS misbehave on subscriptions whose queue is gone,
+//! DESIGN.md §6).
 
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, QueueAttributeName};
-use staleless_protocol::{Invalidation, decode};
+use staleless_protocol::{Invalidation, Source, decode};
 use tokio_util::sync::CancellationToken;
 
 use super::queue::{self, HEARTBEAT_TAG};
+use super::{SOURCES, cache_of, unix_now_ms};
 use crate::config::ChannelConfig;
 use crate::metrics as names;
 use crate::state::{AppState, ChannelClients};
@@ -75,12 +82,6 @@ fn sns_error<E: std::error::Error + 'static>(operation: &'static str, err: &E) -
     }
 }
 
-fn unix_now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
-}
-
 /// The queue this task owns while it runs.
 #[derive(Debug, Clone)]
 pub struct TaskQueue {
@@ -94,6 +95,8 @@ pub struct TaskQueue {
     pub subscription_arn: String,
     /// When the heartbeat tag was last written.
     last_heartbeat: Instant,
+    /// When the subscription was made (or last checked): ticks can only be missed after it.
+    subscription_checked: Instant,
 }
 
 /// Exponential back-off: 250 ms, 500 ms, … up to [`MAX_BACKOFF`].
@@ -152,9 +155,8 @@ impl Listener {
     pub async fn run(mut self, cancel: CancellationToken) {
         let mut queue: Option<TaskQueue> = None;
         let mut failures = 0u32;
-        let healthy_gauge = metrics::gauge!(names::CHANNEL_HEALTHY);
+        let started = Instant::now();
         loop {
-            healthy_gauge.set(if self.state.channel.is_trusted() { 1.0 } else { 0.0 });
             let Some(current) = queue.as_mut() else {
                 let created = tokio::select! {
                     () = cancel.cancelled() => break,
@@ -163,11 +165,9 @@ impl Listener {
                 match created {
                     Ok(created) => {
                         tracing::info!(queue = %created.name, "invalidation queue subscribed");
-                        self.trust_again();
+                        // Whatever was cached before this subscription may have missed messages.
+                        self.flush_all_sources("invalidation queue (re)subscribed");
                         self.state.channel.mark_subscribed(&created.name);
-                        // From here every change reaches the queue, and the caches were just
-                        // flushed: the channel is proven alive now, not only after the first
-                        // long poll returns (up to POLL_WAIT_SECS later).
                         self.state.channel.record_receive();
                         queue = Some(created);
                         failures = 0;
@@ -175,6 +175,10 @@ impl Listener {
                     Err(err) => {
                         failures += 1;
                         tracing::warn!(error = %err, "cannot set up the invalidation queue; retrying");
+                        if started.elapsed() > self.state.channel.bound() {
+                            // Serve anyway: every read goes through to DynamoDB until ticks arrive.
+                            self.state.channel.mark_started();
+                        }
                         if cancelled_during(backoff(failures), &cancel).await {
                             break;
                         }
@@ -189,12 +193,10 @@ impl Listener {
             match received {
                 Ok(messages) => {
                     failures = 0;
-                    if !self.state.channel.is_trusted() {
-                        self.trust_again();
-                    }
                     self.state.channel.record_receive();
                     self.handle(current, messages).await;
                     self.heartbeat_if_due(current).await;
+                    self.heal_if_silent(current).await;
                 }
                 Err(ChannelError::QueueGone) => {
                     // Messages sent meanwhile are lost: stop trusting now; the new subscription
@@ -216,46 +218,112 @@ impl Listener {
             }
         }
         self.state.channel.mark_unsubscribed();
-        healthy_gauge.set(0.0);
         if let Some(queue) = queue {
             self.remove(&queue).await;
         }
     }
 
-    /// The channel was not trusted and is back: whatever was cached meanwhile may have missed
-    /// invalidations, so it goes before the caches are trusted again.
-    fn trust_again(&self) {
-        let beyond = self.state.channel.time_beyond_bound();
-        if !beyond.is_zero() {
-            metrics::counter!(names::CHANNEL_BYPASS_SECONDS).increment(beyond.as_secs());
-            tracing::info!(bypassed_secs = beyond.as_secs(), "invalidation channel back; flushing caches");
+    /// Flushes every cache: the channel lost messages (a new queue or subscription).
+    fn flush_all_sources(&self, why: &'static str) {
+        tracing::info!(reason = why, "flushing caches");
+        for source in SOURCES {
+            self.state.directory.flush_source(source);
         }
-        self.state.directory.flush();
     }
 
-    /// Creates (or reuses) the queue, sets its policy and subscribes it.
+    /// A tick of `source` arrived. If it brings that cache back within the bound, whatever was
+    /// cached while it was untrusted may have missed invalidations, so the cache is flushed
+    /// *before* the tick is recorded (and trust returns).
+    fn record_tick(&self, source: Source, written_at_ms: i64) {
+        let channel = &self.state.channel;
+        let fresh = u64::try_from(unix_now_ms().saturating_sub(written_at_ms))
+            .is_ok_and(|lag_ms| Duration::from_millis(lag_ms) <= channel.bound());
+        if fresh && !channel.is_trusted(source) {
+            let beyond = channel.time_beyond_bound(source);
+            metrics::counter!(names::CHANNEL_BYPASS_SECONDS, "cache" => cache_of(source)).increment(beyond.as_secs());
+            self.state.directory.flush_source(source);
+            tracing::info!(source = %source, bypassed_secs = beyond.as_secs(), "ticks back within the bound; cache flushed and trusted again");
+        }
+        channel.record_tick(source, written_at_ms);
+        metrics::counter!(names::TICKS, "source" => source.as_str()).increment(1);
+    }
+
+    /// While the queue answers but a source's ticks are silent for half the bound, checks (at
+    /// most once per half bound) that the subscription still exists unaltered, and re-creates it
+    /// if not. A relay or stream outage also silences ticks; then the check finds nothing to heal.
+    async fn heal_if_silent(&self, queue: &mut TaskQueue) {
+        let half_bound = self.state.channel.bound() / 2;
+        if queue.subscription_checked.elapsed() < half_bound {
+            return;
+        }
+        let silent = SOURCES
+            .into_iter()
+            .any(|source| self.state.channel.since_tick(source).is_none_or(|since| since > half_bound));
+        if !silent {
+            return;
+        }
+        queue.subscription_checked = Instant::now();
+        let problem = match self
+            .clients
+            .sns
+            .get_subscription_attributes()
+            .subscription_arn(&queue.subscription_arn)
+            .send()
+            .await
+        {
+            Ok(output) => queue::subscription_problem(&output.attributes.unwrap_or_default(), &queue.arn, &self.topic_arn),
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_not_found_exception()) => Some("subscription not found".to_owned()),
+            Err(err) => {
+                tracing::warn!(queue = %queue.name, error = %DisplayErrorContext(&err), "cannot check the subscription");
+                None
+            }
+        };
+        let Some(problem) = problem else {
+            tracing::debug!(queue = %queue.name, "ticks silent but the subscription is intact (pipeline outage upstream?)");
+            return;
+        };
+        tracing::warn!(queue = %queue.name, problem = %problem, "subscription gone or altered out of band; re-creating it");
+        self.state.channel.mark_unsubscribed();
+        self.unsubscribe(queue).await;
+        match self.subscribe(&queue.arn).await {
+            Ok(subscription_arn) => {
+                queue.subscription_arn = subscription_arn;
+                metrics::counter!(names::SUBSCRIPTION_HEALED).increment(1);
+                self.flush_all_sources("subscription re-created");
+                self.state.channel.mark_subscribed(&queue.name);
+            }
+            // Trust stays off; the next check (half a bound later) tries again.
+            Err(err) => tracing::warn!(queue = %queue.name, error = %err, "cannot re-create the subscription"),
+        }
+    }
+
+    /// Creates (or reuses) the queue with its policy and subscribes it.
     ///
     /// # Errors
     /// The first failing call.
     pub async fn create_and_subscribe(&mut self) -> Result<TaskQueue, ChannelError> {
         let sqs = &self.clients.sqs;
         let retention = self.config.queue_retention_secs.clamp(RETENTION_RANGE_SECS.0, RETENTION_RANGE_SECS.1);
-        let (name, url) = loop {
+        let (name, url, expected_arn) = loop {
             let name = if self.generation == 0 {
                 self.base_name.clone()
             } else {
                 queue::recreated_name(&self.base_name, self.generation)
             };
-            let created = sqs
+            // The policy goes into CreateQueue itself: SQS documents up to 60 s before a later
+            // SetQueueAttributes applies, during which SNS deliveries can be refused.
+            let expected_arn = queue::queue_arn_beside(&self.topic_arn, &name);
+            let mut request = sqs
                 .create_queue()
                 .queue_name(&name)
                 .attributes(QueueAttributeName::MessageRetentionPeriod, retention.to_string())
                 .attributes(QueueAttributeName::SqsManagedSseEnabled, "true")
-                .tags(HEARTBEAT_TAG, unix_now_secs().to_string())
-                .send()
-                .await;
-            match created {
-                Ok(output) => break (name, output.queue_url.unwrap_or_default()),
+                .tags(HEARTBEAT_TAG, unix_now_secs().to_string());
+            if let Some(arn) = &expected_arn {
+                request = request.attributes(QueueAttributeName::Policy, queue::queue_policy(arn, &self.topic_arn).to_string());
+            }
+            match request.send().await {
+                Ok(output) => break (name, output.queue_url.unwrap_or_default(), expected_arn),
                 Err(err) if err.as_service_error().is_some_and(|e| e.is_queue_deleted_recently()) && self.generation < 100 => {
                     self.generation += 1;
                 }
@@ -275,33 +343,43 @@ impl Listener {
                 operation: "GetQueueAttributes",
                 detail: "no QueueArn".to_owned(),
             })?;
-        sqs.set_queue_attributes()
-            .queue_url(&url)
-            .attributes(QueueAttributeName::Policy, queue::queue_policy(&arn, &self.topic_arn).to_string())
-            .send()
-            .await
-            .map_err(|err| call_error("SetQueueAttributes", &err))?;
-        let subscription_arn = self
-            .clients
-            .sns
-            .subscribe()
-            .topic_arn(&self.topic_arn)
-            .protocol("sqs")
-            .endpoint(&arn)
-            .attributes("RawMessageDelivery", "true")
-            .return_subscription_arn(true)
-            .send()
-            .await
-            .map_err(|err| sns_error("Subscribe", &err))?
-            .subscription_arn
-            .unwrap_or_default();
+        if expected_arn.as_deref() != Some(arn.as_str()) {
+            // The topic lives in another account or partition than guessed: set the policy now.
+            sqs.set_queue_attributes()
+                .queue_url(&url)
+                .attributes(QueueAttributeName::Policy, queue::queue_policy(&arn, &self.topic_arn).to_string())
+                .send()
+                .await
+                .map_err(|err| call_error("SetQueueAttributes", &err))?;
+        }
+        let subscription_arn = self.subscribe(&arn).await?;
         Ok(TaskQueue {
             name,
             url,
             arn,
             subscription_arn,
             last_heartbeat: Instant::now(),
+            subscription_checked: Instant::now(),
         })
+    }
+
+    /// Subscribes `queue_arn` to the topic with raw delivery and no filter; returns the
+    /// subscription ARN.
+    async fn subscribe(&self, queue_arn: &str) -> Result<String, ChannelError> {
+        Ok(self
+            .clients
+            .sns
+            .subscribe()
+            .topic_arn(&self.topic_arn)
+            .protocol("sqs")
+            .endpoint(queue_arn)
+            .attributes("RawMessageDelivery", "true")
+            .return_subscription_arn(true)
+            .send()
+            .await
+            .map_err(|err| sns_error("Subscribe", &err))?
+            .subscription_arn
+            .unwrap_or_default())
     }
 
     async fn receive(&self, queue: &TaskQueue) -> Result<Vec<Message>, ChannelError> {
@@ -357,6 +435,10 @@ impl Listener {
     }
 
     fn apply(&self, invalidation: &Invalidation, now_ms: i64) {
+        if let Invalidation::Tick { source, written_at_ms } = invalidation {
+            self.record_tick(*source, *written_at_ms);
+            return;
+        }
         let evicted = self.state.apply(invalidation);
         match invalidation {
             Invalidation::Invalidate { source, keys } => {
@@ -373,6 +455,7 @@ impl Listener {
                 metrics::counter!(names::INVALIDATIONS_APPLIED, "source" => "all").increment(1);
                 tracing::info!(reason = reason.as_deref().unwrap_or(""), "flush_all applied");
             }
+            Invalidation::Tick { .. } => {}
         }
     }
 
@@ -398,7 +481,7 @@ impl Listener {
     }
 
     async fn heartbeat_if_due(&self, queue: &mut TaskQueue) {
-        if queue.last_heartbeat.elapsed() < Duration::from_secs(self.config.heartbeat_interval_secs) {
+        if queue.last_heartbeat.elapsed() < Duration::from_secs(self.config.queue_heartbeat_interval_secs) {
             return;
         }
         match self

@@ -51,6 +51,47 @@ pub fn queue_policy(queue_arn: &str, topic_arn: &str) -> Value {
     })
 }
 
+/// The ARN a queue named `name` gets in the topic's partition, region and account
+/// (`arn:<partition>:sqs:<region>:<account>:<name>`), so its policy can be part of `CreateQueue`;
+/// `None` when `topic_arn` is not an SNS ARN.
+#[must_use]
+pub fn queue_arn_beside(topic_arn: &str, name: &str) -> Option<String> {
+    let mut parts = topic_arn.splitn(6, ':');
+    let (Some("arn"), Some(partition), Some("sns"), Some(region), Some(account)) =
+        (parts.next(), parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return None;
+    };
+    (!partition.is_empty() && !region.is_empty() && !account.is_empty())
+        .then(|| format!("arn:{partition}:sqs:{region}:{account}:{name}"))
+}
+
+/// What is wrong with a subscription whose `GetSubscriptionAttributes` returned `attributes`,
+/// if anything: it must deliver the whole topic, raw, to this task's queue. A filter policy
+/// added out of band (even one that matches everything today) is refused: the listener
+/// re-creates the subscription as it made it.
+#[must_use]
+pub fn subscription_problem(
+    attributes: &std::collections::HashMap<String, String>,
+    queue_arn: &str,
+    topic_arn: &str,
+) -> Option<String> {
+    let get = |name: &str| attributes.get(name).map(String::as_str);
+    if get("Endpoint").is_some_and(|endpoint| endpoint != queue_arn) {
+        return Some(format!("endpoint is {:?}, not this task's queue", get("Endpoint")));
+    }
+    if get("TopicArn").is_some_and(|topic| topic != topic_arn) {
+        return Some("subscribed to another topic".to_owned());
+    }
+    if get("RawMessageDelivery") != Some("true") {
+        return Some("raw message delivery is off".to_owned());
+    }
+    if get("FilterPolicy").is_some_and(|policy| !policy.trim().is_empty()) {
+        return Some("a filter policy was added".to_owned());
+    }
+    None
+}
+
 /// Whether a queue whose heartbeat tag reads `heartbeat` belongs to a task that is gone. A
 /// missing or unreadable tag is not ours to judge: only queues this service tagged are swept.
 #[must_use]
@@ -127,6 +168,38 @@ mod tests {
         assert_eq!(statement["Action"], "sqs:SendMessage");
         assert_eq!(statement["Resource"], "arn:aws:sqs:us-east-1:123:q");
         assert_eq!(statement["Condition"]["ArnEquals"]["aws:SourceArn"], "arn:aws:sns:us-east-1:123:t");
+    }
+
+    #[test]
+    fn the_queue_arn_is_derived_from_the_topic_arn() {
+        assert_eq!(
+            queue_arn_beside("arn:aws:sns:eu-west-1:123456789012:staleless-invalidations", "staleless-task-a").as_deref(),
+            Some("arn:aws:sqs:eu-west-1:123456789012:staleless-task-a")
+        );
+        assert_eq!(
+            queue_arn_beside("arn:aws-cn:sns:cn-north-1:1:t", "q").as_deref(),
+            Some("arn:aws-cn:sqs:cn-north-1:1:q")
+        );
+        assert_eq!(queue_arn_beside("not-an-arn", "q"), None);
+        assert_eq!(queue_arn_beside("arn:aws:sqs:us-east-1:1:q", "q"), None, "not a topic");
+    }
+
+    #[test]
+    fn a_subscription_must_deliver_everything_raw_to_this_queue() {
+        use std::collections::HashMap;
+        let good = HashMap::from([
+            ("Endpoint".to_owned(), "arn:q".to_owned()),
+            ("TopicArn".to_owned(), "arn:t".to_owned()),
+            ("RawMessageDelivery".to_owned(), "true".to_owned()),
+        ]);
+        assert_eq!(subscription_problem(&good, "arn:q", "arn:t"), None);
+        let mut filtered = good.clone();
+        filtered.insert("FilterPolicy".to_owned(), r#"{"source":["nothing"]}"#.to_owned());
+        assert!(subscription_problem(&filtered, "arn:q", "arn:t").is_some());
+        let mut not_raw = good.clone();
+        not_raw.insert("RawMessageDelivery".to_owned(), "false".to_owned());
+        assert!(subscription_problem(&not_raw, "arn:q", "arn:t").is_some());
+        assert!(subscription_problem(&good, "arn:other", "arn:t").is_some());
     }
 
     #[test]

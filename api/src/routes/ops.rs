@@ -6,6 +6,8 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde_json::json;
 
+use staleless_protocol::Source;
+
 use crate::state::AppState;
 
 /// `GET /health`: the process is up.
@@ -13,17 +15,26 @@ pub async fn health() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
 
-/// `GET /ready`: 200 only while the invalidation channel is subscribed and fresh (always, in
-/// `ttl` and `off` modes), else 503 — so a load balancer sends no traffic to a task whose cache
-/// cannot be trusted.
+/// `GET /ready`: 200 while this task can serve — from a trusted cache, or by reading through to
+/// DynamoDB while a cache is past the freshness bound — so a pipeline outage degrades the fleet
+/// instead of emptying the load balancer. 503 only while starting (before its queue is set up)
+/// and while stopping. The body says which caches are served (`cache`) or bypassed (`bypass`).
 pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
-    let channel = state.channel.report();
-    if state.channel.is_ready() {
-        (StatusCode::OK, Json(json!({"status": "ready", "channel": channel})))
+    let channel = &state.channel;
+    let mode = |source| {
+        if state.directory.mode() != crate::config::CacheMode::Event || channel.is_trusted(source) {
+            "cache"
+        } else {
+            "bypass"
+        }
+    };
+    let reads = json!({"profiles": mode(Source::Users), "roles": mode(Source::Roles)});
+    if channel.is_ready() {
+        (StatusCode::OK, Json(json!({"status": "ready", "reads": reads})))
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"error": "not_ready", "message": "invalidation channel not subscribed or stale", "channel": channel})),
+            Json(json!({"error": "not_ready", "message": "starting or stopping"})),
         )
     }
 }
@@ -33,6 +44,7 @@ pub async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     // Without the exporter's HTTP listener nothing runs upkeep (histogram housekeeping): do it
     // on scrape.
     state.metrics.run_upkeep();
+    state.channel.publish_gauges();
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

@@ -11,33 +11,26 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, ReturnValue, TransactWriteItem};
 
+use staleless_protocol::keys::{
+    DEFINITION_SK, PARTITION_KEY, PROFILE_SK, ROLE_PK_PREFIX, SORT_KEY, jwt_mapping_sk, jwt_role_gsi_pk, role_pk, user_pk,
+};
+
 use super::{ProfileStore, ProfileSync, RoleStore, StoreError};
 use crate::model::{Profile, RoleDefinition};
 
-/// Sort key of a profile item.
-const PROFILE_SK: &str = "PROFILE";
-/// Sort key of a role definition item.
-const DEFINITION_SK: &str = "DEFINITION";
 /// `TransactWriteItems` takes at most 100 actions.
 /// <https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_TransactWriteItems.html>
 const MAX_TRANSACTION_ACTIONS: usize = 100;
 
 type Item = HashMap<String, AttributeValue>;
 
-fn user_pk(user_id: &str) -> String {
-    format!("USER#{user_id}")
-}
-
-fn role_pk(role_id: &str) -> String {
-    format!("ROLE#{role_id}")
-}
 
 fn string(value: impl Into<String>) -> AttributeValue {
     AttributeValue::S(value.into())
 }
 
 fn key(pk: String, sk: impl Into<String>) -> Item {
-    HashMap::from([("PK".to_owned(), string(pk)), ("SK".to_owned(), string(sk))])
+    HashMap::from([(PARTITION_KEY.to_owned(), string(pk)), (SORT_KEY.to_owned(), string(sk))])
 }
 
 fn unavailable<E: std::error::Error + 'static>(operation: &str, err: &E) -> StoreError {
@@ -176,8 +169,8 @@ impl DynamoRoles {
     /// The mapping item of `jwt_role`: lets the production system find roles by IdP role
     /// through `GSI1` (this service resolves from the definitions it caches).
     fn mapping_item(role_id: &str, jwt_role: &str) -> Item {
-        let mut item = key(role_pk(role_id), format!("JWT_MAPPING#{jwt_role}"));
-        item.insert("GSI1PK".to_owned(), string(format!("JWT_ROLE#{jwt_role}")));
+        let mut item = key(role_pk(role_id), jwt_mapping_sk(jwt_role));
+        item.insert("GSI1PK".to_owned(), string(jwt_role_gsi_pk(jwt_role)));
         item.insert("GSI1SK".to_owned(), string(role_pk(role_id)));
         item.insert("roleId".to_owned(), string(role_id));
         item.insert("jwtRole".to_owned(), string(jwt_role));
@@ -206,7 +199,7 @@ impl RoleStore for DynamoRoles {
                 .scan()
                 .table_name(&self.table)
                 .filter_expression("begins_with(PK, :role) AND SK = :definition")
-                .expression_attribute_values(":role", string("ROLE#"))
+                .expression_attribute_values(":role", string(ROLE_PK_PREFIX))
                 .expression_attribute_values(":definition", string(DEFINITION_SK))
                 .consistent_read(true)
                 .set_exclusive_start_key(start.take())
@@ -259,7 +252,7 @@ impl RoleStore for DynamoRoles {
         for jwt_role in stale {
             let delete = Delete::builder()
                 .table_name(&self.table)
-                .set_key(Some(key(role_pk(&role.role_id), format!("JWT_MAPPING#{jwt_role}"))))
+                .set_key(Some(key(role_pk(&role.role_id), jwt_mapping_sk(jwt_role))))
                 .build()
                 .map_err(|err| Self::build_error(&err))?;
             actions.push(TransactWriteItem::builder().delete(delete).build());

@@ -31,6 +31,8 @@ pub fn token(sub: &str, roles: &[&str]) -> String {
 pub fn config(mode: CacheMode) -> Config {
     let mut config = Config::from_env().expect("config");
     config.cache.cache_mode = mode;
+    // Router tests vouch for the caches once (no heartbeat writer runs): keep that for the test.
+    config.channel.staleness_bound_secs = 3_600;
     config.jwt.issuer = infra::jwt::LOCAL_ISSUER.to_owned();
     config.jwt.audience = infra::jwt::LOCAL_AUDIENCE.to_owned();
     config.body_limit_bytes = 4 * 1024;
@@ -107,7 +109,7 @@ impl TestApp {
         let auth = authenticator(&config).await;
         let state = AppState::new(config, store.clone(), store.clone(), auth, None);
         state.channel.mark_subscribed("test-queue");
-        state.channel.record_receive();
+        state.channel.record_ticks_now();
         Self { state, store }
     }
 
