@@ -10,7 +10,9 @@
 //! through otherwise (concurrent reads of one key sharing one store read); `ttl` always serves
 //! from cache (freshness = TTL); `off` always reads through.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use staleless_protocol::{Invalidation, Source};
 
@@ -24,6 +26,32 @@ use crate::store::{ProfileSync, ProfileStore, RoleStore, StoreError};
 
 /// Most distinct IdP-role combinations whose resolution is memoized per catalogue snapshot.
 const MAX_MEMOIZED_ROLE_SETS: u64 = 10_000;
+/// How long a changed role is read by id on top of the catalogue listing: far longer than the
+/// definitions index takes to show a new role (typically well under a second).
+const RECENT_ROLE_CHANGE_WINDOW: Duration = Duration::from_secs(60);
+
+/// Roles changed (by an invalidation or a write here) within [`RECENT_ROLE_CHANGE_WINDOW`].
+#[derive(Debug, Default)]
+struct RecentRoleChanges {
+    /// Role id → when the change was seen.
+    seen: Mutex<HashMap<String, Instant>>,
+}
+
+impl RecentRoleChanges {
+    fn record<'a>(&self, ids: impl IntoIterator<Item = &'a str>) {
+        let now = Instant::now();
+        let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for id in ids {
+            seen.insert(id.to_owned(), now);
+        }
+    }
+
+    fn current(&self) -> Vec<String> {
+        let mut seen = self.seen.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        seen.retain(|_, at| at.elapsed() <= RECENT_ROLE_CHANGE_WINDOW);
+        seen.keys().cloned().collect()
+    }
+}
 
 /// One snapshot of the role catalogue, with permission resolutions memoized for its lifetime:
 /// when the catalogue is invalidated the memo goes with it, so it needs no invalidation of its
@@ -94,6 +122,8 @@ pub struct Directory {
     profile_cache: KeyedCache<String, Option<Arc<Profile>>>,
     /// The whole catalogue under the unit key: resolution needs every role at once.
     catalogue_cache: KeyedCache<(), Arc<Catalogue>>,
+    /// Roles changed moments ago, read by id until the definitions index surely shows them.
+    recent_role_changes: Arc<RecentRoleChanges>,
     /// Reads that skipped a trusted cache, by cache.
     bypassed_profiles: metrics::Counter,
     bypassed_roles: metrics::Counter,
@@ -117,6 +147,7 @@ impl Directory {
             channel,
             profile_cache: KeyedCache::new("profiles", max_profiles, ttl),
             catalogue_cache: KeyedCache::new("roles", 1, ttl),
+            recent_role_changes: Arc::default(),
             bypassed_profiles: metrics::counter!(names::CACHE_BYPASSED_READS, "cache" => "profiles"),
             bypassed_roles: metrics::counter!(names::CACHE_BYPASSED_READS, "cache" => "roles"),
         }
@@ -165,7 +196,8 @@ impl Directory {
     pub async fn catalogue(&self) -> Result<Arc<Catalogue>, StoreError> {
         let read = || {
             let store = Arc::clone(&self.roles);
-            async move { Ok(Arc::new(Catalogue::new(store.list_roles().await?))) }
+            let recently_changed = self.recent_role_changes.current();
+            async move { Ok(Arc::new(Catalogue::new(store.list_roles(&recently_changed).await?))) }
         };
         match self.mode {
             _ if self.use_cache(Source::Roles) => self.catalogue_cache.get_or_load(&(), read).await,
@@ -204,7 +236,7 @@ impl Directory {
     pub async fn create_role(&self, new: NewRole, now: &str) -> Result<RoleDefinition, StoreError> {
         let role = new.validate(now).map_err(StoreError::Invalid)?;
         let result = self.roles.put_role(&role, None).await;
-        self.catalogue_cache.invalidate(&());
+        self.role_changed(&role.role_id);
         result.map(|()| role)
     }
 
@@ -221,7 +253,7 @@ impl Directory {
             .ok_or_else(|| StoreError::NotFound(format!("role {role_id} does not exist")))?;
         let updated = patch.apply(&current, now).map_err(StoreError::Invalid)?;
         let result = self.roles.put_role(&updated, Some(&current)).await;
-        self.catalogue_cache.invalidate(&());
+        self.role_changed(role_id);
         result.map(|()| updated)
     }
 
@@ -239,8 +271,14 @@ impl Directory {
             return Err(StoreError::Conflict(format!("role {role_id} is a system role and cannot be deleted")));
         }
         let result = self.roles.delete_role(&current).await;
-        self.catalogue_cache.invalidate(&());
+        self.role_changed(role_id);
         result.map(|()| current)
+    }
+
+    /// A role was written here: drop the catalogue, and read that role by id for a while.
+    fn role_changed(&self, role_id: &str) {
+        self.recent_role_changes.record([role_id]);
+        self.catalogue_cache.invalidate(&());
     }
 
     /// Applies an invalidation message; returns how many keys it evicted.
@@ -261,6 +299,7 @@ impl Directory {
             } => {
                 // Any role change can change anyone's resolution: the catalogue goes whole.
                 if !keys.is_empty() {
+                    self.recent_role_changes.record(keys.iter().map(|key| key.id.as_str()));
                     self.catalogue_cache.invalidate(&());
                 }
                 keys.len()

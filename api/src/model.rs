@@ -113,14 +113,8 @@ pub const MAX_LIST_ENTRIES: usize = 64;
 /// Longest string in any field.
 pub const MAX_TEXT_CHARS: usize = 512;
 
-/// Whether `role_id` matches `^[a-z][a-z0-9_]{2,49}$`.
-#[must_use]
-pub fn is_valid_role_id(role_id: &str) -> bool {
-    let mut chars = role_id.chars();
-    (3..=50).contains(&role_id.len())
-        && chars.next().is_some_and(|first| first.is_ascii_lowercase())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-}
+/// Whether a role id fits the data model: the one rule, shared with the relay and the tools.
+pub use staleless_protocol::keys::is_valid_role_id;
 
 /// The body of `POST /admin/roles`.
 #[derive(Debug, Clone, Deserialize)]

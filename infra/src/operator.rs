@@ -219,14 +219,8 @@ pub struct RoleDefinition {
     pub is_system_role: bool,
 }
 
-/// Whether a role id fits the data model.
-#[must_use]
-pub fn is_valid_role_id(role_id: &str) -> bool {
-    let mut chars = role_id.chars();
-    (3..=50).contains(&role_id.len())
-        && chars.next().is_some_and(|first| first.is_ascii_lowercase())
-        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
-}
+/// Whether `role_id` matches `^[a-z][a-z0-9_]{2,49}$`: the one rule, shared with the API.
+pub use staleless_protocol::keys::is_valid_role_id;
 
 /// Writes a role definition and its mapping items in one transaction, as the admin tooling of
 /// the production system does — several stream records for one role, which the relay coalesces.

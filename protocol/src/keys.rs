@@ -38,6 +38,10 @@ pub const HEARTBEAT_SK: &str = "HEARTBEAT";
 pub const DEFAULT_HEARTBEAT_WRITER: &str = "staleless";
 /// Attribute of a heartbeat item holding the write time, ms since the Unix epoch.
 pub const HEARTBEAT_WRITTEN_AT_ATTRIBUTE: &str = "writtenAtMs";
+/// The sparse index of the app-roles table holding exactly the role definitions (keyed on
+/// `displayName`, which only definitions carry): the role catalogue is listed from it in
+/// O(number of roles), never by scanning a table that also holds per-user items.
+pub const ROLE_DEFINITION_INDEX: &str = "RoleDefinitionIndex";
 /// Attribute of user items holding the user id.
 pub const USER_ID_ATTRIBUTE: &str = "userId";
 

@@ -1,23 +1,30 @@
 //! The stores on DynamoDB (`aws-sdk-dynamodb` + `serde_dynamo`).
 //!
-//! Every read here may fill a cache, so every read is strongly consistent and on the base table:
-//! a GSI read is eventually consistent and could re-cache the old value right after an
-//! invalidation (DESIGN.md §1).
+//! Every read here may fill a cache, so every read of an item is strongly consistent and on the
+//! base table: a GSI read is eventually consistent and could re-cache the old value right after
+//! an invalidation (DESIGN.md §1). The one index read lists role ids (never role data), and the
+//! roles changed moments ago are read even when that listing does not show them yet.
 
 use std::collections::{BTreeSet, HashMap};
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
-use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, ReturnValue, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, KeysAndAttributes, Put, ReturnValue, TransactWriteItem};
 
 use staleless_protocol::keys::{
-    DEFINITION_SK, PARTITION_KEY, PROFILE_SK, ROLE_PK_PREFIX, SORT_KEY, jwt_mapping_sk, jwt_role_gsi_pk, role_pk, user_pk,
+    DEFINITION_SK, PARTITION_KEY, PROFILE_SK, PartitionKey, ROLE_DEFINITION_INDEX, SORT_KEY, jwt_mapping_sk, jwt_role_gsi_pk,
+    parse_pk, role_pk, user_pk,
 };
 
 use super::{ProfileStore, ProfileSync, RoleStore, StoreError};
 use crate::model::{Profile, RoleDefinition};
 
+/// `BatchGetItem` takes at most 100 keys.
+/// <https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_BatchGetItem.html>
+const MAX_BATCH_GET_KEYS: usize = 100;
+/// Calls per batch before unprocessed (throttled) keys fail the read.
+const MAX_BATCH_GET_ATTEMPTS: u32 = 4;
 /// `TransactWriteItems` takes at most 100 actions.
 /// <https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_TransactWriteItems.html>
 const MAX_TRANSACTION_ACTIONS: usize = 100;
@@ -180,6 +187,44 @@ impl DynamoRoles {
     fn build_error(err: &aws_sdk_dynamodb::error::BuildError) -> StoreError {
         StoreError::Unavailable(format!("cannot build request: {err}"))
     }
+
+    /// `BatchGetItem` of up to [`MAX_BATCH_GET_KEYS`] keys with `ConsistentRead`, following
+    /// `UnprocessedKeys` (throttled parts) a bounded number of times.
+    async fn batch_get_consistent(&self, keys: Vec<Item>) -> Result<Vec<Item>, StoreError> {
+        let mut items = Vec::with_capacity(keys.len());
+        let mut pending = keys;
+        for attempt in 0..MAX_BATCH_GET_ATTEMPTS {
+            if pending.is_empty() {
+                return Ok(items);
+            }
+            if attempt > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(20 << attempt)).await;
+            }
+            let request = KeysAndAttributes::builder()
+                .set_keys(Some(std::mem::take(&mut pending)))
+                .consistent_read(true)
+                .build()
+                .map_err(|err| Self::build_error(&err))?;
+            let output = self
+                .client
+                .batch_get_item()
+                .request_items(&self.table, request)
+                .send()
+                .await
+                .map_err(|err| unavailable("BatchGetItem", &err))?;
+            items.extend(output.responses.and_then(|mut tables| tables.remove(&self.table)).unwrap_or_default());
+            pending = output
+                .unprocessed_keys
+                .and_then(|mut tables| tables.remove(&self.table))
+                .map(|left| left.keys)
+                .unwrap_or_default();
+        }
+        if pending.is_empty() {
+            Ok(items)
+        } else {
+            Err(StoreError::Unavailable(format!("BatchGetItem: {} keys still unprocessed", pending.len())))
+        }
+    }
 }
 
 /// Whether a failed transaction was cancelled by a condition (rather than by an outage).
@@ -190,32 +235,44 @@ fn condition_failed<E: ProvideErrorMetadata>(err: &E) -> bool {
 
 #[async_trait]
 impl RoleStore for DynamoRoles {
-    async fn list_roles(&self) -> Result<Vec<RoleDefinition>, StoreError> {
-        let mut roles = Vec::new();
+    async fn list_roles(&self, recently_changed: &[String]) -> Result<Vec<RoleDefinition>, StoreError> {
+        // Ids from the sparse definitions index (keys only; eventually consistent), plus the
+        // roles changed moments ago that the index may not show yet; then the definitions
+        // themselves, consistently. O(number of roles) whatever else the table holds.
+        let mut ids: BTreeSet<String> = recently_changed.iter().cloned().collect();
         let mut start: Option<Item> = None;
         loop {
             let output = self
                 .client
                 .scan()
                 .table_name(&self.table)
-                .filter_expression("begins_with(PK, :role) AND SK = :definition")
-                .expression_attribute_values(":role", string(ROLE_PK_PREFIX))
-                .expression_attribute_values(":definition", string(DEFINITION_SK))
-                .consistent_read(true)
+                .index_name(ROLE_DEFINITION_INDEX)
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
                 .map_err(|err| unavailable("Scan", &err))?;
             for item in output.items.unwrap_or_default() {
-                let pk = match item.get("PK") {
-                    Some(AttributeValue::S(pk)) => pk.clone(),
-                    _ => String::new(),
-                };
-                roles.push(serde_dynamo::from_item(item).map_err(|err| corrupt(&pk, &err))?);
+                if let (Some(AttributeValue::S(pk)), Some(AttributeValue::S(sk))) = (item.get(PARTITION_KEY), item.get(SORT_KEY))
+                    && sk == DEFINITION_SK
+                    && let PartitionKey::Role(id) = parse_pk(pk)
+                {
+                    ids.insert(id.to_owned());
+                }
             }
             match output.last_evaluated_key {
                 Some(key) if !key.is_empty() => start = Some(key),
                 _ => break,
+            }
+        }
+        let mut roles = Vec::with_capacity(ids.len());
+        let ids: Vec<String> = ids.into_iter().collect();
+        for chunk in ids.chunks(MAX_BATCH_GET_KEYS) {
+            for item in self.batch_get_consistent(chunk.iter().map(|id| key(role_pk(id), DEFINITION_SK)).collect()).await? {
+                let pk = match item.get(PARTITION_KEY) {
+                    Some(AttributeValue::S(pk)) => pk.clone(),
+                    _ => String::new(),
+                };
+                roles.push(serde_dynamo::from_item(item).map_err(|err| corrupt(&pk, &err))?);
             }
         }
         roles.sort_by(|a: &RoleDefinition, b| a.role_id.cmp(&b.role_id));

@@ -77,7 +77,7 @@ impl ProfileStore for MemoryStore {
 
 #[async_trait]
 impl RoleStore for MemoryStore {
-    async fn list_roles(&self) -> Result<Vec<RoleDefinition>, StoreError> {
+    async fn list_roles(&self, _recently_changed: &[String]) -> Result<Vec<RoleDefinition>, StoreError> {
         self.role_scans.fetch_add(1, Ordering::Relaxed);
         Ok(lock(&self.roles).values().cloned().collect())
     }

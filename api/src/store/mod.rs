@@ -1,7 +1,7 @@
 //! The stores: where profiles and roles are read and written, behind two narrow traits.
 //!
-//! - [`dynamo`]: the real ones, on DynamoDB. Reads that may fill a cache use `GetItem` (or a
-//!   `Scan` of the role definitions) with `ConsistentRead`, never a GSI.
+//! - [`dynamo`]: the real ones, on DynamoDB. Reads that may fill a cache use `GetItem` or
+//!   `BatchGetItem` with `ConsistentRead`; an index is used only to list role ids.
 //! - [`memory`]: in-memory ones with the same semantics, for router tests and benchmarks.
 //!
 //! Caching is not here but in [`crate::directory`], which wraps these traits.
@@ -108,11 +108,13 @@ pub trait ProfileStore: Send + Sync {
 /// AppRole definitions.
 #[async_trait]
 pub trait RoleStore: Send + Sync {
-    /// Every role definition (`ROLE#…` / `DEFINITION`), read strongly consistently.
+    /// Every role definition (`ROLE#…` / `DEFINITION`), read strongly consistently, in
+    /// O(number of roles). `recently_changed` names roles changed moments ago: they are read
+    /// even if the listing (an index, eventually consistent) does not show them yet.
     ///
     /// # Errors
     /// [`StoreError::Unavailable`] or [`StoreError::Corrupt`].
-    async fn list_roles(&self) -> Result<Vec<RoleDefinition>, StoreError>;
+    async fn list_roles(&self, recently_changed: &[String]) -> Result<Vec<RoleDefinition>, StoreError>;
 
     /// One role definition, read strongly consistently.
     ///
