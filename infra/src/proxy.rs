@@ -1,13 +1,14 @@
-//! A loopback TCP proxy with an off switch.
+//! A loopback TCP proxy with an off switch and a hang switch.
 //!
 //! Pointing one component at an AWS service through it (for example the relay's
 //! `AWS_ENDPOINT_URL_SNS`) and switching it off makes that service unavailable to that component
 //! alone — connections are refused mid-flight, as in a network partition — while everything else
-//! keeps talking to the emulator.
+//! keeps talking to the emulator. Hanging it makes the service accept and never answer, the
+//! failure only timeouts catch.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -17,13 +18,20 @@ use tokio_util::sync::CancellationToken;
 pub struct SwitchableProxy {
     /// `http://127.0.0.1:<port>` of the proxy.
     url: String,
-    /// Whether connections are forwarded.
-    up: Arc<AtomicBool>,
+    /// [`FORWARD`], [`REFUSE`] or [`HANG`].
+    mode: Arc<AtomicU8>,
     /// Bumped when switched off, so open connections are cut too.
     cut: Arc<tokio::sync::watch::Sender<u64>>,
     /// Stops the accept loop.
     shutdown: CancellationToken,
 }
+
+/// Connections are forwarded.
+const FORWARD: u8 = 0;
+/// Connections are cut at once.
+const REFUSE: u8 = 1;
+/// Connections are held open and never answered.
+const HANG: u8 = 2;
 
 impl SwitchableProxy {
     /// Starts forwarding a free loopback port to `target` (`127.0.0.1:4566`).
@@ -31,27 +39,34 @@ impl SwitchableProxy {
     /// # Errors
     /// When no port can be bound.
     pub async fn start(target: &str) -> std::io::Result<Self> {
-        let up = Arc::new(AtomicBool::new(true));
+        let mode = Arc::new(AtomicU8::new(FORWARD));
         let (cut, _) = tokio::sync::watch::channel(0_u64);
         let cut = Arc::new(cut);
         let (url, shutdown) = forward_loopback(target, {
-            let (up, cut) = (Arc::clone(&up), Arc::clone(&cut));
+            let (mode, cut) = (Arc::clone(&mode), Arc::clone(&cut));
             move |mut client, mut server| {
                 // Read at accept time: a connection made while switched off is refused.
-                let forwarding = up.load(Ordering::SeqCst);
+                let mode = mode.load(Ordering::SeqCst);
                 let mut cut_signal = cut.subscribe();
                 async move {
-                    if forwarding {
-                        tokio::select! {
-                            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
-                            _ = cut_signal.changed() => {}
+                    match mode {
+                        FORWARD => {
+                            tokio::select! {
+                                _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                                _ = cut_signal.changed() => {}
+                            }
                         }
+                        // Accepted, never answered, until the mode changes.
+                        HANG => {
+                            let _ = cut_signal.changed().await;
+                        }
+                        _ => {}
                     }
                 }
             }
         })
         .await?;
-        Ok(Self { url, up, cut, shutdown })
+        Ok(Self { url, mode, cut, shutdown })
     }
 
     /// The proxy's endpoint URL.
@@ -62,13 +77,22 @@ impl SwitchableProxy {
 
     /// Refuses new connections and cuts open ones.
     pub fn switch_off(&self) {
-        self.up.store(false, Ordering::SeqCst);
-        self.cut.send_modify(|generation| *generation += 1);
+        self.set(REFUSE);
     }
 
-    /// Forwards again.
+    /// Accepts connections and never answers on them; open ones are cut.
+    pub fn hang(&self) {
+        self.set(HANG);
+    }
+
+    /// Forwards again (hung connections are released).
     pub fn switch_on(&self) {
-        self.up.store(true, Ordering::SeqCst);
+        self.set(FORWARD);
+    }
+
+    fn set(&self, mode: u8) {
+        self.mode.store(mode, Ordering::SeqCst);
+        self.cut.send_modify(|generation| *generation += 1);
     }
 }
 

@@ -177,9 +177,26 @@ impl Component {
         }
     }
 
-    /// Asks the process to stop (SIGTERM) and waits for it, killing it after a grace period.
-    /// Returns whether it exited on its own.
+    /// Pauses the process (SIGSTOP), as a hung process would be: alive, silent.
+    pub fn pause(&self) {
+        self.signal(Signal::SIGSTOP);
+    }
+
+    /// Resumes a paused process (SIGCONT).
+    pub fn resume(&self) {
+        self.signal(Signal::SIGCONT);
+    }
+
+    fn signal(&self, signal: Signal) {
+        if let Some(pid) = self.child.as_ref().and_then(|child| i32::try_from(child.id()).ok()) {
+            let _ = kill(Pid::from_raw(pid), signal);
+        }
+    }
+
+    /// Asks the process to stop (SIGTERM; SIGCONT first, in case it is paused) and waits for
+    /// it, killing it after a grace period. Returns whether it exited on its own.
     pub async fn stop(&mut self) -> bool {
+        self.resume();
         let Some(mut child) = self.child.take() else {
             return true;
         };

@@ -1,11 +1,18 @@
 //! The fault matrix: each row breaks one part of the system while writes go on, heals it, and
 //! ends with the consistency check — every key written during the row must read the same on every
 //! task as in DynamoDB (`ConsistentRead`). Shared by `tests/tests/fault_matrix.rs`, which asserts
-//! that nothing is lost, and the `fault-matrix` command, which writes `docs/fault-matrix.md`.
+//! that nothing is lost and that the freshness bound holds, and the `fault-matrix` command, which
+//! writes `docs/fault-matrix.md`.
 //!
 //! Writes go straight to the users table with the SDK (the console and scripts path). Caches are
 //! warmed on every task before the fault, so a lost invalidation would show as a stale read
 //! rather than hide behind a first fill.
+//!
+//! The silent rows (and the deleted queue) also **measure during the fault**, which is not
+//! repaired while measured: a [`probe`] renames a set of users and reads every (user, task) pair
+//! until each serves the new name, recording for every read answered with the old name how long
+//! after the write's acknowledgement that read was made. The worst such age must stay within the
+//! bound `B` — the promise the ticks keep whatever breaks.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -16,6 +23,8 @@ use futures::{StreamExt as _, TryStreamExt as _};
 use infra::consistency::{self, CheckTarget, KeyKind};
 use infra::operator::{self, UserChange};
 use staleless_protocol::{Invalidation, KeyVersion, SequenceNumber, Source};
+
+use infra::proxy::SwitchableProxy;
 
 use crate::{LocalSystem, PATIENCE, SystemOptions, eventually};
 
@@ -44,11 +53,23 @@ pub enum Row {
     PoisonMessages,
     /// 1,000 writes across 500 users while both tasks serve reads.
     BurstWithReads,
+    /// The relay process is paused (SIGSTOP): alive, silent, every queue still answers.
+    RelayHung,
+    /// SNS refuses every call of the relay.
+    RelayCannotPublish,
+    /// One task's SNS subscription is removed out of band; its queue stays.
+    SubscriptionRemoved,
+    /// A filter policy matching nothing is added to one task's subscription.
+    SubscriptionFilteredToNothing,
+    /// The heartbeat writer is paused (SIGSTOP).
+    HeartbeatWriterStopped,
+    /// DynamoDB accepts one task's connections and never answers.
+    DynamoHangsForOneTask,
 }
 
 impl Row {
     /// Every row, in table order.
-    pub const ALL: [Self; 7] = [
+    pub const ALL: [Self; 13] = [
         Self::RelayKilledMidBurst,
         Self::SnsUnavailable,
         Self::QueueDeletedOutOfBand,
@@ -56,7 +77,37 @@ impl Row {
         Self::DuplicateAndReorderedMessages,
         Self::PoisonMessages,
         Self::BurstWithReads,
+        Self::RelayHung,
+        Self::RelayCannotPublish,
+        Self::SubscriptionRemoved,
+        Self::SubscriptionFilteredToNothing,
+        Self::HeartbeatWriterStopped,
+        Self::DynamoHangsForOneTask,
     ];
+
+    /// Whether the row measures staleness during its fault with a [`probe`].
+    #[must_use]
+    pub const fn probes_during_fault(self) -> bool {
+        matches!(
+            self,
+            Self::QueueDeletedOutOfBand
+                | Self::RelayHung
+                | Self::RelayCannotPublish
+                | Self::SubscriptionRemoved
+                | Self::SubscriptionFilteredToNothing
+                | Self::HeartbeatWriterStopped
+                | Self::DynamoHangsForOneTask
+        )
+    }
+
+    /// Whether a task is expected to repair the fault by itself (no operator, no restart).
+    #[must_use]
+    pub const fn heals_itself(self) -> bool {
+        matches!(
+            self,
+            Self::QueueDeletedOutOfBand | Self::SubscriptionRemoved | Self::SubscriptionFilteredToNothing | Self::DynamoHangsForOneTask
+        )
+    }
 
     /// The row's name in the table.
     #[must_use]
@@ -69,8 +120,30 @@ impl Row {
             Self::DuplicateAndReorderedMessages => "duplicate + reordered invalidations injected",
             Self::PoisonMessages => "poison messages injected",
             Self::BurstWithReads => "1,000 writes / 500 users under reads",
+            Self::RelayHung => "relay hung (SIGSTOP), never healed while measured",
+            Self::RelayCannotPublish => "relay cannot publish (SNS refuses), never healed while measured",
+            Self::SubscriptionRemoved => "one task's subscription removed out of band",
+            Self::SubscriptionFilteredToNothing => "one subscription filtered to nothing",
+            Self::HeartbeatWriterStopped => "heartbeat writer stopped (SIGSTOP), never healed while measured",
+            Self::DynamoHangsForOneTask => "DynamoDB reads hang for one task",
         }
     }
+}
+
+/// What a [`probe`] saw while a fault lasted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Probe {
+    /// Users renamed.
+    pub writes: usize,
+    /// The oldest change a task still served: for each read answered with the old name, how long
+    /// after the rename was acknowledged that read was made; the worst of them (zero if none).
+    pub worst_staleness: Duration,
+    /// From the acknowledgement of a rename until every task served it, the slowest pair.
+    pub worst_time_to_new_value: Duration,
+    /// Reads answered with an error (a task whose DynamoDB hangs answers 503 rather than wait).
+    pub failed_reads: usize,
+    /// Reads the tasks answered by reading through past a bypassed cache, during the probe.
+    pub bypassed_reads: u64,
 }
 
 /// What a row measured.
@@ -89,6 +162,11 @@ pub struct RowReport {
     pub worst_time_to_consistency: Duration,
     /// Wall time of the whole row.
     pub elapsed: Duration,
+    /// What the probe saw during the fault, for the rows that probe.
+    pub during_fault: Option<Probe>,
+    /// For the rows a task repairs by itself: whether it did (re-created its subscription or
+    /// queue, or read DynamoDB again) and trusted its caches again, with no help.
+    pub healed_itself: Option<bool>,
 }
 
 /// Runs one row on a fresh system and stops it.
@@ -98,7 +176,7 @@ pub struct RowReport {
 pub async fn run(row: Row) -> anyhow::Result<RowReport> {
     let started = Instant::now();
     let options = SystemOptions {
-        sns_through_proxy: row == Row::SnsUnavailable,
+        sns_through_proxy: matches!(row, Row::SnsUnavailable | Row::RelayCannotPublish),
         ..SystemOptions::default()
     };
     let mut system = LocalSystem::start(options).await?;
@@ -117,8 +195,23 @@ async fn run_on(system: &mut LocalSystem, row: Row) -> anyhow::Result<RowReport>
     // Bursts are three rounds over every user: one round in is a third of the way.
     let a_third_of_the_burst = user_count;
     let users: Vec<String> = (0..user_count).map(|index| format!("fm-{index:04}")).collect();
+    // A task whose DynamoDB goes through a proxy that can hang: the row's victim.
+    let dynamodb_proxy = if row == Row::DynamoHangsForOneTask {
+        let proxy = SwitchableProxy::start(system.aws.endpoint()).await?;
+        system
+            .add_task(&[("AWS_ENDPOINT_URL_DYNAMODB".to_owned(), proxy.url().to_owned())])
+            .await?;
+        Some(proxy)
+    } else {
+        None
+    };
     let mut writes = write_round(system, &users, 0).await?;
+    system.until_quiescent().await?;
     warm(system, &users).await?;
+    let mut during_fault = None;
+    let mut healed_itself = None;
+    // The probe renames a tenth of the users in round 1 while the fault lasts.
+    let probed = &users[..users.len() / 10];
 
     // Every row ends with every user renamed in its last round: that is what each task must serve.
     let final_round = match row {
@@ -147,7 +240,10 @@ async fn run_on(system: &mut LocalSystem, row: Row) -> anyhow::Result<RowReport>
             let queues = system.task_queues().await?;
             let victim = queues.first().context("no task queue to delete")?;
             system.aws.sqs().delete_queue().queue_url(victim).send().await?;
-            writes += write_round(system, &users, 1).await?;
+            let probe = probe(system, probed, 1, false).await?;
+            writes += probe.writes;
+            during_fault = Some(probe);
+            healed_itself = Some(all_trusted_again(system).await?);
             writes += write_round(system, &users, 2).await?;
             2
         }
@@ -191,6 +287,28 @@ async fn run_on(system: &mut LocalSystem, row: Row) -> anyhow::Result<RowReport>
             ensure!(read_count > 0, "the readers made no request");
             2
         }
+        Row::RelayHung
+        | Row::RelayCannotPublish
+        | Row::SubscriptionRemoved
+        | Row::SubscriptionFilteredToNothing
+        | Row::HeartbeatWriterStopped
+        | Row::DynamoHangsForOneTask => {
+            inject_silent_fault(system, row, dynamodb_proxy.as_ref()).await?;
+            let probe = probe(system, probed, 1, row == Row::DynamoHangsForOneTask).await?;
+            writes += probe.writes;
+            during_fault = Some(probe);
+            if row.heals_itself() {
+                if let Some(proxy) = &dynamodb_proxy {
+                    // DynamoDB answers again; nothing else is done for the task.
+                    proxy.switch_on();
+                }
+                healed_itself = Some(all_trusted_again(system).await?);
+            } else {
+                repair_silent_fault(system, row);
+            }
+            writes += write_round(system, &users, 2).await?;
+            2
+        }
     };
 
     let healed_at = Instant::now();
@@ -203,7 +321,168 @@ async fn run_on(system: &mut LocalSystem, row: Row) -> anyhow::Result<RowReport>
         lost: report.never_consistent,
         worst_time_to_consistency,
         elapsed: Duration::ZERO,
+        during_fault,
+        healed_itself,
     })
+}
+
+/// Breaks what `row` names and leaves it broken.
+async fn inject_silent_fault(system: &LocalSystem, row: Row, dynamodb_proxy: Option<&SwitchableProxy>) -> anyhow::Result<()> {
+    match row {
+        Row::RelayHung => system.relay.as_ref().context("no relay")?.pause(),
+        Row::HeartbeatWriterStopped => system.heartbeat.as_ref().context("no heartbeat writer")?.pause(),
+        Row::RelayCannotPublish => system.sns_proxy.as_ref().context("row needs the SNS proxy")?.switch_off(),
+        Row::DynamoHangsForOneTask => dynamodb_proxy.context("row needs the DynamoDB proxy")?.hang(),
+        Row::SubscriptionRemoved | Row::SubscriptionFilteredToNothing => {
+            let sns = system.aws.sns();
+            let subscriptions = sns
+                .list_subscriptions_by_topic()
+                .topic_arn(&system.stack.topic_arn)
+                .send()
+                .await?
+                .subscriptions
+                .unwrap_or_default();
+            let victim = subscriptions
+                .first()
+                .and_then(|subscription| subscription.subscription_arn.clone())
+                .context("no subscription")?;
+            if row == Row::SubscriptionRemoved {
+                sns.unsubscribe().subscription_arn(victim).send().await?;
+            } else {
+                sns.set_subscription_attributes()
+                    .subscription_arn(victim)
+                    .attribute_name("FilterPolicy")
+                    .attribute_value(r#"{"source":["nothing-matches-this"]}"#)
+                    .send()
+                    .await?;
+            }
+        }
+        _ => {}
+    }
+    Ok(())
+}
+
+/// Undoes a fault no task can repair by itself (an operator's part).
+fn repair_silent_fault(system: &LocalSystem, row: Row) {
+    match row {
+        Row::RelayHung => {
+            if let Some(relay) = &system.relay {
+                relay.resume();
+            }
+        }
+        Row::HeartbeatWriterStopped => {
+            if let Some(heartbeat) = &system.heartbeat {
+                heartbeat.resume();
+            }
+        }
+        Row::RelayCannotPublish => {
+            if let Some(proxy) = &system.sns_proxy {
+                proxy.switch_on();
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Whether every task trusts both caches again and answers reads within [`CHECK_PATIENCE`]:
+/// fresh ticks arrive through its queue and DynamoDB answers it, after whatever it had to repair.
+async fn all_trusted_again(system: &LocalSystem) -> anyhow::Result<bool> {
+    let admin = system.admin_token();
+    let trusted = eventually(CHECK_PATIENCE, "every task trusting its caches again", || async {
+        for index in 0..system.task_urls.len() {
+            let (status, body) = system.get(index, "/ready", "").await?;
+            if status != 200 || body["reads"] != serde_json::json!({"profiles": "cache", "roles": "cache"}) {
+                return Ok(false);
+            }
+            if system.get(index, "/users/me", &admin).await?.0 != 200 {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    })
+    .await;
+    Ok(trusted.is_ok())
+}
+
+/// Renames `users` (round `round`) straight in the table while a fault lasts, then reads every
+/// (user, task) pair until each serves the new name (see [`Probe`]) — or, with `errors_settle`
+/// (a task that cannot read DynamoDB), until it answers an error instead of the old name.
+///
+/// # Errors
+/// When a write or a request fails outright, or a pair never settles within [`CHECK_PATIENCE`]
+/// (the bound would then be broken beyond measure).
+pub async fn probe(system: &LocalSystem, users: &[String], round: usize, errors_settle: bool) -> anyhow::Result<Probe> {
+    let bypassed_before = bypassed_reads(system).await?;
+    let dynamodb = system.aws.dynamodb();
+    let acknowledged: Vec<(String, Instant)> = futures::stream::iter(users.iter().cloned())
+        .map(|user| {
+            let dynamodb = dynamodb.clone();
+            let table = system.stack.users_table.clone();
+            async move {
+                let change = UserChange {
+                    name: Some(format!("{user} r{round}")),
+                    ..UserChange::default()
+                };
+                operator::put_user(&dynamodb, &table, &user, &change).await?;
+                anyhow::Ok((user, Instant::now()))
+            }
+        })
+        .buffer_unordered(WRITE_CONCURRENCY)
+        .try_collect()
+        .await?;
+    let admin = system.admin_token();
+    let pairs: Vec<(usize, &(String, Instant))> = (0..system.task_urls.len())
+        .flat_map(|task| acknowledged.iter().map(move |pair| (task, pair)))
+        .collect();
+    let outcomes: Vec<(Duration, Duration, usize)> = futures::stream::iter(pairs)
+        .map(|(task, (user, written_at))| {
+            let admin = admin.clone();
+            let expected = format!("{user} r{round}");
+            async move {
+                let mut worst_stale = Duration::ZERO;
+                let mut failed = 0;
+                loop {
+                    let asked_at = Instant::now();
+                    let (status, body) = system.get(task, &format!("/admin/users/{user}"), &admin).await?;
+                    if status == 200 && body["name"] == expected.as_str() {
+                        return anyhow::Ok((worst_stale, asked_at.saturating_duration_since(*written_at), failed));
+                    }
+                    if status == 200 {
+                        worst_stale = worst_stale.max(asked_at.saturating_duration_since(*written_at));
+                    } else {
+                        failed += 1;
+                        if errors_settle {
+                            return Ok((worst_stale, asked_at.saturating_duration_since(*written_at), failed));
+                        }
+                    }
+                    ensure!(
+                        written_at.elapsed() <= CHECK_PATIENCE,
+                        "task {task} still serves {user} without round {round} after {CHECK_PATIENCE:?}: {status} {body}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+        })
+        .buffer_unordered(32)
+        .try_collect()
+        .await?;
+    Ok(Probe {
+        writes: users.len(),
+        worst_staleness: outcomes.iter().map(|outcome| outcome.0).max().unwrap_or_default(),
+        worst_time_to_new_value: outcomes.iter().map(|outcome| outcome.1).max().unwrap_or_default(),
+        failed_reads: outcomes.iter().map(|outcome| outcome.2).sum(),
+        bypassed_reads: bypassed_reads(system).await?.saturating_sub(bypassed_before),
+    })
+}
+
+/// Reads answered past a bypassed cache, summed over the tasks.
+async fn bypassed_reads(system: &LocalSystem) -> anyhow::Result<u64> {
+    let mut total = 0.0;
+    for index in 0..system.task_urls.len() {
+        total += system.metric(index, "staleless_cache_bypassed_reads_total", &[]).await?;
+    }
+    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // a count
+    Ok(total as u64)
 }
 
 /// Renames every user once (`<id> r<round>`): one `UpdateItem` each (after the first round).
@@ -441,11 +720,28 @@ async fn check(system: &LocalSystem, users: &[String]) -> anyhow::Result<consist
 #[must_use]
 pub fn table(reports: &[RowReport]) -> String {
     let mut out = String::from(
-        "| row | writes | (key, task) pairs checked | invalidations lost | worst time to consistency | row wall time |\n|---|---:|---:|---:|---:|---:|\n",
+        "| row | writes | (key, task) pairs checked | invalidations lost | worst staleness served during the fault | time to the new value during the fault | bypassed reads | failed reads | healed itself | worst time to consistency after repair | row wall time |\n|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|\n",
     );
     for report in reports {
+        let probe = report.during_fault.map_or_else(
+            || "— | — | — | —".to_owned(),
+            |probe| {
+                format!(
+                    "{} ms | {} ms | {} | {}",
+                    probe.worst_staleness.as_millis(),
+                    probe.worst_time_to_new_value.as_millis(),
+                    probe.bypassed_reads,
+                    probe.failed_reads
+                )
+            },
+        );
+        let healed = match report.healed_itself {
+            None => "—",
+            Some(true) => "yes",
+            Some(false) => "**no**",
+        };
         out.push_str(&format!(
-            "| {} | {} | {} | {} | {} ms | {:.1} s |\n",
+            "| {} | {} | {} | {} | {probe} | {healed} | {} ms | {:.1} s |\n",
             report.row.title(),
             report.writes,
             report.checked,

@@ -1,14 +1,40 @@
 //! The fault matrix, one test per row: whatever breaks, no invalidation is lost — every key
-//! written during the row ends up reading the same on both tasks as in DynamoDB.
+//! written during the row ends up reading the same on both tasks as in DynamoDB — and, for the
+//! rows measured during their fault, no task serves a change older than the bound `B`.
 
+use std::time::Duration;
+
+use staleless_tests::SystemOptions;
 use staleless_tests::faults::{self, Row};
 
+/// Clock granularity of the bound's arithmetic (ticks carry milliseconds).
+const ROUNDING: Duration = Duration::from_millis(10);
+
 async fn nothing_lost(row: Row) -> anyhow::Result<()> {
-    let report = faults::run(row).await?;
-    println!("{}", faults::table(std::slice::from_ref(&report)));
+    nothing_lost_in(&faults::run(row).await?)
+}
+
+fn nothing_lost_in(report: &faults::RowReport) -> anyhow::Result<()> {
+    let row = report.row;
+    println!("{}", faults::table(std::slice::from_ref(report)));
     assert!(report.writes > 0, "{report:?}");
     assert!(report.checked > 0, "{report:?}");
     assert_eq!(report.lost, 0, "lost invalidations in {report:?}");
+    if row.probes_during_fault() {
+        let probe = report.during_fault.expect("the row probes during its fault");
+        assert!(probe.writes > 0, "{report:?}");
+        // The promise, not a speed: a read made more than B after a change was acknowledged
+        // never returns the value from before it, however slowly it is answered.
+        assert!(
+            probe.worst_staleness <= SystemOptions::TEST_BOUND + ROUNDING,
+            "a task served a change {:?} old, past the bound of {:?}: {report:?}",
+            probe.worst_staleness,
+            SystemOptions::TEST_BOUND
+        );
+    }
+    if row.heals_itself() {
+        assert_eq!(report.healed_itself, Some(true), "the task did not heal itself: {report:?}");
+    }
     Ok(())
 }
 
@@ -45,4 +71,37 @@ async fn poison_messages() -> anyhow::Result<()> {
 #[tokio::test]
 async fn burst_of_1000_writes_across_500_users_under_reads() -> anyhow::Result<()> {
     nothing_lost(Row::BurstWithReads).await
+}
+
+#[tokio::test]
+async fn relay_hung_never_healed_while_measured() -> anyhow::Result<()> {
+    nothing_lost(Row::RelayHung).await
+}
+
+#[tokio::test]
+async fn relay_cannot_publish_never_healed_while_measured() -> anyhow::Result<()> {
+    nothing_lost(Row::RelayCannotPublish).await
+}
+
+#[tokio::test]
+async fn one_task_subscription_removed() -> anyhow::Result<()> {
+    nothing_lost(Row::SubscriptionRemoved).await
+}
+
+#[tokio::test]
+async fn one_subscription_filtered_to_nothing() -> anyhow::Result<()> {
+    nothing_lost(Row::SubscriptionFilteredToNothing).await
+}
+
+#[tokio::test]
+async fn heartbeat_writer_stopped_never_healed_while_measured() -> anyhow::Result<()> {
+    nothing_lost(Row::HeartbeatWriterStopped).await
+}
+
+#[tokio::test]
+async fn dynamodb_reads_hang_for_one_task() -> anyhow::Result<()> {
+    let report = faults::run(Row::DynamoHangsForOneTask).await?;
+    let probe = report.during_fault.expect("probed");
+    assert!(probe.failed_reads > 0, "the hung task answered errors, not waits: {report:?}");
+    nothing_lost_in(&report)
 }
