@@ -294,6 +294,11 @@ async fn run_on(system: &mut LocalSystem, row: Row) -> anyhow::Result<RowReport>
         | Row::HeartbeatWriterStopped
         | Row::DynamoHangsForOneTask => {
             inject_silent_fault(system, row, dynamodb_proxy.as_ref()).await?;
+            if row == Row::HeartbeatWriterStopped {
+                // Invalidations still flow; what the row proves is that without ticks no task
+                // trusts its caches (fail-safe): probe once the bound has passed.
+                every_task_bypassing(system).await?;
+            }
             let probe = probe(system, probed, 1, row == Row::DynamoHangsForOneTask).await?;
             writes += probe.writes;
             during_fault = Some(probe);
@@ -382,6 +387,21 @@ fn repair_silent_fault(system: &LocalSystem, row: Row) {
         }
         _ => {}
     }
+}
+
+/// Waits until every task reads past both caches.
+async fn every_task_bypassing(system: &LocalSystem) -> anyhow::Result<()> {
+    eventually(PATIENCE, "every task bypassing its caches", || async {
+        for index in 0..system.task_urls.len() {
+            let (_, body) = system.get(index, "/ready", "").await?;
+            if body["reads"] != serde_json::json!({"profiles": "bypass", "roles": "bypass"}) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    })
+    .await?;
+    Ok(())
 }
 
 /// Whether every task trusts both caches again and answers reads within [`CHECK_PATIENCE`]:

@@ -95,7 +95,10 @@ async fn one_subscription_filtered_to_nothing() -> anyhow::Result<()> {
 
 #[tokio::test]
 async fn heartbeat_writer_stopped_never_healed_while_measured() -> anyhow::Result<()> {
-    nothing_lost(Row::HeartbeatWriterStopped).await
+    let report = faults::run(Row::HeartbeatWriterStopped).await?;
+    let probe = report.during_fault.expect("probed");
+    assert!(probe.bypassed_reads > 0, "no ticks, no trust: the tasks read through: {report:?}");
+    nothing_lost_in(&report)
 }
 
 #[tokio::test]

@@ -5,7 +5,8 @@
 //! Run it with `scripts/bench`, which first builds the release binaries and runs the criterion
 //! benches whose results this reads (`target/criterion/`). Settings (environment, for quick
 //! trial runs; the defaults are what `BENCHMARKS.md` reports):
-//! `BENCH_SECS` (20) and `BENCH_WARMUP_SECS` (5) per throughput run, `BENCH_CONCURRENCY` (32),
+//! `BENCH_SECS` (20) and `BENCH_WARMUP_SECS` (5) per throughput run, `BENCH_ROUNDS` (3
+//! interleaved rounds of `event` then `ttl` throughput), `BENCH_CONCURRENCY` (32),
 //! `BENCH_USERS` (1000), `BENCH_WRITES` (1000), `BENCH_WRITE_CONCURRENCY` (2, SDK writes in
 //! flight during the `event` staleness run; a second run at twice that shows the emulator's
 //! saturation), `BENCH_TTL_SECS` (2, the TTL of the `ttl` staleness run), `BENCH_PROFILES`
@@ -26,6 +27,8 @@ const READING_MARKER: &str = "<!-- Everything below this line is kept by scripts
 struct Settings {
     /// Measured seconds per throughput run.
     secs: u64,
+    /// Interleaved rounds (event, ttl, event, ttl, …) of the throughput comparison.
+    rounds: usize,
     /// Unrecorded seconds before each throughput run (connections, caches, allocator).
     warmup_secs: u64,
     /// Requests in flight during throughput runs.
@@ -57,6 +60,7 @@ impl Settings {
         };
         Self {
             secs: env_number("BENCH_SECS", 20),
+            rounds: usize::try_from(env_number("BENCH_ROUNDS", 3)).unwrap_or(3).max(1),
             warmup_secs: env_number("BENCH_WARMUP_SECS", 5),
             concurrency: usize::try_from(env_number("BENCH_CONCURRENCY", 32)).unwrap_or(32),
             users: usize::try_from(env_number("BENCH_USERS", 1_000)).unwrap_or(1_000).max(100),
@@ -84,6 +88,30 @@ struct Results {
     idle_receives_per_task_hour: Option<(f64, u64, Duration)>,
     live_publish_calls: Option<(u64, usize)>,
     memory: Option<MemoryReport>,
+    /// Throughput of `event` and `ttl` per interleaved round, in run order.
+    rounds: Vec<(f64, f64)>,
+    /// Reads the `event` tasks answered past a bypassed cache, over every `event` system of the
+    /// run (a healthy steady state has none).
+    bypassed_reads: u64,
+}
+
+/// The freshness settings of a deployment with the template's defaults (`B` = 15 s, `H` = 5 s):
+/// the bench measures the product as shipped, not the tests' short bound.
+fn shipped(options: SystemOptions) -> SystemOptions {
+    SystemOptions {
+        staleness_bound: Duration::from_secs(15),
+        heartbeat_interval: Duration::from_secs(5),
+        ..options
+    }
+}
+
+/// Reads answered past a bypassed cache, summed over `system`'s running tasks.
+async fn bypassed_reads(system: &LocalSystem) -> anyhow::Result<u64> {
+    let mut total = 0.0;
+    for index in (0..system.tasks.len()).filter(|index| system.tasks[*index].is_some()) {
+        total += system.metric(index, "staleless_cache_bypassed_reads_total", &[]).await?;
+    }
+    Ok(total as u64)
 }
 
 #[tokio::main]
@@ -126,30 +154,46 @@ async fn run(settings: &Settings, results: &mut Results) -> anyhow::Result<()> {
     //    idle queue traffic meanwhile (reads cause none), then staleness, then memory.
     eprintln!("event: starting three tasks");
     let capacity = (settings.profiles + settings.users + 1_000).to_string();
-    let mut system = LocalSystem::start(SystemOptions {
+    let mut system = LocalSystem::start(shipped(SystemOptions {
         tasks: 0,
         cache_mode: "event".into(),
         task_env: vec![("CACHE_MAX_PROFILES".into(), capacity)],
         ..SystemOptions::default()
-    })
+    }))
     .await?;
-    let outcome = event_phase(settings, &http, &mut system, results, warmup, measure).await;
+    let outcome = event_phase(settings, &http, &mut system, results, measure).await;
+    if let Ok(bypassed) = bypassed_reads(&system).await {
+        results.bypassed_reads += bypassed;
+    }
     system.stop().await;
     outcome?;
 
-    // 2. ttl with its default TTL, one task: throughput.
-    eprintln!("ttl: throughput");
-    let outcome = throughput_only("ttl", settings, &http, warmup, measure).await?;
-    results.load.push(("ttl", outcome));
+    // 2. event and ttl (its default TTL) throughput, one task each, in interleaved rounds: one
+    //    round per mode is mostly the noise of two shared cores.
+    let mut by_round = Vec::new();
+    for round in 1..=settings.rounds {
+        eprintln!("throughput round {round} of {}: event, then ttl", settings.rounds);
+        let (event, bypassed) = throughput_only("event", settings, &http, warmup, measure).await?;
+        results.bypassed_reads += bypassed;
+        let (ttl, _) = throughput_only("ttl", settings, &http, warmup, measure).await?;
+        results.rounds.push((event.rps(), ttl.rps()));
+        by_round.push((event, ttl));
+    }
+    // The table shows the round whose ratio is the median one, so its figures belong together.
+    let median = median_round(&results.rounds);
+    if let Some((event, ttl)) = median.and_then(|index| by_round.into_iter().nth(index)) {
+        results.load.push(("event", event));
+        results.load.push(("ttl", ttl));
+    }
 
     // 3. ttl with a short TTL, three tasks: staleness.
     eprintln!("ttl: staleness with CACHE_TTL_SECS={}", settings.ttl_secs);
-    let system = LocalSystem::start(SystemOptions {
+    let system = LocalSystem::start(shipped(SystemOptions {
         tasks: 3,
         cache_mode: "ttl".into(),
         task_env: vec![("CACHE_TTL_SECS".into(), settings.ttl_secs.to_string())],
         ..SystemOptions::default()
-    })
+    }))
     .await?;
     let outcome = async {
         let users = bench::bench_users(&system, settings.users).await?;
@@ -163,9 +207,23 @@ async fn run(settings: &Settings, results: &mut Results) -> anyhow::Result<()> {
 
     // 4. off, one task: throughput.
     eprintln!("off: throughput");
-    let outcome = throughput_only("off", settings, &http, warmup, measure).await?;
+    let (outcome, _) = throughput_only("off", settings, &http, warmup, measure).await?;
     results.load.push(("off", outcome));
     Ok(())
+}
+
+/// `event / ttl` of each round.
+fn ratios(rounds: &[(f64, f64)]) -> Vec<f64> {
+    rounds.iter().map(|(event, ttl)| event / ttl.max(f64::EPSILON)).collect()
+}
+
+/// The index of the round with the median `event / ttl` ratio (the lower middle one for an even
+/// count).
+fn median_round(rounds: &[(f64, f64)]) -> Option<usize> {
+    let ratios = ratios(rounds);
+    let mut order: Vec<usize> = (0..ratios.len()).collect();
+    order.sort_by(|a, b| ratios[*a].total_cmp(&ratios[*b]));
+    order.get(order.len().saturating_sub(1) / 2).copied()
 }
 
 async fn event_phase(
@@ -173,8 +231,7 @@ async fn event_phase(
     http: &reqwest::Client,
     system: &mut LocalSystem,
     results: &mut Results,
-    warmup: Duration,
-    measure: Duration,
+    idle: Duration,
 ) -> anyhow::Result<()> {
     let sqs_proxy = CountingProxy::start(system.aws.endpoint()).await?;
     let sns_proxy = CountingProxy::start(system.aws.endpoint()).await?;
@@ -187,14 +244,13 @@ async fn event_phase(
             .await?;
     }
     let users = bench::bench_users(system, settings.users).await?;
-    // The relay's invalidations for the inserts above reach the tasks within a second; let them
-    // pass so the idle window below is idle.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Every invalidation of the inserts above has reached every task once ticks written after
+    // them have: the idle window below is idle.
+    system.until_quiescent().await?;
 
-    eprintln!("event: throughput");
+    eprintln!("event: idle queue traffic");
     let idle_from = (sqs_proxy.counts(), Instant::now());
-    let report = bench::load(http, &system.task_urls[0], &users, settings.concurrency, warmup, measure).await?;
-    results.load.push(("event", report));
+    tokio::time::sleep(idle).await;
     let window = idle_from.1.elapsed();
     let receives = bench_proxy::delta(&idle_from.0, &sqs_proxy.counts(), "ReceiveMessage");
     let per_task_hour = receives as f64 / system.tasks.len() as f64 * 3_600.0 / window.as_secs_f64();
@@ -245,24 +301,27 @@ fn ttl_staleness_options(settings: &Settings) -> StalenessOptions {
     }
 }
 
+/// One task in `mode` under load; returns the report and the reads it answered past a bypassed
+/// cache meanwhile.
 async fn throughput_only(
     mode: &str,
     settings: &Settings,
     http: &reqwest::Client,
     warmup: Duration,
     measure: Duration,
-) -> anyhow::Result<LoadReport> {
-    let system = LocalSystem::start(SystemOptions {
+) -> anyhow::Result<(LoadReport, u64)> {
+    let system = LocalSystem::start(shipped(SystemOptions {
         tasks: 1,
         cache_mode: mode.into(),
         ..SystemOptions::default()
-    })
+    }))
     .await?;
     let outcome = async {
         let users: Users = bench::bench_users(&system, settings.users).await?;
         // As in the event run: let the relay finish with the inserts before measuring.
-        tokio::time::sleep(Duration::from_secs(2)).await;
-        bench::load(http, &system.task_urls[0], &users, settings.concurrency, warmup, measure).await
+        system.until_quiescent().await?;
+        let report = bench::load(http, &system.task_urls[0], &users, settings.concurrency, warmup, measure).await?;
+        Ok((report, bypassed_reads(&system).await?))
     }
     .await;
     system.stop().await;
@@ -317,7 +376,7 @@ fn render(settings: &Settings, results: &Results, elapsed: Duration, machine: &s
     let row = |page: &mut String, title: &str, show: &dyn Fn(&LoadReport) -> String| {
         let _ = writeln!(page, "| {title} | {} | {} | {} |", cell("event", show), cell("ttl", show), cell("off", show));
     };
-    row(&mut page, "`GET /users/me` throughput, one task", &|r| format!("{:.0} req/s", r.rps()));
+    row(&mut page, "`GET /users/me` throughput, one task (the median round)", &|r| format!("{:.0} req/s", r.rps()));
     row(&mut page, "latency p50", &|r| ms(r.p50));
     row(&mut page, "latency p99", &|r| ms(r.p99));
     row(&mut page, "errors", &|r| r.errors.to_string());
@@ -404,10 +463,21 @@ fn render(settings: &Settings, results: &Results, elapsed: Duration, machine: &s
     let idle = results.idle_receives_per_task_hour.map_or_else(
         || "not measured".to_owned(),
         |(per_hour, receives, window)| {
-            format!("{per_hour:.0} `ReceiveMessage`/task/h measured ({receives} over {:.0} s, 3 tasks); derived from the defaults: 3,600 / 20 s = 180 `ReceiveMessage` + 3,600 / 60 s = 60 `TagQueue` + 12 sweeps × (1 `ListQueues` + 2 `ListQueueTags` for the other tasks' queues) = 276", window.as_secs_f64())
+            format!("{per_hour:.0} `ReceiveMessage`/task/h measured ({receives} over {:.0} s, 3 tasks, ticks included); derived from the defaults: ticks of 2 sources every `H` = 5 s each end a long poll, ≤ 1,440 `ReceiveMessage` (+ as many `DeleteMessageBatch`) + 60 `TagQueue` + 12 sweeps × (1 `ListQueues` + 2 `ListQueueTags` for the other tasks' queues)", window.as_secs_f64())
         },
     );
     let _ = writeln!(page, "| SQS requests per task per hour, idle | {idle} | 0 | 0 |");
+    let rounds: Vec<String> = results
+        .rounds
+        .iter()
+        .map(|(event, ttl)| format!("{event:.0} / {ttl:.0} ({:+.1} %)", (event / ttl - 1.0) * 100.0))
+        .collect();
+    let _ = writeln!(page, "| throughput rounds, `event` / `ttl` req/s, in run order | {} | — | — |", rounds.join("; "));
+    let _ = writeln!(
+        page,
+        "| reads past a bypassed cache, every `event` task of the run (healthy steady state) | {} | — | — |",
+        results.bypassed_reads
+    );
     let memory = results.memory.as_ref().map_or_else(
         || "not measured".to_owned(),
         |m| {
@@ -447,7 +517,7 @@ fn goals(results: &Results) -> String {
     let load = |mode: &str| results.load.iter().find(|(name, _)| *name == mode).map(|(_, report)| report.rps());
     let event_staleness = results.staleness.iter().find(|(name, _)| name == "event").map(|(_, report)| report);
     let hit_ns = bench::criterion_median_ns(&bench::target_dir(), "hot_path", "event_cache_hit_without_token_hash");
-    let mut text = String::from("\n## Goals (issue 6), judged on this run\n\n| goal | figure | verdict |\n|---|---|---|\n");
+    let mut text = String::from("\n## Goals (issues 6 and 10), judged on this run\n\n| goal | figure | verdict |\n|---|---|---|\n");
     let ratio = load("event").zip(load("off")).map(|(event, off)| event / off);
     let _ = writeln!(
         text,
@@ -455,12 +525,29 @@ fn goals(results: &Results) -> String {
         ratio.map_or_else(|| "—".to_owned(), |ratio| format!("{ratio:.0}×")),
         verdict(ratio.map(|ratio| ratio >= 20.0))
     );
-    let versus_ttl = load("event").zip(load("ttl")).map(|(event, ttl)| event / ttl - 1.0);
+    let mut ratios = ratios(&results.rounds);
+    ratios.sort_by(f64::total_cmp);
+    let median = median_round(&results.rounds).map(|index| results.rounds[index].0 / results.rounds[index].1 - 1.0);
     let _ = writeln!(
         text,
-        "| `event` throughput within 10 % of `ttl` | {} | {} |",
-        versus_ttl.map_or_else(|| "—".to_owned(), |delta| format!("{:+.1} %", delta * 100.0)),
-        verdict(versus_ttl.map(|delta| delta >= -0.10))
+        "| `event` throughput within 10 % of `ttl` (median of {} interleaved rounds) | {} | {} |",
+        results.rounds.len(),
+        median.map_or_else(
+            || "—".to_owned(),
+            |delta| format!(
+                "{:+.1} % (rounds from {:+.1} % to {:+.1} %)",
+                delta * 100.0,
+                (ratios.first().copied().unwrap_or(1.0) - 1.0) * 100.0,
+                (ratios.last().copied().unwrap_or(1.0) - 1.0) * 100.0
+            )
+        ),
+        verdict(median.map(|delta| delta >= -0.10))
+    );
+    let _ = writeln!(
+        text,
+        "| 0 reads past a bypassed cache in the healthy steady state | {} over the run | {} |",
+        results.bypassed_reads,
+        verdict(Some(results.bypassed_reads == 0))
     );
     let _ = writeln!(
         text,
