@@ -42,6 +42,8 @@ pub const SINCE_TICK: &str = "staleless_seconds_since_tick";
 pub const TICK_WRITTEN_TIMESTAMP: &str = "staleless_tick_written_timestamp_seconds";
 /// Ticks received, by `source`.
 pub const TICKS: &str = "staleless_ticks_total";
+/// Ticks showing that heartbeats went missing on the way (each flushed that cache), by `source`.
+pub const TICK_GAPS: &str = "staleless_tick_gaps_total";
 /// Times this task found its subscription gone or altered and re-created it.
 pub const SUBSCRIPTION_HEALED: &str = "staleless_subscription_healed_total";
 /// Successful `ReceiveMessage` calls, by `outcome` (`empty`, `messages`): the idle cost of a

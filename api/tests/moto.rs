@@ -494,6 +494,40 @@ async fn the_catalogue_reads_only_role_definitions_and_sees_a_new_role_at_once()
     api.stop().await;
 }
 
+/// A short outage — shorter than the bound, so trust never lapses — still drops messages: here
+/// the subscription is removed and restored by hand within a second, and the rename made
+/// meanwhile never arrives. The ticks after it show heartbeats missing, and the instance flushes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn heartbeats_missing_after_a_short_outage_flush_the_cache() {
+    let stack = Stack::start().await;
+    let api = stack.instance(None).await;
+    eventually("alice served from cache", || async {
+        let hits = api.state.directory.stats().profiles.hits;
+        (api.user_name("alice").await == "Alice" && api.state.directory.stats().profiles.hits > hits).then_some(())
+    })
+    .await;
+    let sns = stack.aws.sns();
+    let (arn, queue_arn) = stack.subscriptions().await.into_iter().next().expect("subscription");
+    sns.unsubscribe().subscription_arn(&arn).send().await.expect("unsubscribe");
+    stack.rename_user("alice", "Alice Lost In The Gap").await;
+    // Long enough for heartbeats (every 250 ms) to be lost with the rename, far shorter than the
+    // bound (3 s), and than the instance's own silence check (half the bound).
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    sns.subscribe()
+        .topic_arn(&stack.stack.topic_arn)
+        .protocol("sqs")
+        .endpoint(&queue_arn)
+        .attributes("RawMessageDelivery", "true")
+        .send()
+        .await
+        .expect("subscribe again");
+    eventually("the rename despite its lost invalidation", || async {
+        (api.user_name("alice").await == "Alice Lost In The Gap").then_some(())
+    })
+    .await;
+    api.stop().await;
+}
+
 /// Someone removes the instance's subscription, or adds a filter policy matching nothing: the
 /// queue keeps answering, ticks stop, and the instance re-creates its subscription by itself.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -38,6 +38,8 @@ pub const HEARTBEAT_SK: &str = "HEARTBEAT";
 pub const DEFAULT_HEARTBEAT_WRITER: &str = "staleless";
 /// Attribute of a heartbeat item holding the write time, ms since the Unix epoch.
 pub const HEARTBEAT_WRITTEN_AT_ATTRIBUTE: &str = "writtenAtMs";
+/// Attribute of a heartbeat item holding the writer's interval in ms.
+pub const HEARTBEAT_INTERVAL_ATTRIBUTE: &str = "intervalMs";
 /// The sparse index of the app-roles table holding exactly the role definitions (keyed on
 /// `displayName`, which only definitions carry): the role catalogue is listed from it in
 /// O(number of roles), never by scanning a table that also holds per-user items.

@@ -10,7 +10,7 @@
 //! {"v":1,"kind":"invalidate","source":"users",
 //!  "keys":[{"id":"u-1","seq":"4100000000000000000001","at_ms":1732500000123}]}
 //! {"v":1,"kind":"flush_all","reason":"operator request"}
-//! {"v":1,"kind":"tick","source":"users","written_at_ms":1732500000123}
+//! {"v":1,"kind":"tick","source":"users","written_at_ms":1732500000123,"interval_ms":5000}
 //! ```
 //!
 //! A `tick` is the heartbeat of one source: a heartbeat item written into that source's table
@@ -152,6 +152,10 @@ pub enum Invalidation {
         source: Source,
         /// When the heartbeat writer wrote it, ms since the Unix epoch (the writer's clock).
         written_at_ms: i64,
+        /// The writer's interval between heartbeats, so a subscriber can tell a heartbeat that
+        /// went missing (the path dropped messages) from a quiet stretch.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        interval_ms: Option<u64>,
     },
 }
 
@@ -388,10 +392,16 @@ mod tests {
         let tick = Invalidation::Tick {
             source: Source::Roles,
             written_at_ms: 1_732_500_000_123,
+            interval_ms: Some(5_000),
         };
         let text = tick.encode().expect("encode");
-        assert_eq!(text, r#"{"v":1,"kind":"tick","source":"roles","written_at_ms":1732500000123}"#);
+        assert_eq!(
+            text,
+            r#"{"v":1,"kind":"tick","source":"roles","written_at_ms":1732500000123,"interval_ms":5000}"#
+        );
         assert_eq!(decode(&text).expect("decode"), tick);
+        let without_interval = decode(r#"{"v":1,"kind":"tick","source":"users","written_at_ms":1}"#).expect("decode");
+        assert!(matches!(without_interval, Invalidation::Tick { interval_ms: None, .. }));
         assert_eq!(tick.source(), Some(Source::Roles));
         assert!(matches!(
             decode(r#"{"v":1,"kind":"tick","source":"users"}"#),

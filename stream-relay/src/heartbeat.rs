@@ -13,7 +13,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::AttributeValue;
-use staleless_protocol::keys::{HEARTBEAT_SK, HEARTBEAT_WRITTEN_AT_ATTRIBUTE, PARTITION_KEY, SORT_KEY, heartbeat_pk};
+use staleless_protocol::keys::{
+    HEARTBEAT_INTERVAL_ATTRIBUTE, HEARTBEAT_SK, HEARTBEAT_WRITTEN_AT_ATTRIBUTE, PARTITION_KEY, SORT_KEY, heartbeat_pk,
+};
 use tokio_util::sync::CancellationToken;
 
 /// Env var: seconds between two heartbeats.
@@ -34,11 +36,12 @@ pub const WRITE_TIMEOUT: Duration = Duration::from_secs(2);
 /// Where heartbeats are written; DynamoDB in production, a recorder in unit tests.
 #[async_trait]
 pub trait HeartbeatSink: Send + Sync {
-    /// Writes the heartbeat item of `writer` into `table`, stamped `written_at_ms`.
+    /// Writes the heartbeat item of `writer` into `table`, stamped `written_at_ms` and the
+    /// writer's `interval`.
     ///
     /// # Errors
     /// A description of the failure; the writer logs it and tries again at the next beat.
-    async fn write(&self, table: &str, writer: &str, written_at_ms: i64) -> Result<(), String>;
+    async fn write(&self, table: &str, writer: &str, written_at_ms: i64, interval: Duration) -> Result<(), String>;
 }
 
 /// [`HeartbeatSink`] on DynamoDB: one `PutItem` per table and beat.
@@ -58,7 +61,7 @@ impl DynamoHeartbeats {
 
 #[async_trait]
 impl HeartbeatSink for DynamoHeartbeats {
-    async fn write(&self, table: &str, writer: &str, written_at_ms: i64) -> Result<(), String> {
+    async fn write(&self, table: &str, writer: &str, written_at_ms: i64, interval: Duration) -> Result<(), String> {
         let put = self
             .client
             .put_item()
@@ -66,6 +69,7 @@ impl HeartbeatSink for DynamoHeartbeats {
             .item(PARTITION_KEY, AttributeValue::S(heartbeat_pk(writer)))
             .item(SORT_KEY, AttributeValue::S(HEARTBEAT_SK.to_owned()))
             .item(HEARTBEAT_WRITTEN_AT_ATTRIBUTE, AttributeValue::N(written_at_ms.to_string()))
+            .item(HEARTBEAT_INTERVAL_ATTRIBUTE, AttributeValue::N(interval.as_millis().to_string()))
             .send();
         match tokio::time::timeout(WRITE_TIMEOUT, put).await {
             Ok(Ok(_)) => Ok(()),
@@ -148,7 +152,9 @@ impl<S: HeartbeatSink> HeartbeatWriter<S> {
             .config
             .tables
             .iter()
-            .map(|table| async move { (table, self.sink.write(table, &self.config.writer, now_ms).await) });
+            .map(|table| async move {
+                (table, self.sink.write(table, &self.config.writer, now_ms, self.config.interval).await)
+            });
         let mut run = HeartbeatRun::default();
         for (table, result) in futures::future::join_all(writes).await {
             match result {
@@ -200,7 +206,7 @@ mod tests {
 
     #[async_trait]
     impl HeartbeatSink for &Recorder {
-        async fn write(&self, table: &str, writer: &str, written_at_ms: i64) -> Result<(), String> {
+        async fn write(&self, table: &str, writer: &str, written_at_ms: i64, _interval: Duration) -> Result<(), String> {
             if self.failing_table.as_deref() == Some(table) {
                 return Err("refused".into());
             }

@@ -16,7 +16,7 @@ use std::collections::HashMap;
 use aws_lambda_events::event::dynamodb::EventRecord;
 use serde_dynamo::{AttributeValue, Item};
 use staleless_protocol::keys::{
-    self, HEARTBEAT_WRITTEN_AT_ATTRIBUTE, PARTITION_KEY, PartitionKey, USER_ID_ATTRIBUTE,
+    self, HEARTBEAT_INTERVAL_ATTRIBUTE, HEARTBEAT_WRITTEN_AT_ATTRIBUTE, PARTITION_KEY, PartitionKey, USER_ID_ATTRIBUTE,
 };
 use staleless_protocol::{KeyVersion, SequenceNumber, Source, compare_sequence_numbers};
 
@@ -49,6 +49,8 @@ pub struct Change<'a> {
     pub at_ms: i64,
     /// A deletion by DynamoDB's TTL process rather than by a client; counted apart in the logs.
     pub ttl_expiry: bool,
+    /// For a heartbeat: the writer's interval in ms, when the item says.
+    pub interval_ms: Option<u64>,
 }
 
 /// Why a record publishes nothing.
@@ -173,6 +175,7 @@ impl Mapper {
             id,
             seq,
             at_ms: created_ms,
+            interval_ms: None,
             ttl_expiry: operation == Operation::Remove
                 && record
                     .user_identity
@@ -216,8 +219,8 @@ fn heartbeat<'a>(
     if operation == Operation::Remove {
         return Mapped::Skip(SkipReason::Ignored("heartbeat item removed"));
     }
-    let written_ms = match new_image.get(HEARTBEAT_WRITTEN_AT_ATTRIBUTE) {
-        Some(AttributeValue::N(number)) => number.parse::<i64>().ok().filter(|ms| *ms > 0),
+    let number = |attribute: &str| match new_image.get(attribute) {
+        Some(AttributeValue::N(number)) => number.parse::<i64>().ok().filter(|value| *value > 0),
         _ => None,
     };
     Mapped::Invalidate(Change {
@@ -225,8 +228,9 @@ fn heartbeat<'a>(
         source,
         id: writer,
         seq,
-        at_ms: written_ms.unwrap_or(created_ms),
+        at_ms: number(HEARTBEAT_WRITTEN_AT_ATTRIBUTE).unwrap_or(created_ms),
         ttl_expiry: false,
+        interval_ms: number(HEARTBEAT_INTERVAL_ATTRIBUTE).and_then(|ms| u64::try_from(ms).ok()),
     })
 }
 
@@ -302,6 +306,8 @@ pub struct PendingKey<'a> {
     pub seq: &'a str,
     /// Creation time of that latest record.
     pub at_ms: i64,
+    /// For a heartbeat, the writer's interval (from the latest record).
+    pub interval_ms: Option<u64>,
     /// Position in the batch of the first record that needed this key: if the key is not
     /// published, that record and every later one must be retried. For a heartbeat it is the
     /// latest heartbeat record instead, so its tick is published after every key of the records
@@ -348,6 +354,7 @@ impl<'a> Coalescer<'a> {
                 if compare_sequence_numbers(change.seq, key.seq).is_gt() {
                     key.seq = change.seq;
                     key.at_ms = change.at_ms;
+                    key.interval_ms = change.interval_ms;
                     if change.kind == ChangeKind::Heartbeat {
                         key.first_record = position;
                     }
@@ -361,6 +368,7 @@ impl<'a> Coalescer<'a> {
                     id: change.id,
                     seq: change.seq,
                     at_ms: change.at_ms,
+                    interval_ms: change.interval_ms,
                     first_record: position,
                 });
             }
@@ -463,6 +471,7 @@ mod tests {
                 seq: "4100000000000000000001",
                 at_ms: 1_732_500_000_000,
                 ttl_expiry: false,
+                interval_ms: None,
             })
         );
     }
@@ -550,6 +559,7 @@ mod tests {
                 id: "staff",
                 seq: "4200000000000000000104",
                 at_ms: 1_732_500_003_000,
+                interval_ms: None,
                 first_record: 0,
             }]
         );
@@ -588,6 +598,7 @@ mod tests {
             seq,
             at_ms,
             ttl_expiry: false,
+            interval_ms: None,
         };
         coalescer.add(change("99", 1), 0);
         coalescer.add(change("100", 2), 1);
@@ -609,6 +620,7 @@ mod tests {
                     seq: "1",
                     at_ms: 0,
                     ttl_expiry: false,
+                    interval_ms: None,
                 },
                 position,
             );
@@ -623,6 +635,7 @@ mod tests {
             panic!("nothing is skipped: {reason:?}");
         });
         assert_eq!((counts.heartbeats, counts.invalidating), (3, 1));
+        assert_eq!(keys[1].interval_ms, Some(5_000), "the writer's interval travels with the tick");
         let summary: Vec<_> = keys.iter().map(|key| (key.kind, key.source, key.id, key.at_ms, key.first_record)).collect();
         assert_eq!(
             summary,

@@ -344,6 +344,7 @@ impl Relay {
             let tick = Invalidation::Tick {
                 source: heartbeat.source,
                 written_at_ms: heartbeat.at_ms,
+                interval_ms: heartbeat.interval_ms,
             };
             messages.push(OutgoingMessage {
                 source: heartbeat.source,

@@ -68,7 +68,7 @@ fn published_in_order(publisher: &MemoryPublisher) -> Vec<(Source, Result<Vec<St
         .into_iter()
         .map(|(attribute, message)| match message {
             Invalidation::Invalidate { source, keys } => (source, Ok(keys.into_iter().map(|key| key.id).collect())),
-            Invalidation::Tick { source, written_at_ms } => {
+            Invalidation::Tick { source, written_at_ms, .. } => {
                 assert_eq!(attribute, source, "a tick carries its source attribute too");
                 (source, Err(written_at_ms))
             }

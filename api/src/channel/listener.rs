@@ -22,7 +22,7 @@ use staleless_protocol::{Invalidation, Source, decode};
 use tokio_util::sync::CancellationToken;
 
 use super::queue::{self, HEARTBEAT_TAG};
-use super::{SOURCES, cache_of, unix_now_ms};
+use super::{SOURCES, cache_of, heartbeats_missed, unix_now_ms};
 use crate::config::ChannelConfig;
 use crate::metrics as names;
 use crate::state::{AppState, ChannelClients};
@@ -233,8 +233,10 @@ impl Listener {
 
     /// A tick of `source` arrived. If it brings that cache back within the bound, whatever was
     /// cached while it was untrusted may have missed invalidations, so the cache is flushed
-    /// *before* the tick is recorded (and trust returns).
-    fn record_tick(&self, source: Source, written_at_ms: i64) {
+    /// *before* the tick is recorded (and trust returns). If it shows that heartbeats went
+    /// missing while the cache stayed trusted (an outage shorter than the bound), messages were
+    /// dropped and the cache is flushed too.
+    fn record_tick(&self, source: Source, written_at_ms: i64, interval_ms: Option<u64>) {
         let channel = &self.state.channel;
         let fresh = u64::try_from(unix_now_ms().saturating_sub(written_at_ms))
             .is_ok_and(|lag_ms| Duration::from_millis(lag_ms) <= channel.bound());
@@ -243,6 +245,14 @@ impl Listener {
             metrics::counter!(names::CHANNEL_BYPASS_SECONDS, "cache" => cache_of(source)).increment(beyond.as_secs());
             self.state.directory.flush_source(source);
             tracing::info!(source = %source, bypassed_secs = beyond.as_secs(), "ticks back within the bound; cache flushed and trusted again");
+        } else if heartbeats_missed(channel.last_tick_written_ms(source), written_at_ms, interval_ms) {
+            metrics::counter!(names::TICK_GAPS, "source" => source.as_str()).increment(1);
+            self.state.directory.flush_source(source);
+            tracing::warn!(
+                source = %source,
+                gap_ms = written_at_ms.saturating_sub(channel.last_tick_written_ms(source).unwrap_or(written_at_ms)),
+                "heartbeats went missing on the way here; cache flushed"
+            );
         }
         channel.record_tick(source, written_at_ms);
         metrics::counter!(names::TICKS, "source" => source.as_str()).increment(1);
@@ -435,8 +445,13 @@ impl Listener {
     }
 
     fn apply(&self, invalidation: &Invalidation, now_ms: i64) {
-        if let Invalidation::Tick { source, written_at_ms } = invalidation {
-            self.record_tick(*source, *written_at_ms);
+        if let Invalidation::Tick {
+            source,
+            written_at_ms,
+            interval_ms,
+        } = invalidation
+        {
+            self.record_tick(*source, *written_at_ms, *interval_ms);
             return;
         }
         let evicted = self.state.apply(invalidation);

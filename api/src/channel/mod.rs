@@ -38,6 +38,18 @@ pub fn is_trusted(subscribed: bool, lag: Option<Duration>, gap: Option<Duration>
     subscribed && lag.is_some_and(|lag| lag <= bound) && gap.is_some_and(|gap| gap <= bound)
 }
 
+/// Whether a tick written at `written_ms` shows that heartbeats went missing since the newest
+/// one before it (written at `previous_ms`): a gap over one and a half of the writer's
+/// `interval_ms`. The path then dropped messages for at least an interval — invalidations may
+/// be among them — even if trust never lapsed. Unknown values say nothing.
+#[must_use]
+pub fn heartbeats_missed(previous_ms: Option<i64>, written_ms: i64, interval_ms: Option<u64>) -> bool {
+    match (previous_ms, interval_ms.and_then(|ms| i64::try_from(ms).ok())) {
+        (Some(previous), Some(interval)) if interval > 0 => written_ms.saturating_sub(previous) > interval.saturating_mul(3) / 2,
+        _ => false,
+    }
+}
+
 /// Sentinel for "never" in the millisecond atomics below.
 const NEVER: u64 = u64::MAX;
 /// Sentinel for "no tick yet" in [`SourceFreshness::written_ms`].
@@ -197,6 +209,13 @@ impl ChannelHealth {
     fn lag(&self, source: Source) -> Option<Duration> {
         let written = self.sources[slot(source)].written_ms.load(Ordering::Acquire);
         (written != NO_TICK).then(|| Duration::from_millis(u64::try_from(unix_now_ms().saturating_sub(written)).unwrap_or(0)))
+    }
+
+    /// When the newest tick of `source` was written (Unix ms), if any arrived.
+    #[must_use]
+    pub fn last_tick_written_ms(&self, source: Source) -> Option<i64> {
+        let written = self.sources[slot(source)].written_ms.load(Ordering::Acquire);
+        (written != NO_TICK).then_some(written)
     }
 
     /// Time since a tick of `source` last arrived.
@@ -387,6 +406,17 @@ mod tests {
         assert!(!health.is_trusted(Source::Users) && health.is_ready());
         health.mark_stopping();
         assert!(!health.is_ready());
+    }
+
+    #[test]
+    fn a_gap_of_more_than_one_and_a_half_intervals_means_heartbeats_went_missing() {
+        assert!(!heartbeats_missed(None, 10_000, Some(5_000)), "the first tick");
+        assert!(!heartbeats_missed(Some(5_000), 10_000, Some(5_000)), "the next beat");
+        assert!(!heartbeats_missed(Some(5_000), 12_500, Some(5_000)), "a late beat");
+        assert!(heartbeats_missed(Some(5_000), 15_000, Some(5_000)), "one beat missing");
+        assert!(!heartbeats_missed(Some(15_000), 10_000, Some(5_000)), "an older tick arriving late");
+        assert!(!heartbeats_missed(Some(5_000), 60_000, None), "a writer that does not say its interval");
+        assert!(!heartbeats_missed(Some(5_000), 60_000, Some(0)));
     }
 
     #[test]
