@@ -76,6 +76,8 @@ pub fn stack_env(endpoint: &str, stack: &Provisioned) -> Vec<(String, String)> {
     [
         ("AWS_ENDPOINT_URL", endpoint),
         ("AWS_REGION", LOCAL_REGION),
+        // boto3 and the AWS CLI read this one, not AWS_REGION.
+        ("AWS_DEFAULT_REGION", LOCAL_REGION),
         ("AWS_ACCESS_KEY_ID", "staleless"),
         ("AWS_SECRET_ACCESS_KEY", "staleless"),
         ("USERS_TABLE", &stack.users_table),
