@@ -430,7 +430,7 @@ fn render(settings: &Settings, results: &Results, elapsed: Duration, machine: &s
     let show_ns = |value: Option<f64>| value.map_or_else(|| "not run".to_owned(), |ns| format!("{ns:.0} ns"));
     let _ = writeln!(
         page,
-        "| auth hot path on a hit, in-process (criterion median) | {} whole (token hash + claims + profile + permissions); {} without the token hash | — | {} (`GetItem` + role `Scan` on moto) |",
+        "| auth hot path on a hit, in-process (criterion median) | {} whole (token hash + claims + profile + permissions); {} without the token hash | — | {} (`GetItem` + role catalogue on moto) |",
         show_ns(ns("hot_path", "event_cache_hit")),
         show_ns(ns("hot_path", "event_cache_hit_without_token_hash")),
         ns("hot_path", "off_moto").map_or_else(|| "not run".to_owned(), |ns| ms(Duration::from_nanos(ns as u64)))
