@@ -393,7 +393,11 @@ impl Listener {
     }
 
     async fn receive(&self, queue: &TaskQueue) -> Result<Vec<Message>, ChannelError> {
-        let wait = self.config.poll_wait();
+        // At most half the bound: while ticks flow they end each poll long before, and while
+        // they are silent the subscription check after each receive comes soon enough to heal
+        // within the bound.
+        let half_bound = Duration::from_secs((self.state.channel.bound().as_secs() / 2).max(1));
+        let wait = self.config.poll_wait().min(half_bound);
         let request = self
             .clients
             .sqs
