@@ -123,7 +123,7 @@ pub struct Directory {
     /// The whole catalogue under the unit key: resolution needs every role at once.
     catalogue_cache: KeyedCache<(), Arc<Catalogue>>,
     /// Roles changed moments ago, read by id until the definitions index surely shows them.
-    recent_role_changes: Arc<RecentRoleChanges>,
+    recent_role_changes: RecentRoleChanges,
     /// Reads that skipped a trusted cache, by cache.
     bypassed_profiles: metrics::Counter,
     bypassed_roles: metrics::Counter,
@@ -147,7 +147,7 @@ impl Directory {
             channel,
             profile_cache: KeyedCache::new("profiles", max_profiles, ttl),
             catalogue_cache: KeyedCache::new("roles", 1, ttl),
-            recent_role_changes: Arc::default(),
+            recent_role_changes: RecentRoleChanges::default(),
             bypassed_profiles: metrics::counter!(names::CACHE_BYPASSED_READS, "cache" => "profiles"),
             bypassed_roles: metrics::counter!(names::CACHE_BYPASSED_READS, "cache" => "roles"),
         }

@@ -432,7 +432,7 @@ async fn all_trusted_again(system: &LocalSystem) -> anyhow::Result<bool> {
 /// When a write or a request fails outright, or a pair never settles within [`CHECK_PATIENCE`]
 /// (the bound would then be broken beyond measure).
 pub async fn probe(system: &LocalSystem, users: &[String], round: usize, errors_settle: bool) -> anyhow::Result<Probe> {
-    let bypassed_before = bypassed_reads(system).await?;
+    let bypassed_before = system.bypassed_reads().await?;
     let dynamodb = system.aws.dynamodb();
     let acknowledged: Vec<(String, Instant)> = futures::stream::iter(users.iter().cloned())
         .map(|user| {
@@ -491,18 +491,8 @@ pub async fn probe(system: &LocalSystem, users: &[String], round: usize, errors_
         worst_staleness: outcomes.iter().map(|outcome| outcome.0).max().unwrap_or_default(),
         worst_time_to_new_value: outcomes.iter().map(|outcome| outcome.1).max().unwrap_or_default(),
         failed_reads: outcomes.iter().map(|outcome| outcome.2).sum(),
-        bypassed_reads: bypassed_reads(system).await?.saturating_sub(bypassed_before),
+        bypassed_reads: system.bypassed_reads().await?.saturating_sub(bypassed_before),
     })
-}
-
-/// Reads answered past a bypassed cache, summed over the tasks.
-async fn bypassed_reads(system: &LocalSystem) -> anyhow::Result<u64> {
-    let mut total = 0.0;
-    for index in 0..system.task_urls.len() {
-        total += system.metric(index, "staleless_cache_bypassed_reads_total", &[]).await?;
-    }
-    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // a count
-    Ok(total as u64)
 }
 
 /// Renames every user once (`<id> r<round>`): one `UpdateItem` each (after the first round).

@@ -378,6 +378,20 @@ impl LocalSystem {
         Ok(sum_metric(&text, name, labels))
     }
 
+    /// Reads the running tasks answered past a bypassed cache, summed
+    /// (`staleless_cache_bypassed_reads_total`).
+    ///
+    /// # Errors
+    /// When a task's `/metrics` cannot be read.
+    pub async fn bypassed_reads(&self) -> anyhow::Result<u64> {
+        let mut total = 0.0;
+        for index in (0..self.tasks.len()).filter(|index| self.tasks[*index].is_some()) {
+            total += self.metric(index, "staleless_cache_bypassed_reads_total", &[]).await?;
+        }
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)] // a count
+        Ok(total as u64)
+    }
+
     /// The queue URLs of this stack's API tasks.
     ///
     /// # Errors

@@ -238,19 +238,18 @@ impl Listener {
     /// dropped and the cache is flushed too.
     fn record_tick(&self, source: Source, written_at_ms: i64, interval_ms: Option<u64>) {
         let channel = &self.state.channel;
-        let fresh = u64::try_from(unix_now_ms().saturating_sub(written_at_ms))
-            .is_ok_and(|lag_ms| Duration::from_millis(lag_ms) <= channel.bound());
-        if fresh && !channel.is_trusted(source) {
+        let previous_ms = channel.last_tick_written_ms(source);
+        if channel.within_bound(written_at_ms) && !channel.is_trusted(source) {
             let beyond = channel.time_beyond_bound(source);
             metrics::counter!(names::CHANNEL_BYPASS_SECONDS, "cache" => cache_of(source)).increment(beyond.as_secs());
             self.state.directory.flush_source(source);
             tracing::info!(source = %source, bypassed_secs = beyond.as_secs(), "ticks back within the bound; cache flushed and trusted again");
-        } else if heartbeats_missed(channel.last_tick_written_ms(source), written_at_ms, interval_ms) {
+        } else if heartbeats_missed(previous_ms, written_at_ms, interval_ms) {
             metrics::counter!(names::TICK_GAPS, "source" => source.as_str()).increment(1);
             self.state.directory.flush_source(source);
             tracing::warn!(
                 source = %source,
-                gap_ms = written_at_ms.saturating_sub(channel.last_tick_written_ms(source).unwrap_or(written_at_ms)),
+                gap_ms = written_at_ms.saturating_sub(previous_ms.unwrap_or(written_at_ms)),
                 "heartbeats went missing on the way here; cache flushed"
             );
         }

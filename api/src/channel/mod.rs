@@ -82,6 +82,11 @@ pub fn unix_now_ms() -> i64 {
         .map_or(0, |elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// Now minus `written_ms` (zero when the writer's clock is ahead of this task's).
+fn lag_since(written_ms: i64) -> Duration {
+    Duration::from_millis(u64::try_from(unix_now_ms().saturating_sub(written_ms)).unwrap_or(0))
+}
+
 /// The last tick of one source.
 #[derive(Debug)]
 struct SourceFreshness {
@@ -207,8 +212,13 @@ impl ChannelHealth {
 
     /// Now minus the newest tick's write time (zero when the writer's clock is ahead).
     fn lag(&self, source: Source) -> Option<Duration> {
-        let written = self.sources[slot(source)].written_ms.load(Ordering::Acquire);
-        (written != NO_TICK).then(|| Duration::from_millis(u64::try_from(unix_now_ms().saturating_sub(written)).unwrap_or(0)))
+        self.last_tick_written_ms(source).map(lag_since)
+    }
+
+    /// Whether a tick written at `written_ms` is young enough to vouch for its cache now.
+    #[must_use]
+    pub fn within_bound(&self, written_ms: i64) -> bool {
+        lag_since(written_ms) <= self.bound
     }
 
     /// When the newest tick of `source` was written (Unix ms), if any arrived.

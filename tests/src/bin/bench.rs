@@ -105,15 +105,6 @@ fn shipped(options: SystemOptions) -> SystemOptions {
     }
 }
 
-/// Reads answered past a bypassed cache, summed over `system`'s running tasks.
-async fn bypassed_reads(system: &LocalSystem) -> anyhow::Result<u64> {
-    let mut total = 0.0;
-    for index in (0..system.tasks.len()).filter(|index| system.tasks[*index].is_some()) {
-        total += system.metric(index, "staleless_cache_bypassed_reads_total", &[]).await?;
-    }
-    Ok(total as u64)
-}
-
 #[tokio::main]
 async fn main() -> ExitCode {
     let settings = Settings::from_env();
@@ -162,7 +153,7 @@ async fn run(settings: &Settings, results: &mut Results) -> anyhow::Result<()> {
     }))
     .await?;
     let outcome = event_phase(settings, &http, &mut system, results, measure).await;
-    if let Ok(bypassed) = bypassed_reads(&system).await {
+    if let Ok(bypassed) = system.bypassed_reads().await {
         results.bypassed_reads += bypassed;
     }
     system.stop().await;
@@ -321,7 +312,7 @@ async fn throughput_only(
         // As in the event run: let the relay finish with the inserts before measuring.
         system.until_quiescent().await?;
         let report = bench::load(http, &system.task_urls[0], &users, settings.concurrency, warmup, measure).await?;
-        Ok((report, bypassed_reads(&system).await?))
+        Ok((report, system.bypassed_reads().await?))
     }
     .await;
     system.stop().await;
