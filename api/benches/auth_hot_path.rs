@@ -43,7 +43,9 @@ async fn state(
 ) -> AppState {
     let config = config(mode);
     let set = serde_json::from_value(jwt.jwks().clone()).expect("jwks");
-    let auth = Authenticator::new(JwksSource::Fixed(set), &config.jwt, 10_000).await.expect("auth");
+    let auth = Authenticator::new(JwksSource::Fixed(set), &config.jwt, 10_000)
+        .await
+        .expect("auth");
     let state = AppState::new(config, profiles, roles, auth, None);
     state.channel.mark_subscribed("bench");
     state.channel.record_ticks_now();
@@ -66,7 +68,13 @@ fn memory_store() -> Arc<MemoryStore> {
 fn hot_path(c: &mut Criterion) {
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
     let jwt = LocalJwt::generate().expect("key pair");
-    let token = jwt.mint("alice", &["Staff"], "alice@example.com", "Alice", Duration::from_secs(3_600));
+    let token = jwt.mint(
+        "alice",
+        &["Staff"],
+        "alice@example.com",
+        "Alice",
+        Duration::from_secs(3_600),
+    );
 
     let store = memory_store();
     let cached = runtime.block_on(state(&jwt, CacheMode::Event, store.clone(), store.clone()));
@@ -77,14 +85,24 @@ fn hot_path(c: &mut Criterion) {
     let aws = infra::LocalAws::start().expect("emulator");
     let stack = runtime.block_on(aws.provision_unique()).expect("provision");
     runtime
-        .block_on(infra::operator::seed_demo(&aws.dynamodb(), &stack.users_table, &stack.roles_table))
+        .block_on(infra::operator::seed_demo(
+            &aws.dynamodb(),
+            &stack.users_table,
+            &stack.roles_table,
+        ))
         .expect("seed");
     let dynamodb = aws.dynamodb();
     let uncached = runtime.block_on(state(
         &jwt,
         CacheMode::Off,
-        Arc::new(staleless_api::store::DynamoProfiles::new(dynamodb.clone(), stack.users_table.clone())),
-        Arc::new(staleless_api::store::DynamoRoles::new(dynamodb, stack.roles_table.clone())),
+        Arc::new(staleless_api::store::DynamoProfiles::new(
+            dynamodb.clone(),
+            stack.users_table.clone(),
+        )),
+        Arc::new(staleless_api::store::DynamoRoles::new(
+            dynamodb,
+            stack.roles_table.clone(),
+        )),
     ));
     runtime.block_on(uncached.caller(&token)).expect("moto warm-up");
 
@@ -95,11 +113,19 @@ fn hot_path(c: &mut Criterion) {
         // path itself rather than a scheduler round trip.
         b.iter(|| futures::executor::block_on(black_box(&cached).caller(black_box(&token))).expect("caller"));
     });
-    let profile = runtime.block_on(cached.directory.profile("alice")).expect("profile").expect("alice");
+    let profile = runtime
+        .block_on(cached.directory.profile("alice"))
+        .expect("profile")
+        .expect("alice");
     group.bench_function("event_cache_hit_without_token_hash", |b| {
         b.iter(|| {
             futures::executor::block_on(async {
-                let profile = cached.directory.profile(black_box("alice")).await.expect("profile").expect("alice");
+                let profile = cached
+                    .directory
+                    .profile(black_box("alice"))
+                    .await
+                    .expect("profile")
+                    .expect("alice");
                 cached.directory.access(&profile).await.expect("access")
             })
         });
@@ -113,10 +139,15 @@ fn hot_path(c: &mut Criterion) {
     });
     group.sample_size(30).measurement_time(Duration::from_secs(10));
     group.bench_function("off_moto", |b| {
-        b.to_async(&runtime).iter(|| async { uncached.caller(black_box(&token)).await.expect("caller") });
+        b.to_async(&runtime)
+            .iter(|| async { uncached.caller(black_box(&token)).await.expect("caller") });
     });
     group.finish();
-    assert_eq!(store.profile_reads(), reads, "the cached benchmarks never read the store");
+    assert_eq!(
+        store.profile_reads(),
+        reads,
+        "the cached benchmarks never read the store"
+    );
 }
 
 criterion_group!(benches, hot_path);

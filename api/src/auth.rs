@@ -143,7 +143,9 @@ impl JwksSource {
                     .map_err(|err| fail(err.to_string()))
             }
             Self::File(path) => {
-                let text = tokio::fs::read_to_string(path).await.map_err(|err| fail(err.to_string()))?;
+                let text = tokio::fs::read_to_string(path)
+                    .await
+                    .map_err(|err| fail(err.to_string()))?;
                 serde_json::from_str(&text).map_err(|err| fail(err.to_string()))
             }
             Self::Fixed(set) => Ok(set.clone()),
@@ -209,7 +211,11 @@ pub fn idp_roles(custom_roles: Option<&str>, groups: Option<&[String]>) -> Vec<S
     if custom.starts_with('[')
         && let Ok(list) = serde_json::from_str::<Vec<String>>(custom)
     {
-        return list.into_iter().map(|role| role.trim().to_owned()).filter(|role| !role.is_empty()).collect();
+        return list
+            .into_iter()
+            .map(|role| role.trim().to_owned())
+            .filter(|role| !role.is_empty())
+            .collect();
     }
     custom
         .split(',')
@@ -229,7 +235,9 @@ impl moka::Expiry<[u8; 32], Arc<Identity>> for UntilExpiry {
         identity: &Arc<Identity>,
         _created_at: std::time::Instant,
     ) -> Option<Duration> {
-        Some(Duration::from_secs(identity.expires_at.saturating_sub(crate::unix_now_secs())))
+        Some(Duration::from_secs(
+            identity.expires_at.saturating_sub(crate::unix_now_secs()),
+        ))
     }
 }
 
@@ -288,7 +296,10 @@ impl Authenticator {
             refresh_min: Duration::from_secs(config.jwks_refresh_min_secs),
             validation,
             audience: config.audience.clone(),
-            verified: moka::sync::Cache::builder().max_capacity(max_tokens).expire_after(UntilExpiry).build(),
+            verified: moka::sync::Cache::builder()
+                .max_capacity(max_tokens)
+                .expire_after(UntilExpiry)
+                .build(),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         })
@@ -422,7 +433,11 @@ mod tests {
         let many = Audience::Many(strings(&["other", "api"]));
         assert!(audience_matches(Some(&one), None, "api"));
         assert!(audience_matches(Some(&many), None, "api"));
-        assert!(!audience_matches(Some(&Audience::One("other".into())), Some("api"), "api"));
+        assert!(!audience_matches(
+            Some(&Audience::One("other".into())),
+            Some("api"),
+            "api"
+        ));
         assert!(audience_matches(None, Some("api"), "api"));
         assert!(!audience_matches(None, None, "api"));
     }

@@ -190,7 +190,10 @@ where
         Self {
             inner: Arc::new(Inner {
                 name,
-                entries: moka::sync::Cache::builder().max_capacity(max_entries).time_to_live(ttl).build(),
+                entries: moka::sync::Cache::builder()
+                    .max_capacity(max_entries)
+                    .time_to_live(ttl)
+                    .build(),
                 state: Mutex::new(FillState {
                     epoch: 0,
                     flushed_at: 0,
@@ -290,10 +293,13 @@ where
         state.next_flight += 1;
         let id = state.next_flight;
         let result = self.spawn_fill(key.to_owned(), id, started, load, keep);
-        state.flights.insert(key.to_owned(), Flight {
-            id,
-            result: result.clone(),
-        });
+        state.flights.insert(
+            key.to_owned(),
+            Flight {
+                id,
+                result: result.clone(),
+            },
+        );
         result
     }
 
@@ -414,7 +420,10 @@ mod tests {
         cache: &KeyedCache<String, &'static str>,
         id: &str,
         value: &'static str,
-    ) -> (tokio::task::JoinHandle<Result<&'static str, StoreError>>, oneshot::Sender<()>) {
+    ) -> (
+        tokio::task::JoinHandle<Result<&'static str, StoreError>>,
+        oneshot::Sender<()>,
+    ) {
         let (started_tx, started_rx) = oneshot::channel();
         let (release_tx, release_rx) = oneshot::channel::<()>();
         let reader = {
@@ -456,7 +465,10 @@ mod tests {
         assert_eq!(cache.get(&key("u-1")), None, "the raced fill must not be cached");
         let stats = cache.stats();
         assert_eq!((stats.fills, stats.discarded_fills, stats.entries), (1, 1, 0));
-        let fresh = cache.get_or_load(&key("u-1"), || async { Ok("new") }).await.expect("load");
+        let fresh = cache
+            .get_or_load(&key("u-1"), || async { Ok("new") })
+            .await
+            .expect("load");
         assert_eq!(fresh, "new");
         assert_eq!(cache.get(&key("u-1")), Some("new"));
         assert_eq!(cache.tracked_invalidations(), 0, "bookkeeping drains when no fill runs");
@@ -488,11 +500,18 @@ mod tests {
         let (old_reader, release_old_tx) = held_fill(&cache, "u-1", "old").await;
         cache.invalidate(&key("u-1"));
         // Arrives after the invalidation: must get a new read, not the old flight's result.
-        let new = cache.get_or_load(&key("u-1"), || async { Ok("new") }).await.expect("load");
+        let new = cache
+            .get_or_load(&key("u-1"), || async { Ok("new") })
+            .await
+            .expect("load");
         assert_eq!(new, "new");
         release_old_tx.send(()).expect("release");
         assert_eq!(old_reader.await.expect("join").expect("load"), "old");
-        assert_eq!(cache.get(&key("u-1")), Some("new"), "the old fill must not overwrite the new one");
+        assert_eq!(
+            cache.get(&key("u-1")),
+            Some("new"),
+            "the old fill must not overwrite the new one"
+        );
     }
 
     #[tokio::test]
@@ -557,7 +576,11 @@ mod tests {
         for reader in readers {
             assert_eq!(reader.await.expect("join").expect("load"), "value");
         }
-        assert_eq!(loads.load(Ordering::SeqCst), 1, "one store read for every concurrent reader");
+        assert_eq!(
+            loads.load(Ordering::SeqCst),
+            1,
+            "one store read for every concurrent reader"
+        );
         assert_eq!(cache.get(&key("u-1")), None, "a read-through is never stored");
         assert_eq!(cache.stats().fills, 1);
     }
@@ -570,6 +593,12 @@ mod tests {
             .await
             .expect_err("fails");
         assert!(matches!(err, StoreError::Unavailable(_)));
-        assert_eq!(cache.get_or_load(&key("u-1"), || async { Ok("up") }).await.expect("load"), "up");
+        assert_eq!(
+            cache
+                .get_or_load(&key("u-1"), || async { Ok("up") })
+                .await
+                .expect("load"),
+            "up"
+        );
     }
 }

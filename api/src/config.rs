@@ -82,7 +82,9 @@ impl AwsTimeouts {
     pub fn for_calls(&self) -> aws_config::timeout::TimeoutConfig {
         aws_config::timeout::TimeoutConfig::builder()
             .operation_timeout(Duration::from_millis(self.call_timeout_ms.max(1)))
-            .operation_attempt_timeout(Duration::from_millis(self.attempt_timeout_ms.clamp(1, self.call_timeout_ms.max(1))))
+            .operation_attempt_timeout(Duration::from_millis(
+                self.attempt_timeout_ms.clamp(1, self.call_timeout_ms.max(1)),
+            ))
             .build()
     }
 
@@ -245,7 +247,9 @@ mod tests {
 
     #[test]
     fn ttl_default_depends_on_the_mode_and_an_explicit_value_wins() {
-        let mut cache = Config::try_parse_from(["staleless-api", "--cache-mode", "ttl"]).expect("parse").cache;
+        let mut cache = Config::try_parse_from(["staleless-api", "--cache-mode", "ttl"])
+            .expect("parse")
+            .cache;
         assert_eq!(cache.ttl(), Duration::from_secs(300));
         cache.cache_mode = CacheMode::Event;
         assert_eq!(cache.ttl(), Duration::from_secs(3_600));
@@ -261,7 +265,11 @@ mod tests {
         assert_eq!(calls.operation_timeout(), Some(Duration::from_secs(3)));
         assert_eq!(calls.operation_attempt_timeout(), Some(Duration::from_secs(1)));
         let queue = config.aws.for_queue(Duration::from_secs(20));
-        assert_eq!(queue.operation_timeout(), Some(Duration::from_secs(23)), "a long poll is not a hang");
+        assert_eq!(
+            queue.operation_timeout(),
+            Some(Duration::from_secs(23)),
+            "a long poll is not a hang"
+        );
     }
 
     #[test]

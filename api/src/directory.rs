@@ -22,7 +22,7 @@ use crate::config::CacheMode;
 use crate::metrics as names;
 use crate::model::{NewRole, Profile, RoleDefinition, RolePatch};
 use crate::permissions::{self, Access};
-use crate::store::{ProfileSync, ProfileStore, RoleStore, StoreError};
+use crate::store::{ProfileStore, ProfileSync, RoleStore, StoreError};
 
 /// Most distinct IdP-role combinations whose resolution is memoized per catalogue snapshot.
 const MAX_MEMOIZED_ROLE_SETS: u64 = 10_000;
@@ -268,7 +268,9 @@ impl Directory {
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("role {role_id} does not exist")))?;
         if current.is_system_role {
-            return Err(StoreError::Conflict(format!("role {role_id} is a system role and cannot be deleted")));
+            return Err(StoreError::Conflict(format!(
+                "role {role_id} is a system role and cannot be deleted"
+            )));
         }
         let result = self.roles.delete_role(&current).await;
         self.role_changed(role_id);
@@ -362,7 +364,14 @@ mod tests {
         let channel = Arc::new(ChannelHealth::new(Duration::from_secs(60)));
         channel.mark_subscribed("q");
         channel.record_ticks_now();
-        Directory::new(store.clone(), store.clone(), mode, Duration::from_secs(3_600), 100, channel)
+        Directory::new(
+            store.clone(),
+            store.clone(),
+            mode,
+            Duration::from_secs(3_600),
+            100,
+            channel,
+        )
     }
 
     fn users_message(id: &str) -> Invalidation {
@@ -393,7 +402,10 @@ mod tests {
         };
         directory.sync_profile(&sync).await.expect("sync");
         // No invalidation message has arrived; the next read must still see the write.
-        assert_eq!(directory.profile("u-1").await.expect("read").expect("some").name, "Ada Lovelace");
+        assert_eq!(
+            directory.profile("u-1").await.expect("read").expect("some").name,
+            "Ada Lovelace"
+        );
     }
 
     #[tokio::test]
@@ -403,9 +415,16 @@ mod tests {
         let directory = directory(&store, CacheMode::Event);
         directory.profile("u-1").await.expect("read");
         store.put_profile_directly(profile("u-1", "Grace"));
-        assert_eq!(directory.profile("u-1").await.expect("read").expect("some").name, "Ada", "served from cache");
+        assert_eq!(
+            directory.profile("u-1").await.expect("read").expect("some").name,
+            "Ada",
+            "served from cache"
+        );
         assert_eq!(directory.apply(&users_message("u-1")), 1);
-        assert_eq!(directory.profile("u-1").await.expect("read").expect("some").name, "Grace");
+        assert_eq!(
+            directory.profile("u-1").await.expect("read").expect("some").name,
+            "Grace"
+        );
         assert_eq!(store.profile_reads(), 2);
     }
 
@@ -417,7 +436,14 @@ mod tests {
             let store = Arc::new(MemoryStore::new());
             store.put_profile_directly(profile("u-1", "Ada"));
             let channel = Arc::new(ChannelHealth::new(Duration::from_secs(60)));
-            let directory = Directory::new(store.clone(), store.clone(), mode, Duration::from_secs(3_600), 100, channel);
+            let directory = Directory::new(
+                store.clone(),
+                store.clone(),
+                mode,
+                Duration::from_secs(3_600),
+                100,
+                channel,
+            );
             for _ in 0..3 {
                 directory.profile("u-1").await.expect("read");
             }
@@ -429,13 +455,28 @@ mod tests {
     async fn role_changes_drop_the_catalogue_and_its_memoized_resolutions() {
         let store = Arc::new(MemoryStore::new());
         let directory = directory(&store, CacheMode::Event);
-        let new: NewRole = serde_json::from_str(r#"{"roleId":"staff","displayName":"Staff","jwtRoleMappings":["Staff"],"grantedTools":["search"]}"#).expect("json");
-        directory.create_role(new, "2026-01-01T00:00:00.000Z").await.expect("create");
+        let new: NewRole = serde_json::from_str(
+            r#"{"roleId":"staff","displayName":"Staff","jwtRoleMappings":["Staff"],"grantedTools":["search"]}"#,
+        )
+        .expect("json");
+        directory
+            .create_role(new, "2026-01-01T00:00:00.000Z")
+            .await
+            .expect("create");
         let user = profile("u-1", "Ada");
-        assert_eq!(directory.access(&user).await.expect("access").permissions.tools, ["search"]);
+        assert_eq!(
+            directory.access(&user).await.expect("access").permissions.tools,
+            ["search"]
+        );
 
         let patch: RolePatch = serde_json::from_str(r#"{"grantedTools":["search","wiki"]}"#).expect("json");
-        directory.update_role("staff", patch, "2026-01-02T00:00:00.000Z").await.expect("update");
-        assert_eq!(directory.access(&user).await.expect("access").permissions.tools, ["search", "wiki"]);
+        directory
+            .update_role("staff", patch, "2026-01-02T00:00:00.000Z")
+            .await
+            .expect("update");
+        assert_eq!(
+            directory.access(&user).await.expect("access").permissions.tools,
+            ["search", "wiki"]
+        );
     }
 }

@@ -45,7 +45,9 @@ pub use state::AppState;
 /// Seconds since the Unix epoch (0 if the clock is before it): token expiry and queue heartbeats.
 #[must_use]
 pub fn unix_now_secs() -> u64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs())
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
 }
 
 /// The current time as stored in items: ISO-8601 UTC with milliseconds.

@@ -64,7 +64,9 @@ pub const TOKENS_REJECTED: &str = "staleless_tokens_rejected_total";
 
 /// Buckets for the latency histograms: invalidation lag is tens of milliseconds when healthy
 /// and seconds when something is wrong; fills are milliseconds.
-const SECONDS_BUCKETS: &[f64] = &[0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+const SECONDS_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
 
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
@@ -84,15 +86,15 @@ pub fn install() -> PrometheusHandle {
 }
 
 fn recorder() -> PrometheusHandle {
-            let builder = || {
-                PrometheusBuilder::new()
-                    .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), SECONDS_BUCKETS)
-                    .unwrap_or_else(|_| PrometheusBuilder::new())
-            };
-            builder().install_recorder().unwrap_or_else(|err| {
-                tracing::warn!(error = %err, "a metrics recorder is already installed; /metrics will be partial");
-                builder().build_recorder().handle()
-            })
+    let builder = || {
+        PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), SECONDS_BUCKETS)
+            .unwrap_or_else(|_| PrometheusBuilder::new())
+    };
+    builder().install_recorder().unwrap_or_else(|err| {
+        tracing::warn!(error = %err, "a metrics recorder is already installed; /metrics will be partial");
+        builder().build_recorder().handle()
+    })
 }
 
 /// Describes the contract metrics and registers them at zero, so a scrape shows them before
@@ -101,7 +103,11 @@ fn describe() {
     metrics::describe_counter!(CACHE_HITS, "Reads answered from a cache");
     metrics::describe_counter!(CACHE_MISSES, "Reads not answered from a cache");
     metrics::describe_counter!(INVALIDATIONS_APPLIED, "Keys evicted by invalidation messages");
-    metrics::describe_histogram!(INVALIDATION_LAG, metrics::Unit::Seconds, "From the change to its eviction here");
+    metrics::describe_histogram!(
+        INVALIDATION_LAG,
+        metrics::Unit::Seconds,
+        "From the change to its eviction here"
+    );
     for cache in ["profiles", "roles"] {
         metrics::counter!(CACHE_HITS, "cache" => cache).increment(0);
         metrics::counter!(CACHE_MISSES, "cache" => cache).increment(0);

@@ -276,10 +276,7 @@ fn check_fields(role: &RoleDefinition) -> Result<(), String> {
     if role.priority > MAX_PRIORITY {
         return Err(format!("priority must be 0-{MAX_PRIORITY}, not {}", role.priority));
     }
-    let texts = [
-        ("displayName", &role.display_name),
-        ("description", &role.description),
-    ];
+    let texts = [("displayName", &role.display_name), ("description", &role.description)];
     for (field, text) in texts {
         if text.chars().count() > MAX_TEXT_CHARS {
             return Err(format!("{field} is longer than {MAX_TEXT_CHARS} characters"));
@@ -300,7 +297,10 @@ fn check_fields(role: &RoleDefinition) -> Result<(), String> {
         if list.len() > MAX_LIST_ENTRIES {
             return Err(format!("{field} has more than {MAX_LIST_ENTRIES} entries"));
         }
-        if list.iter().any(|entry| entry.trim().is_empty() || entry.chars().count() > MAX_TEXT_CHARS) {
+        if list
+            .iter()
+            .any(|entry| entry.trim().is_empty() || entry.chars().count() > MAX_TEXT_CHARS)
+        {
             return Err(format!("{field} entries must be non-empty strings"));
         }
     }
@@ -353,9 +353,18 @@ mod tests {
             (r#"{"roleId":"Bad","displayName":"x"}"#, "roleId"),
             (r#"{"roleId":"good","displayName":" "}"#, "displayName"),
             (r#"{"roleId":"good","displayName":"x","priority":1000}"#, "priority"),
-            (r#"{"roleId":"good","displayName":"x","grantedTools":[""]}"#, "grantedTools"),
-            (r#"{"roleId":"good","displayName":"x","priority":"high"}"#, "invalid type"),
-            (r#"{"roleId":"good","displayName":"x","grantedTools":"*"}"#, "invalid type"),
+            (
+                r#"{"roleId":"good","displayName":"x","grantedTools":[""]}"#,
+                "grantedTools",
+            ),
+            (
+                r#"{"roleId":"good","displayName":"x","priority":"high"}"#,
+                "invalid type",
+            ),
+            (
+                r#"{"roleId":"good","displayName":"x","grantedTools":"*"}"#,
+                "invalid type",
+            ),
             (r#"{"roleId":"good","displayName":"x","colour":"red"}"#, "unknown field"),
         ];
         for (json, expected) in cases {

@@ -58,7 +58,11 @@ pub fn resolve(idp_roles: &[String], catalogue: &[RoleDefinition]) -> Access {
         .filter(|role| role.enabled && role.jwt_role_mappings.iter().any(|mapping| idp_roles.contains(mapping)))
         .collect();
     if matched.is_empty() {
-        matched.extend(catalogue.iter().filter(|role| role.enabled && role.role_id == DEFAULT_ROLE));
+        matched.extend(
+            catalogue
+                .iter()
+                .filter(|role| role.enabled && role.role_id == DEFAULT_ROLE),
+        );
     }
     matched.sort_by(|a, b| b.priority.cmp(&a.priority).then_with(|| a.role_id.cmp(&b.role_id)));
     matched.dedup_by(|a, b| a.role_id == b.role_id);
@@ -167,8 +171,14 @@ mod tests {
             role("beta", &["X"], &[], 10, true),
             role("alpha", &["X"], &[], 10, true),
         ];
-        assert_eq!(resolve(&roles(&["X"]), &catalogue).permissions.quota_tier.as_deref(), Some("alpha"));
+        assert_eq!(
+            resolve(&roles(&["X"]), &catalogue).permissions.quota_tier.as_deref(),
+            Some("alpha")
+        );
         catalogue[1].quota_tier = Some("gold".to_owned());
-        assert_eq!(resolve(&roles(&["X"]), &catalogue).permissions.quota_tier.as_deref(), Some("gold"));
+        assert_eq!(
+            resolve(&roles(&["X"]), &catalogue).permissions.quota_tier.as_deref(),
+            Some("gold")
+        );
     }
 }

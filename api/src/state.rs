@@ -106,10 +106,17 @@ impl AppState {
                 "CACHE_MODE=event needs INVALIDATION_TOPIC_ARN (or use CACHE_MODE=ttl or off)".to_owned(),
             ));
         }
-        let auth = Authenticator::new(JwksSource::from_config(&config.jwt), &config.jwt, config.cache.cache_max_tokens).await?;
+        let auth = Authenticator::new(
+            JwksSource::from_config(&config.jwt),
+            &config.jwt,
+            config.cache.cache_max_tokens,
+        )
+        .await?;
         let calls = config.aws.for_calls();
         let dynamodb = aws_sdk_dynamodb::Client::from_conf(
-            aws_sdk_dynamodb::config::Builder::from(sdk).timeout_config(calls.clone()).build(),
+            aws_sdk_dynamodb::config::Builder::from(sdk)
+                .timeout_config(calls.clone())
+                .build(),
         );
         let profiles = Arc::new(DynamoProfiles::new(dynamodb.clone(), config.tables.users_table.clone()));
         let roles = Arc::new(DynamoRoles::new(dynamodb, config.tables.roles_table.clone()));
@@ -144,11 +151,7 @@ impl AppState {
     /// # Errors
     /// [`AppError::Unauthorized`] for a refused token; a store error when a read failed.
     pub async fn caller(&self, token: &str) -> Result<Caller, AppError> {
-        let identity = self
-            .auth
-            .authenticate(token)
-            .await
-            .map_err(AppError::Unauthorized)?;
+        let identity = self.auth.authenticate(token).await.map_err(AppError::Unauthorized)?;
         let profile = self.directory.profile(&identity.user_id).await?;
         let access = match &profile {
             Some(profile) => Some(self.directory.access(profile).await?),
@@ -161,4 +164,3 @@ impl AppState {
         })
     }
 }
-

@@ -14,7 +14,13 @@ use serde_json::{Value, json};
 use staleless_api::CacheMode;
 
 fn alice_claims() -> Value {
-    claims("alice", &["Staff"], "alice@example.com", "Alice", Duration::from_secs(600))
+    claims(
+        "alice",
+        &["Staff"],
+        "alice@example.com",
+        "Alice",
+        Duration::from_secs(600),
+    )
 }
 
 fn with(mut claims: Value, field: &str, value: Value) -> Value {
@@ -57,19 +63,47 @@ async fn refused_tokens_are_401_with_a_fixed_message() {
     let tampered_body = URL_SAFE_NO_PAD.encode(with(alice_claims(), "sub", json!("admin")).to_string());
 
     let cases: Vec<(&str, String, &str)> = vec![
-        ("expired", signed(with(alice_claims(), "exp", json!(now - 600))), "token expired"),
-        ("not yet valid", signed(with(alice_claims(), "nbf", json!(now + 600))), "token not yet valid"),
-        ("wrong issuer", signed(with(alice_claims(), "iss", json!("someone-else"))), "token issuer not accepted"),
-        ("no issuer", signed({
-            let mut claims = alice_claims();
-            claims.as_object_mut().expect("object").remove("iss");
-            claims
-        }), "token issuer not accepted"),
-        ("wrong audience", signed(with(alice_claims(), "aud", json!("another-api"))), "token audience not accepted"),
+        (
+            "expired",
+            signed(with(alice_claims(), "exp", json!(now - 600))),
+            "token expired",
+        ),
+        (
+            "not yet valid",
+            signed(with(alice_claims(), "nbf", json!(now + 600))),
+            "token not yet valid",
+        ),
+        (
+            "wrong issuer",
+            signed(with(alice_claims(), "iss", json!("someone-else"))),
+            "token issuer not accepted",
+        ),
+        (
+            "no issuer",
+            signed({
+                let mut claims = alice_claims();
+                claims.as_object_mut().expect("object").remove("iss");
+                claims
+            }),
+            "token issuer not accepted",
+        ),
+        (
+            "wrong audience",
+            signed(with(alice_claims(), "aud", json!("another-api"))),
+            "token audience not accepted",
+        ),
         ("alg none", format!("{header_none}.{body}."), "invalid token"),
         ("HS256 with the public key", hs256_with_public_key, "invalid token"),
-        ("unknown kid", jwt().sign_with_kid(&alice_claims(), "rotated-away"), "token signed by an unknown key"),
-        ("tampered claims", format!("{head}.{tampered_body}.{signature}"), "invalid token"),
+        (
+            "unknown kid",
+            jwt().sign_with_kid(&alice_claims(), "rotated-away"),
+            "token signed by an unknown key",
+        ),
+        (
+            "tampered claims",
+            format!("{head}.{tampered_body}.{signature}"),
+            "invalid token",
+        ),
         ("garbage", "not.a.jwt".to_owned(), "invalid token"),
         ("empty segments", "..".to_owned(), "invalid token"),
     ];
@@ -85,7 +119,9 @@ async fn refused_tokens_are_401_with_a_fixed_message() {
             .header("authorization", header)
             .body(axum::body::Body::empty())
             .expect("request");
-        let response = tower::ServiceExt::oneshot(staleless_api::router(app.state.clone()), request).await.expect("response");
+        let response = tower::ServiceExt::oneshot(staleless_api::router(app.state.clone()), request)
+            .await
+            .expect("response");
         assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "{header}");
     }
 }

@@ -59,7 +59,9 @@ impl Stack {
     async fn start() -> Self {
         let aws = LocalAws::start().expect("emulator");
         let stack = aws.provision_unique().await.expect("provision");
-        operator::seed_demo(&aws.dynamodb(), &stack.users_table, &stack.roles_table).await.expect("seed");
+        operator::seed_demo(&aws.dynamodb(), &stack.users_table, &stack.roles_table)
+            .await
+            .expect("seed");
         let dir = std::env::temp_dir().join(format!("staleless-api-test-{}", stack.prefix));
         std::fs::create_dir_all(&dir).expect("temp dir");
         let jwks_file = dir.join("jwks.json");
@@ -67,10 +69,20 @@ impl Stack {
         // The change feed: what runs on AWS as the event source mapping and the relay Lambda.
         let feed = CancellationToken::new();
         let options = infra::event_source::EventSourceOptions::new(dir.join("checkpoints"));
-        drop(infra::event_source::spawn(aws.sdk_config(), &stack, options, feed.clone()));
+        drop(infra::event_source::spawn(
+            aws.sdk_config(),
+            &stack,
+            options,
+            feed.clone(),
+        ));
         // The heartbeat writer, whose ticks the instances' trust in their caches rests on.
         let heartbeat = CancellationToken::new();
-        drop(infra::heartbeat::spawn(aws.sdk_config(), &stack, HEARTBEAT, heartbeat.child_token()));
+        drop(infra::heartbeat::spawn(
+            aws.sdk_config(),
+            &stack,
+            HEARTBEAT,
+            heartbeat.child_token(),
+        ));
         Self {
             aws,
             stack,
@@ -85,7 +97,10 @@ impl Stack {
         config.tables.users_table.clone_from(&self.stack.users_table);
         config.tables.roles_table.clone_from(&self.stack.roles_table);
         config.channel.topic_arn = Some(self.stack.topic_arn.clone());
-        config.channel.queue_name_prefix.clone_from(&self.stack.task_queue_prefix);
+        config
+            .channel
+            .queue_name_prefix
+            .clone_from(&self.stack.task_queue_prefix);
         config.channel.poll_wait_secs = 1;
         config.channel.staleness_bound_secs = BOUND.as_secs();
         config.channel.sweep_interval_secs = 3_600;
@@ -96,7 +111,9 @@ impl Stack {
 
     /// Starts an instance; `sqs_endpoint` routes its SQS and SNS calls elsewhere (a proxy).
     async fn instance(&self, sqs_endpoint: Option<&str>) -> Instance {
-        let mut state = AppState::from_aws(self.config(), self.aws.sdk_config()).await.expect("state");
+        let mut state = AppState::from_aws(self.config(), self.aws.sdk_config())
+            .await
+            .expect("state");
         if let Some(endpoint) = sqs_endpoint {
             let sdk = infra::sdk_config_for(endpoint);
             state.channel_clients = Some(ChannelClients {
@@ -175,7 +192,9 @@ impl Stack {
             name: Some(name.to_owned()),
             ..UserChange::default()
         };
-        operator::put_user(&self.aws.dynamodb(), &self.stack.users_table, user_id, &change).await.expect("put user");
+        operator::put_user(&self.aws.dynamodb(), &self.stack.users_table, user_id, &change)
+            .await
+            .expect("put user");
     }
 }
 
@@ -197,7 +216,13 @@ struct Instance {
 
 impl Instance {
     async fn get(&self, path: &str, token: &str) -> (u16, Value) {
-        let response = self.http.get(format!("{}{path}", self.base)).bearer_auth(token).send().await.expect("request");
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request");
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
     }
@@ -216,12 +241,23 @@ impl Instance {
 
     /// Waits until both caches are trusted: ticks of both sources arrived through this queue.
     async fn wait_trusted(&self) {
-        eventually("ticks of both sources", || async { self.state.channel.all_trusted().then_some(()) }).await;
+        eventually("ticks of both sources", || async {
+            self.state.channel.all_trusted().then_some(())
+        })
+        .await;
     }
 
     /// `(profiles, roles)` from `/ready`: `cache` or `bypass`.
     async fn reads(&self) -> (String, String) {
-        let body: Value = self.http.get(format!("{}/ready", self.base)).send().await.expect("ready").json().await.expect("json");
+        let body: Value = self
+            .http
+            .get(format!("{}/ready", self.base))
+            .send()
+            .await
+            .expect("ready")
+            .json()
+            .await
+            .expect("json");
         let mode = |cache: &str| body["reads"][cache].as_str().unwrap_or_default().to_owned();
         (mode("profiles"), mode("roles"))
     }
@@ -265,9 +301,22 @@ async fn two_instances_see_direct_writes_to_both_tables_and_clean_up_on_shutdown
         .unwrap_or_default();
     let policy: Value =
         serde_json::from_str(attributes.get(&QueueAttributeName::Policy).expect("policy")).expect("policy json");
-    assert_eq!(policy["Statement"][0]["Condition"]["ArnEquals"]["aws:SourceArn"], stack.stack.topic_arn.as_str());
-    assert_eq!(attributes.get(&QueueAttributeName::SqsManagedSseEnabled).map(String::as_str), Some("true"));
-    assert_eq!(attributes.get(&QueueAttributeName::MessageRetentionPeriod).map(String::as_str), Some("300"));
+    assert_eq!(
+        policy["Statement"][0]["Condition"]["ArnEquals"]["aws:SourceArn"],
+        stack.stack.topic_arn.as_str()
+    );
+    assert_eq!(
+        attributes
+            .get(&QueueAttributeName::SqsManagedSseEnabled)
+            .map(String::as_str),
+        Some("true")
+    );
+    assert_eq!(
+        attributes
+            .get(&QueueAttributeName::MessageRetentionPeriod)
+            .map(String::as_str),
+        Some("300")
+    );
     let subscription = stack
         .aws
         .sns()
@@ -303,7 +352,9 @@ async fn two_instances_see_direct_writes_to_both_tables_and_clean_up_on_shutdown
         granted_tools: Some(vec!["search".into(), "calendar".into(), "wiki".into()]),
         ..RoleChange::default()
     };
-    operator::update_role(&stack.aws.dynamodb(), &stack.stack.roles_table, "staff", &change).await.expect("update role");
+    operator::update_role(&stack.aws.dynamodb(), &stack.stack.roles_table, "staff", &change)
+        .await
+        .expect("update role");
     for instance in [&a, &b] {
         eventually("the roles-table change on every instance", || async {
             let (_, body) = instance.get("/users/me", &alice).await;
@@ -312,7 +363,15 @@ async fn two_instances_see_direct_writes_to_both_tables_and_clean_up_on_shutdown
         .await;
     }
     assert!(a.state.directory.stats().roles.invalidations >= 1);
-    let metrics = a.http.get(format!("{}/metrics", a.base)).send().await.expect("metrics").text().await.expect("text");
+    let metrics = a
+        .http
+        .get(format!("{}/metrics", a.base))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
     for name in [
         "staleless_cache_hits_total{cache=\"profiles\"}",
         "staleless_cache_misses_total{cache=\"roles\"}",
@@ -340,7 +399,14 @@ async fn a_queue_deleted_out_of_band_is_recreated_resubscribed_and_the_cache_flu
     let flushes = api.state.directory.stats().profiles.flushes;
 
     let queues = stack.task_queues().await;
-    stack.aws.sqs().delete_queue().queue_url(&queues[0]).send().await.expect("delete queue");
+    stack
+        .aws
+        .sqs()
+        .delete_queue()
+        .queue_url(&queues[0])
+        .send()
+        .await
+        .expect("delete queue");
 
     eventually("the queue to be recreated and the cache flushed", || async {
         let stats = api.state.directory.stats();
@@ -350,7 +416,11 @@ async fn a_queue_deleted_out_of_band_is_recreated_resubscribed_and_the_cache_flu
     .await;
     api.wait_ready().await;
     let subscriptions = stack.subscriptions().await;
-    assert_eq!(subscriptions.len(), 1, "the old subscription is removed: {subscriptions:?}");
+    assert_eq!(
+        subscriptions.len(),
+        1,
+        "the old subscription is removed: {subscriptions:?}"
+    );
 
     // And invalidations flow again.
     stack.rename_user("alice", "Alice Again").await;
@@ -382,20 +452,33 @@ async fn a_stalled_channel_reads_through_stays_ready_then_recovers() {
         (api.reads().await == ("bypass".to_owned(), "bypass".to_owned())).then_some(())
     })
     .await;
-    assert!(api.ready().await, "a task that can read through stays in the load balancer");
+    assert!(
+        api.ready().await,
+        "a task that can read through stays in the load balancer"
+    );
     assert!(!api.state.channel.is_trusted(Source::Users));
 
     // The change's invalidation is stuck in the queue behind the outage; only a read-through
     // can show it now.
     stack.rename_user("alice", "Alice During Outage").await;
-    assert_eq!(api.user_name("alice").await, "Alice During Outage", "read through at once");
+    assert_eq!(
+        api.user_name("alice").await,
+        "Alice During Outage",
+        "read through at once"
+    );
     let during = api.state.directory.stats().profiles;
-    assert_eq!(during.hits, before.hits, "nothing served from cache while the channel is stale");
+    assert_eq!(
+        during.hits, before.hits,
+        "nothing served from cache while the channel is stale"
+    );
 
     proxy.switch_on();
     api.wait_trusted().await;
     let after = api.state.directory.stats().profiles;
-    assert!(after.flushes > before.flushes, "the cache is flushed when the ticks are back");
+    assert!(
+        after.flushes > before.flushes,
+        "the cache is flushed when the ticks are back"
+    );
     // The invalidation stuck behind the outage may still evict alice once as the backlog drains.
     eventually("alice served from cache again", || async {
         let hits = api.state.directory.stats().profiles.hits;
@@ -403,7 +486,10 @@ async fn a_stalled_channel_reads_through_stays_ready_then_recovers() {
             .then_some(())
     })
     .await;
-    assert!(api.state.directory.stats().profiles.hits > after.hits, "cache used again");
+    assert!(
+        api.state.directory.stats().profiles.hits > after.hits,
+        "cache used again"
+    );
     api.stop().await;
 }
 
@@ -428,7 +514,10 @@ async fn a_hung_relay_turns_the_caches_off_within_the_bound_and_nothing_stale_is
             break;
         }
         let age = asked_at.duration_since(before_change);
-        assert!(age <= BOUND + Duration::from_millis(10), "the old name was served to a request made {age:?} after the change");
+        assert!(
+            age <= BOUND + Duration::from_millis(10),
+            "the old name was served to a request made {age:?} after the change"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert_eq!(api.reads().await.0, "bypass");
@@ -462,18 +551,26 @@ async fn the_catalogue_reads_only_role_definitions_and_sees_a_new_role_at_once()
         .send()
         .await
         .expect("scan the index");
-    assert_eq!(index.count, 3, "the index holds the three demo role definitions and nothing else");
+    assert_eq!(
+        index.count, 3,
+        "the index holds the three demo role definitions and nothing else"
+    );
 
     let api = stack.instance(None).await;
     let admin = token("admin", &["Admin"]);
     let (status, body) = api.get("/admin/roles", &admin).await;
     assert_eq!(status, 200, "{body}");
-    let mut role = operator::demo_roles().into_iter().find(|role| role.role_id == "staff").expect("staff");
+    let mut role = operator::demo_roles()
+        .into_iter()
+        .find(|role| role.role_id == "staff")
+        .expect("staff");
     role.role_id = "auditor".to_owned();
     role.display_name = "Auditor".to_owned();
     role.jwt_role_mappings = vec!["Auditor".to_owned()];
     role.granted_tools = vec!["audit-log".to_owned()];
-    operator::put_role(&dynamodb, &stack.stack.roles_table, &role).await.expect("put role");
+    operator::put_role(&dynamodb, &stack.stack.roles_table, &role)
+        .await
+        .expect("put role");
     operator::put_user(
         &dynamodb,
         &stack.stack.users_table,
@@ -508,7 +605,11 @@ async fn heartbeats_missing_after_a_short_outage_flush_the_cache() {
     .await;
     let sns = stack.aws.sns();
     let (arn, queue_arn) = stack.subscriptions().await.into_iter().next().expect("subscription");
-    sns.unsubscribe().subscription_arn(&arn).send().await.expect("unsubscribe");
+    sns.unsubscribe()
+        .subscription_arn(&arn)
+        .send()
+        .await
+        .expect("unsubscribe");
     stack.rename_user("alice", "Alice Lost In The Gap").await;
     // Long enough for heartbeats (every 250 ms) to be lost with the rename, far shorter than the
     // bound (3 s), and than the instance's own silence check (half the bound).
@@ -537,7 +638,15 @@ async fn a_removed_or_filtered_subscription_is_healed_by_the_instance() {
     let healed = |count: f64| {
         let api = &api;
         async move {
-            let text = api.http.get(format!("{}/metrics", api.base)).send().await.expect("metrics").text().await.expect("text");
+            let text = api
+                .http
+                .get(format!("{}/metrics", api.base))
+                .send()
+                .await
+                .expect("metrics")
+                .text()
+                .await
+                .expect("text");
             text.lines()
                 .find(|line| line.starts_with("staleless_subscription_healed_total"))
                 .and_then(|line| line.rsplit(' ').next())
@@ -548,13 +657,20 @@ async fn a_removed_or_filtered_subscription_is_healed_by_the_instance() {
     let sns = stack.aws.sns();
 
     let (arn, _) = stack.subscriptions().await.into_iter().next().expect("subscription");
-    sns.unsubscribe().subscription_arn(&arn).send().await.expect("unsubscribe");
+    sns.unsubscribe()
+        .subscription_arn(&arn)
+        .send()
+        .await
+        .expect("unsubscribe");
     stack.rename_user("alice", "Alice After Unsubscribe").await;
     eventually("the new name while unsubscribed", || async {
         (api.user_name("alice").await == "Alice After Unsubscribe").then_some(())
     })
     .await;
-    eventually("the subscription re-created", || async { healed(1.0).await.then_some(()) }).await;
+    eventually("the subscription re-created", || async {
+        healed(1.0).await.then_some(())
+    })
+    .await;
     api.wait_trusted().await;
     assert_eq!(stack.subscriptions().await.len(), 1);
 
@@ -566,10 +682,16 @@ async fn a_removed_or_filtered_subscription_is_healed_by_the_instance() {
         .send()
         .await
         .expect("filter policy");
-    eventually("the filtered subscription re-created", || async { healed(2.0).await.then_some(()) }).await;
+    eventually("the filtered subscription re-created", || async {
+        healed(2.0).await.then_some(())
+    })
+    .await;
     api.wait_trusted().await;
     stack.rename_user("alice", "Alice After Filter").await;
-    eventually("changes flowing again", || async { (api.user_name("alice").await == "Alice After Filter").then_some(()) }).await;
+    eventually("changes flowing again", || async {
+        (api.user_name("alice").await == "Alice After Filter").then_some(())
+    })
+    .await;
     api.stop().await;
     assert!(stack.subscriptions().await.is_empty());
 }
@@ -603,9 +725,19 @@ async fn malformed_messages_are_deleted_and_protocol_messages_applied() {
 
     let flushes = api.state.directory.stats().roles.flushes;
     stack
-        .publish(&Invalidation::FlushAll { reason: Some("test".into()) }.encode().expect("encode"), "all")
+        .publish(
+            &Invalidation::FlushAll {
+                reason: Some("test".into()),
+            }
+            .encode()
+            .expect("encode"),
+            "all",
+        )
         .await;
-    eventually("flush_all", || async { (api.state.directory.stats().roles.flushes > flushes).then_some(()) }).await;
+    eventually("flush_all", || async {
+        (api.state.directory.stats().roles.flushes > flushes).then_some(())
+    })
+    .await;
 
     // Every message, malformed or not, was deleted, and the listener is still healthy.
     let queue = stack.task_queues().await.remove(0);
@@ -621,7 +753,12 @@ async fn malformed_messages_are_deleted_and_protocol_messages_applied() {
             .await
             .ok()?
             .attributes?;
-        let count = |name| attributes.get(&name).and_then(|value| value.parse::<u64>().ok()).unwrap_or(1);
+        let count = |name| {
+            attributes
+                .get(&name)
+                .and_then(|value| value.parse::<u64>().ok())
+                .unwrap_or(1)
+        };
         (count(QueueAttributeName::ApproximateNumberOfMessages) == 0
             && count(QueueAttributeName::ApproximateNumberOfMessagesNotVisible) == 0)
             .then_some(())
@@ -641,20 +778,35 @@ async fn the_sweeper_removes_stale_queues_and_orphaned_subscriptions() {
     let prefix = &stack.stack.task_queue_prefix;
     let now = infra::jwt::unix_now();
     let mut subscribed = Vec::new();
-    for (name, heartbeat) in [("crashed", Some(now - 10_000)), ("alive", Some(now)), ("untagged", None), ("gone", Some(now))] {
+    for (name, heartbeat) in [
+        ("crashed", Some(now - 10_000)),
+        ("alive", Some(now)),
+        ("untagged", None),
+        ("gone", Some(now)),
+    ] {
         let mut create = sqs.create_queue().queue_name(format!("{prefix}-{name}"));
         if let Some(heartbeat) = heartbeat {
             create = create.tags(HEARTBEAT_TAG, heartbeat.to_string());
         }
         let url = create.send().await.expect("create").queue_url.unwrap_or_default();
         let arn = stack.aws.queue_arn(&url).await.expect("arn");
-        stack.aws.subscribe_queue(&stack.stack.topic_arn, &arn).await.expect("subscribe");
+        stack
+            .aws
+            .subscribe_queue(&stack.stack.topic_arn, &arn)
+            .await
+            .expect("subscribe");
         subscribed.push((name, url));
     }
     // A task that died after its queue was deleted, its subscription left behind.
-    sqs.delete_queue().queue_url(&subscribed[3].1).send().await.expect("delete");
+    sqs.delete_queue()
+        .queue_url(&subscribed[3].1)
+        .send()
+        .await
+        .expect("delete");
 
-    let state = AppState::from_aws(stack.config(), stack.aws.sdk_config()).await.expect("state");
+    let state = AppState::from_aws(stack.config(), stack.aws.sdk_config())
+        .await
+        .expect("state");
     let sweeper = Sweeper::new(
         state.channel_clients.clone().expect("clients"),
         stack.stack.topic_arn.clone(),
@@ -663,13 +815,32 @@ async fn the_sweeper_removes_stale_queues_and_orphaned_subscriptions() {
         state.channel.clone(),
     );
     let report = sweeper.sweep_once().await.expect("sweep");
-    assert_eq!(report, SweepReport { stale_queues: 1, orphaned_subscriptions: 2 });
+    assert_eq!(
+        report,
+        SweepReport {
+            stale_queues: 1,
+            orphaned_subscriptions: 2
+        }
+    );
 
     let mut remaining: Vec<String> = stack.task_queues().await;
     remaining.sort();
     assert_eq!(remaining.len(), 2, "alive and untagged stay: {remaining:?}");
-    assert!(remaining.iter().all(|url| url.ends_with("-alive") || url.ends_with("-untagged")));
-    let endpoints: Vec<String> = stack.subscriptions().await.into_iter().map(|(_, endpoint)| endpoint).collect();
+    assert!(
+        remaining
+            .iter()
+            .all(|url| url.ends_with("-alive") || url.ends_with("-untagged"))
+    );
+    let endpoints: Vec<String> = stack
+        .subscriptions()
+        .await
+        .into_iter()
+        .map(|(_, endpoint)| endpoint)
+        .collect();
     assert_eq!(endpoints.len(), 2, "{endpoints:?}");
-    assert_eq!(sweeper.sweep_once().await.expect("sweep"), SweepReport::default(), "idempotent");
+    assert_eq!(
+        sweeper.sweep_once().await.expect("sweep"),
+        SweepReport::default(),
+        "idempotent"
+    );
 }

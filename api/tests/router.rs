@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use axum::http::StatusCode;
 use common::{TestApp, assert_error, token};
 use staleless_api::model::{Profile, UserStatus};
-use staleless_api::store::{ProfileSync, ProfileStore, StoreError};
+use staleless_api::store::{ProfileStore, ProfileSync, StoreError};
 use staleless_api::{AppState, CacheMode};
 use staleless_protocol::{Invalidation, KeyVersion, Source};
 
@@ -34,12 +34,21 @@ async fn health_ready_and_metrics() {
     app.state.channel.mark_unsubscribed();
     let (status, body) = app.send("GET", "/ready", None, None).await;
     assert_eq!(status, StatusCode::OK, "{body}");
-    assert_eq!(body["reads"], serde_json::json!({"profiles": "bypass", "roles": "bypass"}));
-    assert!(body.get("queue").is_none() && body.get("channel").is_none(), "readiness discloses no names: {body}");
+    assert_eq!(
+        body["reads"],
+        serde_json::json!({"profiles": "bypass", "roles": "bypass"})
+    );
+    assert!(
+        body.get("queue").is_none() && body.get("channel").is_none(),
+        "readiness discloses no names: {body}"
+    );
 
     // Draining: not ready, so the load balancer stops sending.
     app.state.channel.mark_stopping();
-    assert_error(&app.send("GET", "/ready", None, None).await, StatusCode::SERVICE_UNAVAILABLE);
+    assert_error(
+        &app.send("GET", "/ready", None, None).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+    );
 
     app.send("GET", "/users/me", Some(&alice()), None).await;
     let (status, text) = app.send_text("/metrics").await;
@@ -61,7 +70,11 @@ async fn ready_does_not_depend_on_a_channel_in_ttl_and_off_modes() {
     for mode in [CacheMode::Ttl, CacheMode::Off] {
         let app = TestApp::new(mode).await;
         app.state.channel.mark_unsubscribed();
-        assert_eq!(app.send("GET", "/ready", None, None).await.0, StatusCode::OK, "{mode:?}");
+        assert_eq!(
+            app.send("GET", "/ready", None, None).await.0,
+            StatusCode::OK,
+            "{mode:?}"
+        );
     }
 }
 
@@ -83,11 +96,19 @@ async fn users_me_returns_the_profile_roles_and_permissions() {
 #[tokio::test]
 async fn users_me_errors() {
     let app = TestApp::new(CacheMode::Event).await;
-    assert_error(&app.send("GET", "/users/me", None, None).await, StatusCode::UNAUTHORIZED);
+    assert_error(
+        &app.send("GET", "/users/me", None, None).await,
+        StatusCode::UNAUTHORIZED,
+    );
     let nobody = token("nobody", &["Staff"]);
-    assert_error(&app.send("GET", "/users/me", Some(&nobody), None).await, StatusCode::NOT_FOUND);
+    assert_error(
+        &app.send("GET", "/users/me", Some(&nobody), None).await,
+        StatusCode::NOT_FOUND,
+    );
     // A suspended user still sees the profile, and why nothing else works.
-    let (status, body) = app.send("GET", "/users/me", Some(&token("sam", &["Staff"])), None).await;
+    let (status, body) = app
+        .send("GET", "/users/me", Some(&token("sam", &["Staff"])), None)
+        .await;
     assert_eq!((status, body["status"].as_str()), (StatusCode::OK, Some("suspended")));
 }
 
@@ -104,7 +125,12 @@ async fn sync_creates_then_updates_the_profile_from_the_token() {
     assert_eq!(body["appRoles"], serde_json::json!(["system_admin", "staff"]));
 
     let (status, body) = app
-        .send("POST", "/users/me/sync", Some(&newcomer), Some(r#"{"name":"New Comer","picture":"https://example.com/p.png"}"#))
+        .send(
+            "POST",
+            "/users/me/sync",
+            Some(&newcomer),
+            Some(r#"{"name":"New Comer","picture":"https://example.com/p.png"}"#),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["name"], "New Comer");
@@ -114,20 +140,35 @@ async fn sync_creates_then_updates_the_profile_from_the_token() {
 #[tokio::test]
 async fn sync_errors() {
     let app = TestApp::new(CacheMode::Event).await;
-    assert_error(&app.send("POST", "/users/me/sync", None, None).await, StatusCode::UNAUTHORIZED);
-    assert_error(&app.send("POST", "/users/me/sync", Some(&alice()), Some("{not json")).await, StatusCode::BAD_REQUEST);
     assert_error(
-        &app.send("POST", "/users/me/sync", Some(&alice()), Some(r#"{"name":42}"#)).await,
+        &app.send("POST", "/users/me/sync", None, None).await,
+        StatusCode::UNAUTHORIZED,
+    );
+    assert_error(
+        &app.send("POST", "/users/me/sync", Some(&alice()), Some("{not json"))
+            .await,
         StatusCode::BAD_REQUEST,
     );
     assert_error(
-        &app.send("POST", "/users/me/sync", Some(&alice()), Some(r#"{"status":"active"}"#)).await,
+        &app.send("POST", "/users/me/sync", Some(&alice()), Some(r#"{"name":42}"#))
+            .await,
+        StatusCode::BAD_REQUEST,
+    );
+    assert_error(
+        &app.send("POST", "/users/me/sync", Some(&alice()), Some(r#"{"status":"active"}"#))
+            .await,
         StatusCode::BAD_REQUEST,
     );
     let huge = format!(r#"{{"name":"{}"}}"#, "x".repeat(10_000));
-    assert_error(&app.send("POST", "/users/me/sync", Some(&alice()), Some(&huge)).await, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_error(
+        &app.send("POST", "/users/me/sync", Some(&alice()), Some(&huge)).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+    );
     let sam = token("sam", &["Staff"]);
-    assert_error(&app.send("POST", "/users/me/sync", Some(&sam), None).await, StatusCode::FORBIDDEN);
+    assert_error(
+        &app.send("POST", "/users/me/sync", Some(&sam), None).await,
+        StatusCode::FORBIDDEN,
+    );
 }
 
 #[tokio::test]
@@ -136,7 +177,11 @@ async fn admin_routes_need_an_active_system_admin() {
     let routes = [
         ("GET", "/admin/users/alice", None),
         ("GET", "/admin/roles", None),
-        ("POST", "/admin/roles", Some(r#"{"roleId":"analyst","displayName":"Analyst"}"#)),
+        (
+            "POST",
+            "/admin/roles",
+            Some(r#"{"roleId":"analyst","displayName":"Analyst"}"#),
+        ),
         ("GET", "/admin/roles/staff", None),
         ("PATCH", "/admin/roles/staff", Some(r#"{"priority":1}"#)),
         ("DELETE", "/admin/roles/staff", None),
@@ -146,10 +191,16 @@ async fn admin_routes_need_an_active_system_admin() {
     let stranger = token("stranger", &["Admin"]);
     for (method, uri, body) in routes {
         assert_error(&app.send(method, uri, None, body).await, StatusCode::UNAUTHORIZED);
-        assert_error(&app.send(method, uri, Some(&alice()), body).await, StatusCode::FORBIDDEN);
+        assert_error(
+            &app.send(method, uri, Some(&alice()), body).await,
+            StatusCode::FORBIDDEN,
+        );
         // Inactive admins and admins without a profile are refused too.
         assert_error(&app.send(method, uri, Some(&ivan), body).await, StatusCode::FORBIDDEN);
-        assert_error(&app.send(method, uri, Some(&stranger), body).await, StatusCode::FORBIDDEN);
+        assert_error(
+            &app.send(method, uri, Some(&stranger), body).await,
+            StatusCode::FORBIDDEN,
+        );
     }
 }
 
@@ -159,7 +210,10 @@ async fn admin_reads_users() {
     let (status, body) = app.send("GET", "/admin/users/alice", Some(&admin()), None).await;
     assert_eq!((status, body["userId"].as_str()), (StatusCode::OK, Some("alice")));
     assert_eq!(body["appRoles"], serde_json::json!(["staff"]));
-    assert_error(&app.send("GET", "/admin/users/nobody", Some(&admin()), None).await, StatusCode::NOT_FOUND);
+    assert_error(
+        &app.send("GET", "/admin/users/nobody", Some(&admin()), None).await,
+        StatusCode::NOT_FOUND,
+    );
 }
 
 #[tokio::test]
@@ -168,28 +222,51 @@ async fn role_crud() {
     let admin = admin();
     let (status, body) = app.send("GET", "/admin/roles", Some(&admin), None).await;
     assert_eq!(status, StatusCode::OK);
-    let ids: Vec<&str> = body["roles"].as_array().expect("roles").iter().filter_map(|r| r["roleId"].as_str()).collect();
+    let ids: Vec<&str> = body["roles"]
+        .as_array()
+        .expect("roles")
+        .iter()
+        .filter_map(|r| r["roleId"].as_str())
+        .collect();
     assert_eq!(ids, ["default", "staff", "system_admin"]);
 
     let create = r#"{"roleId":"analyst","displayName":"Analyst","jwtRoleMappings":["Analyst"],"grantedTools":["sql"],"priority":200}"#;
     let (status, body) = app.send("POST", "/admin/roles", Some(&admin), Some(create)).await;
     assert_eq!(status, StatusCode::CREATED, "{body}");
     assert_eq!(body["enabled"], true);
-    assert_error(&app.send("POST", "/admin/roles", Some(&admin), Some(create)).await, StatusCode::CONFLICT);
+    assert_error(
+        &app.send("POST", "/admin/roles", Some(&admin), Some(create)).await,
+        StatusCode::CONFLICT,
+    );
 
     let (status, body) = app.send("GET", "/admin/roles/analyst", Some(&admin), None).await;
-    assert_eq!((status, body["priority"].as_u64()), (StatusCode::OK, Some(200)), "read back at once on this task");
+    assert_eq!(
+        (status, body["priority"].as_u64()),
+        (StatusCode::OK, Some(200)),
+        "read back at once on this task"
+    );
 
     let (status, body) = app
-        .send("PATCH", "/admin/roles/analyst", Some(&admin), Some(r#"{"grantedTools":["sql","charts"],"enabled":false}"#))
+        .send(
+            "PATCH",
+            "/admin/roles/analyst",
+            Some(&admin),
+            Some(r#"{"grantedTools":["sql","charts"],"enabled":false}"#),
+        )
         .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["grantedTools"], serde_json::json!(["sql", "charts"]));
     let (_, body) = app.send("GET", "/admin/roles/analyst", Some(&admin), None).await;
     assert_eq!(body["enabled"], false);
 
-    assert_eq!(app.send("DELETE", "/admin/roles/analyst", Some(&admin), None).await.0, StatusCode::NO_CONTENT);
-    assert_error(&app.send("GET", "/admin/roles/analyst", Some(&admin), None).await, StatusCode::NOT_FOUND);
+    assert_eq!(
+        app.send("DELETE", "/admin/roles/analyst", Some(&admin), None).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_error(
+        &app.send("GET", "/admin/roles/analyst", Some(&admin), None).await,
+        StatusCode::NOT_FOUND,
+    );
 }
 
 #[tokio::test]
@@ -207,35 +284,72 @@ async fn role_errors() {
         r#"{"roleId":"analyst","displayName":"x","unknown":1}"#,
     ];
     for body in bad_bodies {
-        assert_error(&app.send("POST", "/admin/roles", Some(&admin), Some(body)).await, StatusCode::BAD_REQUEST);
+        assert_error(
+            &app.send("POST", "/admin/roles", Some(&admin), Some(body)).await,
+            StatusCode::BAD_REQUEST,
+        );
     }
     let huge = format!(r#"{{"roleId":"analyst","displayName":"{}"}}"#, "x".repeat(10_000));
-    assert_error(&app.send("POST", "/admin/roles", Some(&admin), Some(&huge)).await, StatusCode::PAYLOAD_TOO_LARGE);
+    assert_error(
+        &app.send("POST", "/admin/roles", Some(&admin), Some(&huge)).await,
+        StatusCode::PAYLOAD_TOO_LARGE,
+    );
 
-    assert_error(&app.send("GET", "/admin/roles/Bad-Id", Some(&admin), None).await, StatusCode::BAD_REQUEST);
-    assert_error(&app.send("GET", "/admin/roles/nosuch", Some(&admin), None).await, StatusCode::NOT_FOUND);
-    assert_error(&app.send("PATCH", "/admin/roles/nosuch", Some(&admin), Some("{}")).await, StatusCode::NOT_FOUND);
     assert_error(
-        &app.send("PATCH", "/admin/roles/staff", Some(&admin), Some(r#"{"priority":-1}"#)).await,
+        &app.send("GET", "/admin/roles/Bad-Id", Some(&admin), None).await,
         StatusCode::BAD_REQUEST,
     );
     assert_error(
-        &app.send("PATCH", "/admin/roles/staff", Some(&admin), Some(r#"{"roleId":"other"}"#)).await,
+        &app.send("GET", "/admin/roles/nosuch", Some(&admin), None).await,
+        StatusCode::NOT_FOUND,
+    );
+    assert_error(
+        &app.send("PATCH", "/admin/roles/nosuch", Some(&admin), Some("{}")).await,
+        StatusCode::NOT_FOUND,
+    );
+    assert_error(
+        &app.send("PATCH", "/admin/roles/staff", Some(&admin), Some(r#"{"priority":-1}"#))
+            .await,
         StatusCode::BAD_REQUEST,
     );
     assert_error(
-        &app.send("PATCH", "/admin/roles/staff", Some(&admin), Some(r#"{"displayName":""}"#)).await,
+        &app.send(
+            "PATCH",
+            "/admin/roles/staff",
+            Some(&admin),
+            Some(r#"{"roleId":"other"}"#),
+        )
+        .await,
         StatusCode::BAD_REQUEST,
     );
-    assert_error(&app.send("DELETE", "/admin/roles/nosuch", Some(&admin), None).await, StatusCode::NOT_FOUND);
-    assert_error(&app.send("DELETE", "/admin/roles/staff", Some(&admin), None).await, StatusCode::CONFLICT);
+    assert_error(
+        &app.send(
+            "PATCH",
+            "/admin/roles/staff",
+            Some(&admin),
+            Some(r#"{"displayName":""}"#),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+    );
+    assert_error(
+        &app.send("DELETE", "/admin/roles/nosuch", Some(&admin), None).await,
+        StatusCode::NOT_FOUND,
+    );
+    assert_error(
+        &app.send("DELETE", "/admin/roles/staff", Some(&admin), None).await,
+        StatusCode::CONFLICT,
+    );
 }
 
 #[tokio::test]
 async fn unknown_routes_and_methods_are_json_errors() {
     let app = TestApp::new(CacheMode::Event).await;
     assert_error(&app.send("GET", "/nope", None, None).await, StatusCode::NOT_FOUND);
-    assert_error(&app.send("DELETE", "/users/me", None, None).await, StatusCode::METHOD_NOT_ALLOWED);
+    assert_error(
+        &app.send("DELETE", "/users/me", None, None).await,
+        StatusCode::METHOD_NOT_ALLOWED,
+    );
 }
 
 #[tokio::test]
@@ -258,25 +372,43 @@ async fn a_sync_is_read_back_at_once_and_an_out_of_band_change_after_its_invalid
     let app = TestApp::new(CacheMode::Event).await;
     let alice_admin = token("alice", &["Staff", "Admin"]);
     let (_, before) = app.send("GET", "/users/me", Some(&alice_admin), None).await;
-    assert_eq!(before["appRoles"], serde_json::json!(["staff"]), "profile roles, not token roles");
+    assert_eq!(
+        before["appRoles"],
+        serde_json::json!(["staff"]),
+        "profile roles, not token roles"
+    );
 
     let (status, _) = app.send("POST", "/users/me/sync", Some(&alice_admin), None).await;
     assert_eq!(status, StatusCode::OK);
     let (_, after) = app.send("GET", "/users/me", Some(&alice_admin), None).await;
-    assert_eq!(after["appRoles"], serde_json::json!(["system_admin", "staff"]), "no message needed");
+    assert_eq!(
+        after["appRoles"],
+        serde_json::json!(["system_admin", "staff"]),
+        "no message needed"
+    );
 
     let mut changed = common::profile("alice", &["Staff", "Admin"], UserStatus::Suspended);
     changed.name = "Changed Behind The API".into();
     app.store.put_profile_directly(changed);
     let (_, cached) = app.send("GET", "/users/me", Some(&alice_admin), None).await;
-    assert_eq!(cached["status"], "active", "served from cache until the invalidation arrives");
+    assert_eq!(
+        cached["status"], "active",
+        "served from cache until the invalidation arrives"
+    );
     app.state.apply(&Invalidation::Invalidate {
         source: Source::Users,
-        keys: vec![KeyVersion { id: "alice".into(), seq: "1".into(), at_ms: 1 }],
+        keys: vec![KeyVersion {
+            id: "alice".into(),
+            seq: "1".into(),
+            at_ms: 1,
+        }],
     });
     let (_, fresh) = app.send("GET", "/users/me", Some(&alice_admin), None).await;
     assert_eq!(fresh["status"], "suspended");
-    assert_error(&app.send("GET", "/admin/roles", Some(&alice_admin), None).await, StatusCode::FORBIDDEN);
+    assert_error(
+        &app.send("GET", "/admin/roles", Some(&alice_admin), None).await,
+        StatusCode::FORBIDDEN,
+    );
 }
 
 #[tokio::test]
@@ -286,7 +418,9 @@ async fn flush_all_clears_every_cache() {
     let reads = app.store.profile_reads();
     app.send("GET", "/users/me", Some(&alice()), None).await;
     assert_eq!(app.store.profile_reads(), reads, "cached");
-    app.state.apply(&Invalidation::FlushAll { reason: Some("test".into()) });
+    app.state.apply(&Invalidation::FlushAll {
+        reason: Some("test".into()),
+    });
     assert_eq!(app.state.auth.stats().entries, 0);
     app.send("GET", "/users/me", Some(&alice()), None).await;
     assert_eq!(app.store.profile_reads(), reads + 1);
@@ -317,7 +451,10 @@ async fn broken_app(error: StoreError) -> TestApp {
     let state = AppState::new(config, Arc::new(BrokenStore(error)), seeded.store.clone(), auth, None);
     state.channel.mark_subscribed("q");
     state.channel.record_ticks_now();
-    TestApp { state, store: seeded.store }
+    TestApp {
+        state,
+        store: seeded.store,
+    }
 }
 
 #[tokio::test]
@@ -327,7 +464,11 @@ async fn store_failures_are_503_and_corrupt_items_500_without_details() {
     assert_error(&response, StatusCode::SERVICE_UNAVAILABLE);
     assert!(!response.1.to_string().contains("10.0.0.1"));
 
-    let app = broken_app(StoreError::Corrupt { key: "USER#alice".into(), detail: "email: invalid type".into() }).await;
+    let app = broken_app(StoreError::Corrupt {
+        key: "USER#alice".into(),
+        detail: "email: invalid type".into(),
+    })
+    .await;
     let response = app.send("GET", "/users/me", Some(&alice()), None).await;
     assert_error(&response, StatusCode::INTERNAL_SERVER_ERROR);
     assert!(!response.1.to_string().contains("invalid type"));

@@ -58,10 +58,16 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
     let mut env = system::stack_env(&endpoint, &stack);
     env.extend(
         [
-            ("JWT_JWKS_FILE", key_dir.join(jwt::JWKS_FILE).to_string_lossy().into_owned()),
+            (
+                "JWT_JWKS_FILE",
+                key_dir.join(jwt::JWKS_FILE).to_string_lossy().into_owned(),
+            ),
             ("JWT_ISSUER", jwt::LOCAL_ISSUER.to_owned()),
             ("JWT_AUDIENCE", jwt::LOCAL_AUDIENCE.to_owned()),
-            ("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned())),
+            (
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()),
+            ),
         ]
         .map(|(key, value)| (key.to_owned(), value)),
     );
@@ -111,7 +117,11 @@ async fn watch_children(tasks: &mut [ApiTask], pipeline: &mut [Component]) -> St
     loop {
         for component in pipeline.iter_mut() {
             if let Some(status) = component.exited() {
-                return format!("the {} exited ({status}), see {}", component.name(), component.log().display());
+                return format!(
+                    "the {} exited ({status}), see {}",
+                    component.name(),
+                    component.log().display()
+                );
             }
         }
         for task in tasks.iter_mut() {
@@ -154,10 +164,19 @@ fn print_banner(
     env_file: &Path,
     local_jwt: &LocalJwt,
 ) {
-    let token = local_jwt.mint("alice", &["Staff"], "alice@example.com", "Alice", Duration::from_secs(12 * 3600));
+    let token = local_jwt.mint(
+        "alice",
+        &["Staff"],
+        "alice@example.com",
+        "Alice",
+        Duration::from_secs(12 * 3600),
+    );
     println!();
     println!("staleless local stack is up");
-    println!("  emulator   {endpoint}  (moto server; log {})", logs.join("emulator.log").display());
+    println!(
+        "  emulator   {endpoint}  (moto server; log {})",
+        logs.join("emulator.log").display()
+    );
     println!("  tables     {}, {}", stack.users_table, stack.roles_table);
     println!("  topic      {}", stack.topic_arn);
     for component in pipeline {
@@ -175,7 +194,10 @@ fn print_banner(
             task.process.log().display()
         );
     }
-    println!("  env        source {}  points the AWS CLI or SDK at the emulator", env_file.display());
+    println!(
+        "  env        source {}  points the AWS CLI or SDK at the emulator",
+        env_file.display()
+    );
     println!("  demo data  roles system_admin (IdP Admin), staff (IdP Staff), default; users alice, admin");
     println!();
     println!("Watch a change made outside the API reach both tasks:");
@@ -186,9 +208,16 @@ fn print_banner(
         [only] => (only.base_url.as_str(), only.base_url.as_str()),
         [] => ("", ""),
     };
-    println!("  curl -s -H \"Authorization: Bearer $TOKEN\" {first}/users/me; echo; curl -s -H \"Authorization: Bearer $TOKEN\" {second}/users/me; echo");
-    println!("  target/debug/infra put-user alice --name \"Alice Liddell\" --endpoint {endpoint} --users-table {}", stack.users_table);
-    println!("  curl -s -H \"Authorization: Bearer $TOKEN\" {first}/users/me; echo; curl -s -H \"Authorization: Bearer $TOKEN\" {second}/users/me; echo");
+    println!(
+        "  curl -s -H \"Authorization: Bearer $TOKEN\" {first}/users/me; echo; curl -s -H \"Authorization: Bearer $TOKEN\" {second}/users/me; echo"
+    );
+    println!(
+        "  target/debug/infra put-user alice --name \"Alice Liddell\" --endpoint {endpoint} --users-table {}",
+        stack.users_table
+    );
+    println!(
+        "  curl -s -H \"Authorization: Bearer $TOKEN\" {first}/users/me; echo; curl -s -H \"Authorization: Bearer $TOKEN\" {second}/users/me; echo"
+    );
     println!();
     println!("More tokens: target/debug/infra token --sub admin --roles Admin");
     println!("Press Ctrl-C to stop.");
@@ -219,7 +248,10 @@ pub async fn relay(
 }
 
 /// Runs the heartbeat writer until Ctrl-C or SIGTERM.
-pub async fn heartbeat(config: &aws_config::SdkConfig, heartbeat: stream_relay::heartbeat::HeartbeatConfig) -> anyhow::Result<()> {
+pub async fn heartbeat(
+    config: &aws_config::SdkConfig,
+    heartbeat: stream_relay::heartbeat::HeartbeatConfig,
+) -> anyhow::Result<()> {
     tracing::info!(tables = ?heartbeat.tables, interval_ms = heartbeat.interval.as_millis(), "heartbeat writer running");
     let writer = stream_relay::heartbeat::HeartbeatWriter::new(
         stream_relay::heartbeat::DynamoHeartbeats::new(aws_sdk_dynamodb::Client::new(config)),
@@ -245,8 +277,13 @@ pub fn token(
     name: Option<String>,
     ttl_secs: u64,
 ) -> anyhow::Result<String> {
-    let local_jwt = LocalJwt::load_or_generate(&state_dir.join("jwt")).context("cannot prepare the local JWT key pair")?;
-    let roles: Vec<&str> = roles.iter().map(String::as_str).filter(|role| !role.is_empty()).collect();
+    let local_jwt =
+        LocalJwt::load_or_generate(&state_dir.join("jwt")).context("cannot prepare the local JWT key pair")?;
+    let roles: Vec<&str> = roles
+        .iter()
+        .map(String::as_str)
+        .filter(|role| !role.is_empty())
+        .collect();
     let email = email.unwrap_or_else(|| format!("{sub}@example.com"));
     let name = name.unwrap_or_else(|| sub.to_owned());
     Ok(local_jwt.mint(sub, &roles, &email, &name, Duration::from_secs(ttl_secs)))
@@ -266,16 +303,28 @@ pub async fn check_consistency(
     let dynamodb = target.dynamodb();
     let mut keys = Vec::new();
     keys.extend(
-        sample_ids(&dynamodb, &target.users_table, keys::USER_PK_PREFIX, keys::PROFILE_SK, users)
-            .await?
-            .into_iter()
-            .map(|id| (KeyKind::User, id)),
+        sample_ids(
+            &dynamodb,
+            &target.users_table,
+            keys::USER_PK_PREFIX,
+            keys::PROFILE_SK,
+            users,
+        )
+        .await?
+        .into_iter()
+        .map(|id| (KeyKind::User, id)),
     );
     keys.extend(
-        sample_ids(&dynamodb, &target.roles_table, keys::ROLE_PK_PREFIX, keys::DEFINITION_SK, roles)
-            .await?
-            .into_iter()
-            .map(|id| (KeyKind::Role, id)),
+        sample_ids(
+            &dynamodb,
+            &target.roles_table,
+            keys::ROLE_PK_PREFIX,
+            keys::DEFINITION_SK,
+            roles,
+        )
+        .await?
+        .into_iter()
+        .map(|id| (KeyKind::Role, id)),
     );
     // Admin rights come from the stored profile's roles, so the token must name a real admin.
     let admin_token = token(state_dir, admin_user, &["Admin".to_owned()], None, None, 3600)?;
@@ -303,7 +352,11 @@ pub async fn check_consistency(
             stale.id,
             stale.task,
             stale.staleness.as_millis(),
-            if stale.never_consistent { " (never consistent)" } else { "" }
+            if stale.never_consistent {
+                " (never consistent)"
+            } else {
+                ""
+            }
         );
     }
     Ok(report.never_consistent == 0)

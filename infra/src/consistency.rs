@@ -197,7 +197,12 @@ async fn check_one(
     }
 }
 
-async fn read_truth(dynamodb: &Client, target: &CheckTarget, kind: KeyKind, id: &str) -> Result<Option<Value>, CheckError> {
+async fn read_truth(
+    dynamodb: &Client,
+    target: &CheckTarget,
+    kind: KeyKind,
+    id: &str,
+) -> Result<Option<Value>, CheckError> {
     let (table, pk, sk, fields): (&str, String, &str, &[&str]) = match kind {
         KeyKind::User => (&target.users_table, user_pk(id), keys::PROFILE_SK, &USER_FIELDS),
         KeyKind::Role => (&target.roles_table, role_pk(id), keys::DEFINITION_SK, &ROLE_FIELDS),
@@ -217,9 +222,11 @@ async fn read_truth(dynamodb: &Client, target: &CheckTarget, kind: KeyKind, id: 
         .item;
     let json = match item {
         Some(item) => Some(
-            serde_dynamo::from_item::<HashMap<String, AttributeValue>, Value>(item).map_err(|err| CheckError::Dynamo {
-                table: table.to_owned(),
-                detail: err.to_string(),
+            serde_dynamo::from_item::<HashMap<String, AttributeValue>, Value>(item).map_err(|err| {
+                CheckError::Dynamo {
+                    table: table.to_owned(),
+                    detail: err.to_string(),
+                }
             })?,
         ),
         None => None,
@@ -270,9 +277,15 @@ mod tests {
     fn comparison_ignores_fields_outside_the_contract() {
         let stored = json!({"userId": "u", "name": "A", "roles": ["Staff"], "lastLoginAt": "x"});
         let served = json!({"userId": "u", "name": "A", "roles": ["Staff"], "permissions": {}});
-        assert_eq!(comparable(Some(&stored), &USER_FIELDS), comparable(Some(&served), &USER_FIELDS));
+        assert_eq!(
+            comparable(Some(&stored), &USER_FIELDS),
+            comparable(Some(&served), &USER_FIELDS)
+        );
         let renamed = json!({"userId": "u", "name": "B", "roles": ["Staff"]});
-        assert_ne!(comparable(Some(&stored), &USER_FIELDS), comparable(Some(&renamed), &USER_FIELDS));
+        assert_ne!(
+            comparable(Some(&stored), &USER_FIELDS),
+            comparable(Some(&renamed), &USER_FIELDS)
+        );
         assert_eq!(comparable(None, &USER_FIELDS), None);
     }
 

@@ -28,7 +28,12 @@ pub fn writer(config: &SdkConfig, stack: &Provisioned, interval: Duration) -> He
 
 /// Beats into `stack` every `interval` on a task of its own until `shutdown`.
 #[must_use]
-pub fn spawn(config: &SdkConfig, stack: &Provisioned, interval: Duration, shutdown: CancellationToken) -> JoinHandle<HeartbeatRun> {
+pub fn spawn(
+    config: &SdkConfig,
+    stack: &Provisioned,
+    interval: Duration,
+    shutdown: CancellationToken,
+) -> JoinHandle<HeartbeatRun> {
     let writer = writer(config, stack, interval);
     tokio::spawn(async move { writer.run_for(None, &shutdown).await })
 }

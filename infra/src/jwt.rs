@@ -69,7 +69,9 @@ pub struct LocalJwt {
 impl std::fmt::Debug for LocalJwt {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // Never print the private key.
-        f.debug_struct("LocalJwt").field("kid", &self.kid).finish_non_exhaustive()
+        f.debug_struct("LocalJwt")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
     }
 }
 
@@ -79,7 +81,8 @@ impl LocalJwt {
     /// # Errors
     /// [`JwtError::Key`] if the system's random source or the RSA encoder fails.
     pub fn generate() -> Result<Self, JwtError> {
-        let private = RsaPrivateKey::new(&mut rand::rngs::OsRng, RSA_BITS).map_err(|err| JwtError::Key(err.to_string()))?;
+        let private =
+            RsaPrivateKey::new(&mut rand::rngs::OsRng, RSA_BITS).map_err(|err| JwtError::Key(err.to_string()))?;
         Self::from_private_key(&private)
     }
 
@@ -120,9 +123,14 @@ impl LocalJwt {
 
     fn from_private_key(private: &RsaPrivateKey) -> Result<Self, JwtError> {
         let key_error = |err: &dyn std::fmt::Display| JwtError::Key(err.to_string());
-        let private_key_pem = private.to_pkcs1_pem(LineEnding::LF).map_err(|err| key_error(&err))?.to_string();
+        let private_key_pem = private
+            .to_pkcs1_pem(LineEnding::LF)
+            .map_err(|err| key_error(&err))?
+            .to_string();
         let public = RsaPublicKey::from(private);
-        let public_key_pem = public.to_public_key_pem(LineEnding::LF).map_err(|err| key_error(&err))?;
+        let public_key_pem = public
+            .to_public_key_pem(LineEnding::LF)
+            .map_err(|err| key_error(&err))?;
         let n = URL_SAFE_NO_PAD.encode(public.n().to_bytes_be());
         let e = URL_SAFE_NO_PAD.encode(public.e().to_bytes_be());
         // RFC 7638 thumbprint: SHA-256 of the required members in lexicographic order.
@@ -224,7 +232,9 @@ pub fn claims(sub: &str, roles: &[&str], email: &str, name: &str, ttl: Duration)
 /// Seconds since the Unix epoch.
 #[must_use]
 pub fn unix_now() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_secs())
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_secs())
 }
 
 /// Writes the private key readable by its owner only.
@@ -233,7 +243,11 @@ fn write_private(path: &Path, pem: &str) -> std::io::Result<()> {
     {
         use std::io::Write as _;
         use std::os::unix::fs::OpenOptionsExt as _;
-        let mut file = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)?;
+        let mut file = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)?;
         file.write_all(pem.as_bytes())
     }
     #[cfg(not(unix))]
@@ -262,7 +276,13 @@ mod tests {
     #[test]
     fn minted_tokens_carry_the_local_claims_and_kid() {
         let local = LocalJwt::generate().expect("generate");
-        let token = local.mint("u-1", &["Staff", "Admin"], "ada@example.com", "Ada", Duration::from_secs(60));
+        let token = local.mint(
+            "u-1",
+            &["Staff", "Admin"],
+            "ada@example.com",
+            "Ada",
+            Duration::from_secs(60),
+        );
         let header = jsonwebtoken::decode_header(&token).expect("header");
         assert_eq!(header.alg, Algorithm::RS256);
         assert_eq!(header.kid.as_deref(), Some(local.kid()));

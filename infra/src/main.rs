@@ -92,7 +92,11 @@ enum Command {
         #[command(flatten)]
         target: Target,
         /// Base URLs of the API tasks.
-        #[arg(long, value_delimiter = ',', default_value = "http://127.0.0.1:8081,http://127.0.0.1:8082")]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "http://127.0.0.1:8081,http://127.0.0.1:8082"
+        )]
         tasks: Vec<String>,
         /// A user whose profile holds the IdP role `Admin` (the demo data's `admin`).
         #[arg(long, default_value = "admin")]
@@ -209,7 +213,9 @@ fn init_tracing() {
 
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| "warn,infra=info,stream_relay=info".into());
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if std::env::var("LOG_FORMAT").is_ok_and(|format| format == "json") {
         builder.json().with_current_span(false).init();
     } else {
@@ -251,7 +257,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     table.name,
                     table.logical_id,
                     table.stream_view_type.as_deref().unwrap_or("none"),
-                    table.indexes.iter().map(|index| index.name.as_str()).collect::<Vec<_>>().join(", ")
+                    table
+                        .indexes
+                        .iter()
+                        .map(|index| index.name.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 );
             }
             for topic in &spec.topics {
@@ -340,8 +351,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Heartbeat { interval_secs } => {
             let config = stream_relay::aws_config_with_timeouts().await;
-            let (mut heartbeat, _) = stream_relay::heartbeat::HeartbeatConfig::from_lookup(|name| std::env::var(name).ok())
-                .map_err(anyhow::Error::msg)?;
+            let (mut heartbeat, _) =
+                stream_relay::heartbeat::HeartbeatConfig::from_lookup(|name| std::env::var(name).ok())
+                    .map_err(anyhow::Error::msg)?;
             heartbeat.interval = std::time::Duration::try_from_secs_f64(interval_secs)
                 .ok()
                 .filter(|interval| !interval.is_zero())

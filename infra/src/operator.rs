@@ -69,8 +69,8 @@ impl SetExpression {
     }
 }
 
-pub use staleless_protocol::keys::{role_pk, user_pk};
 use staleless_protocol::keys::{DEFINITION_SK, PARTITION_KEY, PROFILE_SK, SORT_KEY, jwt_mapping_sk, jwt_role_gsi_pk};
+pub use staleless_protocol::keys::{role_pk, user_pk};
 
 fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
@@ -238,7 +238,10 @@ pub async fn put_role(client: &Client, table: &str, role: &RoleDefinition) -> Re
         )));
     }
     if role.priority > 999 {
-        return Err(OperatorError::Invalid(format!("priority {} is over 999", role.priority)));
+        return Err(OperatorError::Invalid(format!(
+            "priority {} is over 999",
+            role.priority
+        )));
     }
     let timestamp = now();
     let definition = json!({
@@ -306,7 +309,12 @@ pub struct RoleChange {
 /// # Errors
 /// [`OperatorError::Invalid`] when nothing is to change or the role does not exist; otherwise
 /// the SDK's error.
-pub async fn update_role(client: &Client, table: &str, role_id: &str, change: &RoleChange) -> Result<(), OperatorError> {
+pub async fn update_role(
+    client: &Client,
+    table: &str,
+    role_id: &str,
+    change: &RoleChange,
+) -> Result<(), OperatorError> {
     let mut fields: Vec<(&str, Value)> = Vec::new();
     if let Some(tools) = &change.granted_tools {
         fields.push(("grantedTools", json!(tools)));
@@ -346,9 +354,9 @@ pub async fn update_role(client: &Client, table: &str, role_id: &str, change: &R
     match result {
         Ok(_) => Ok(()),
         Err(err)
-            if err
-                .as_service_error()
-                .is_some_and(aws_sdk_dynamodb::operation::update_item::UpdateItemError::is_conditional_check_failed_exception) =>
+            if err.as_service_error().is_some_and(
+                aws_sdk_dynamodb::operation::update_item::UpdateItemError::is_conditional_check_failed_exception,
+            ) =>
         {
             Err(OperatorError::Invalid(format!("role {role_id} does not exist")))
         }
@@ -440,6 +448,10 @@ mod tests {
         let roles = demo_roles();
         let ids: Vec<&str> = roles.iter().map(|role| role.role_id.as_str()).collect();
         assert_eq!(ids, ["system_admin", "staff", "default"]);
-        assert!(roles.iter().all(|role| is_valid_role_id(&role.role_id) && role.priority <= 999));
+        assert!(
+            roles
+                .iter()
+                .all(|role| is_valid_role_id(&role.role_id) && role.priority <= 999)
+        );
     }
 }

@@ -204,9 +204,7 @@ async fn create_table(
     for index in &table.indexes {
         let projection = Projection::builder()
             .projection_type(ProjectionType::from(index.projection_type.as_str()))
-            .set_non_key_attributes(
-                (!index.non_key_attributes.is_empty()).then(|| index.non_key_attributes.clone()),
-            )
+            .set_non_key_attributes((!index.non_key_attributes.is_empty()).then(|| index.non_key_attributes.clone()))
             .build();
         request = request.global_secondary_indexes(
             GlobalSecondaryIndex::builder()

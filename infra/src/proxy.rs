@@ -66,7 +66,12 @@ impl SwitchableProxy {
             }
         })
         .await?;
-        Ok(Self { url, mode, cut, shutdown })
+        Ok(Self {
+            url,
+            mode,
+            cut,
+            shutdown,
+        })
     }
 
     /// The proxy's endpoint URL.
@@ -127,7 +132,9 @@ where
                     accepted = listener.accept() => accepted,
                 };
                 let Ok((client, _)) = accepted else { continue };
-                let Ok(server) = TcpStream::connect(&target).await else { continue };
+                let Ok(server) = TcpStream::connect(&target).await else {
+                    continue;
+                };
                 tokio::spawn(on_connection(client, server));
             }
         }

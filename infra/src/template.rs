@@ -278,11 +278,7 @@ pub fn load(path: &Path, parameters: &BTreeMap<String, String>) -> Result<Templa
 /// # Errors
 /// [`TemplateError::Yaml`] for YAML or shape errors, [`TemplateError::Resource`] for resources
 /// the local stack cannot provision.
-pub fn parse(
-    text: &str,
-    origin: &str,
-    overrides: &BTreeMap<String, String>,
-) -> Result<TemplateSpec, TemplateError> {
+pub fn parse(text: &str, origin: &str, overrides: &BTreeMap<String, String>) -> Result<TemplateSpec, TemplateError> {
     let yaml_error = |source| TemplateError::Yaml {
         origin: origin.to_owned(),
         source,
@@ -339,7 +335,11 @@ pub fn parse(
                 });
             }
             "AWS::SNS::Topic" | "AWS::SQS::Queue" => {
-                let name_field = if resource.kind == "AWS::SNS::Topic" { "TopicName" } else { "QueueName" };
+                let name_field = if resource.kind == "AWS::SNS::Topic" {
+                    "TopicName"
+                } else {
+                    "QueueName"
+                };
                 let name_value = resource
                     .properties
                     .get(name_field)
@@ -388,7 +388,10 @@ fn stream_table(value: &Value) -> Result<String, String> {
         return Err(format!("Stream must be !GetAtt <Table>.StreamArn, found {value:?}"));
     };
     if tagged.tag != "GetAtt" {
-        return Err(format!("Stream must be !GetAtt <Table>.StreamArn, found !{}", tagged.tag));
+        return Err(format!(
+            "Stream must be !GetAtt <Table>.StreamArn, found !{}",
+            tagged.tag
+        ));
     }
     let (table, attribute) = match &tagged.value {
         Value::String(text) => text.split_once('.').ok_or("!GetAtt needs <Table>.StreamArn")?,
@@ -416,7 +419,10 @@ fn resolve_name(value: &Value, parameters: &BTreeMap<String, String>) -> Result<
                 .ok_or_else(|| format!("!Ref {name}: no such parameter with a value"))
         }
         Value::Tagged(tagged) if tagged.tag == "Sub" => {
-            let pattern = tagged.value.as_str().ok_or("only the one-string form of !Sub is supported")?;
+            let pattern = tagged
+                .value
+                .as_str()
+                .ok_or("only the one-string form of !Sub is supported")?;
             substitute(pattern, parameters)
         }
         other => Err(format!("cannot resolve a name from {other:?}")),
@@ -478,7 +484,10 @@ mod tests {
         assert_eq!(roles.name, "staleless-app-roles");
         assert_eq!(roles.stream_view_type.as_deref(), Some("NEW_AND_OLD_IMAGES"));
 
-        assert_eq!(spec.topic("InvalidationTopic").expect("topic").name, "staleless-invalidations");
+        assert_eq!(
+            spec.topic("InvalidationTopic").expect("topic").name,
+            "staleless-invalidations"
+        );
         assert_eq!(spec.queues.len(), 1);
     }
 
@@ -504,13 +513,15 @@ mod tests {
                     "StreamRelayFunction",
                     "AppRolesTable",
                     Some(100),
-                    &[r#"{"dynamodb":{"Keys":{"PK":{"S":[{"prefix":"ROLE#"},{"prefix":"HEARTBEAT#"}]}}}}"#.to_owned()][..]
+                    &[r#"{"dynamodb":{"Keys":{"PK":{"S":[{"prefix":"ROLE#"},{"prefix":"HEARTBEAT#"}]}}}}"#.to_owned()]
+                        [..]
                 ),
                 (
                     "StreamRelayFunction",
                     "UsersTable",
                     Some(100),
-                    &[r#"{"dynamodb":{"Keys":{"PK":{"S":[{"prefix":"USER#"},{"prefix":"HEARTBEAT#"}]}}}}"#.to_owned()][..]
+                    &[r#"{"dynamodb":{"Keys":{"PK":{"S":[{"prefix":"USER#"},{"prefix":"HEARTBEAT#"}]}}}}"#.to_owned()]
+                        [..]
                 ),
             ]
         );
@@ -519,8 +530,13 @@ mod tests {
     #[test]
     fn a_stream_event_must_name_a_table_stream() {
         let text = "Resources:\n  F:\n    Type: AWS::Serverless::Function\n    Properties:\n      Events:\n        E:\n          Type: DynamoDB\n          Properties:\n            Stream: !GetAtt T.Arn\n";
-        let message = parse(text, "t.yaml", &BTreeMap::new()).expect_err("not a stream").to_string();
-        assert!(message.contains("event E") && message.contains("StreamArn"), "{message}");
+        let message = parse(text, "t.yaml", &BTreeMap::new())
+            .expect_err("not a stream")
+            .to_string();
+        assert!(
+            message.contains("event E") && message.contains("StreamArn"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -543,14 +559,22 @@ mod tests {
     #[test]
     fn a_table_without_keys_names_the_resource() {
         let text = "Resources:\n  UsersTable:\n    Type: AWS::DynamoDB::Table\n    Properties:\n      TableName: x\n";
-        let message = parse(text, "t.yaml", &BTreeMap::new()).expect_err("no keys").to_string();
-        assert!(message.contains("t.yaml") && message.contains("AttributeDefinitions"), "{message}");
+        let message = parse(text, "t.yaml", &BTreeMap::new())
+            .expect_err("no keys")
+            .to_string();
+        assert!(
+            message.contains("t.yaml") && message.contains("AttributeDefinitions"),
+            "{message}"
+        );
     }
 
     #[test]
     fn an_unknown_parameter_in_a_name_is_an_error() {
-        let text = "Resources:\n  Topic:\n    Type: AWS::SNS::Topic\n    Properties:\n      TopicName: !Sub \"${Nope}-x\"\n";
-        let message = parse(text, "t.yaml", &BTreeMap::new()).expect_err("unknown").to_string();
+        let text =
+            "Resources:\n  Topic:\n    Type: AWS::SNS::Topic\n    Properties:\n      TopicName: !Sub \"${Nope}-x\"\n";
+        let message = parse(text, "t.yaml", &BTreeMap::new())
+            .expect_err("unknown")
+            .to_string();
         assert!(message.contains("Topic") && message.contains("Nope"), "{message}");
     }
 }

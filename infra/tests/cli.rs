@@ -22,7 +22,10 @@ fn an_unreachable_emulator_is_one_line_naming_the_endpoint() {
     let (ok, _, stderr) = infra(&["provision", "--endpoint", &endpoint, "--prefix", "unreachable"]);
     assert!(!ok);
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
-    assert!(stderr.contains("cannot reach") && stderr.contains(&endpoint), "{stderr}");
+    assert!(
+        stderr.contains("cannot reach") && stderr.contains(&endpoint),
+        "{stderr}"
+    );
 }
 
 #[test]
@@ -30,8 +33,11 @@ fn a_malformed_template_is_one_line_naming_the_file_and_line() {
     let dir = std::env::temp_dir().join(format!("staleless-{}", uuid::Uuid::new_v4()));
     std::fs::create_dir_all(&dir).expect("dir");
     let path = dir.join("template.yaml");
-    std::fs::write(&path, "Resources:\n  UsersTable:\n    Type: AWS::DynamoDB::Table\n    Properties: [oops\n")
-        .expect("write");
+    std::fs::write(
+        &path,
+        "Resources:\n  UsersTable:\n    Type: AWS::DynamoDB::Table\n    Properties: [oops\n",
+    )
+    .expect("write");
     let (ok, _, stderr) = infra(&["check-template", "--template", path.to_str().expect("utf-8 path")]);
     assert!(!ok);
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
@@ -43,7 +49,10 @@ fn a_malformed_template_is_one_line_naming_the_file_and_line() {
 fn the_repository_template_lists_both_tables_and_the_topic() {
     let (ok, stdout, stderr) = infra(&["check-template", "--prefix", "demo"]);
     assert!(ok, "{stderr}");
-    assert!(stdout.contains("table demo-users (UsersTable): stream NEW_AND_OLD_IMAGES"), "{stdout}");
+    assert!(
+        stdout.contains("table demo-users (UsersTable): stream NEW_AND_OLD_IMAGES"),
+        "{stdout}"
+    );
     assert!(stdout.contains("table demo-app-roles (AppRolesTable)"), "{stdout}");
     assert!(stdout.contains("topic demo-invalidations"), "{stdout}");
 }
@@ -74,10 +83,19 @@ fn up_serves_the_stack_and_stops_cleanly_on_interrupt() {
             break;
         }
     }
-    assert!(banner.contains("uptest-users") && banner.contains("uptest-invalidations"), "{banner}");
+    assert!(
+        banner.contains("uptest-users") && banner.contains("uptest-invalidations"),
+        "{banner}"
+    );
     let env_file = std::fs::read_to_string(state_dir.join("stack.env")).expect("stack.env");
-    assert!(env_file.contains(&format!("AWS_ENDPOINT_URL=http://127.0.0.1:{port}")), "{env_file}");
-    assert!(TcpStream::connect(("127.0.0.1", port)).is_ok(), "emulator should be listening");
+    assert!(
+        env_file.contains(&format!("AWS_ENDPOINT_URL=http://127.0.0.1:{port}")),
+        "{env_file}"
+    );
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        "emulator should be listening"
+    );
 
     let status = Command::new("kill")
         .args(["-INT", &child.id().to_string()])
@@ -88,6 +106,9 @@ fn up_serves_the_stack_and_stops_cleanly_on_interrupt() {
     assert!(exit.success(), "{exit}");
     let rest: Vec<String> = lines.map_while(Result::ok).collect();
     assert!(rest.iter().any(|line| line == "stopped"), "{rest:?}");
-    assert!(TcpStream::connect(("127.0.0.1", port)).is_err(), "emulator must be gone after Ctrl-C");
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "emulator must be gone after Ctrl-C"
+    );
     let _ = std::fs::remove_dir_all(state_dir);
 }

@@ -4,7 +4,11 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use infra::LocalAws;
 use infra::operator::{self, OperatorError, RoleChange, UserChange};
 
-async fn profile(aws: &LocalAws, table: &str, user_id: &str) -> Option<std::collections::HashMap<String, AttributeValue>> {
+async fn profile(
+    aws: &LocalAws,
+    table: &str,
+    user_id: &str,
+) -> Option<std::collections::HashMap<String, AttributeValue>> {
     aws.dynamodb()
         .get_item()
         .table_name(table)
@@ -28,7 +32,9 @@ async fn put_user_creates_then_changes_only_the_named_fields() {
         email: Some("Bob@Example.COM".into()),
         ..UserChange::default()
     };
-    operator::put_user(&client, &stack.users_table, "bob", &created).await.expect("create");
+    operator::put_user(&client, &stack.users_table, "bob", &created)
+        .await
+        .expect("create");
     let first = profile(&aws, &stack.users_table, "bob").await.expect("item");
     assert_eq!(first.get("email"), Some(&AttributeValue::S("bob@example.com".into())));
     assert_eq!(first.get("status"), Some(&AttributeValue::S("active".into())));
@@ -38,7 +44,9 @@ async fn put_user_creates_then_changes_only_the_named_fields() {
         status: Some("suspended".into()),
         ..UserChange::default()
     };
-    operator::put_user(&client, &stack.users_table, "bob", &suspend).await.expect("update");
+    operator::put_user(&client, &stack.users_table, "bob", &suspend)
+        .await
+        .expect("update");
     let second = profile(&aws, &stack.users_table, "bob").await.expect("item");
     assert_eq!(second.get("status"), Some(&AttributeValue::S("suspended".into())));
     assert_eq!(second.get("name"), first.get("name"));
@@ -48,10 +56,14 @@ async fn put_user_creates_then_changes_only_the_named_fields() {
         status: Some("banned".into()),
         ..UserChange::default()
     };
-    let err = operator::put_user(&client, &stack.users_table, "bob", &bad).await.expect_err("bad status");
+    let err = operator::put_user(&client, &stack.users_table, "bob", &bad)
+        .await
+        .expect_err("bad status");
     assert!(matches!(err, OperatorError::Invalid(_)), "{err}");
 
-    operator::delete_user(&client, &stack.users_table, "bob").await.expect("delete");
+    operator::delete_user(&client, &stack.users_table, "bob")
+        .await
+        .expect("delete");
     assert!(profile(&aws, &stack.users_table, "bob").await.is_none());
 }
 
@@ -60,7 +72,9 @@ async fn demo_seed_writes_definitions_and_mapping_items() {
     let aws = LocalAws::start().expect("emulator");
     let stack = aws.provision_unique().await.expect("provision");
     let client = aws.dynamodb();
-    operator::seed_demo(&client, &stack.users_table, &stack.roles_table).await.expect("seed");
+    operator::seed_demo(&client, &stack.users_table, &stack.roles_table)
+        .await
+        .expect("seed");
 
     let items = client
         .query()
@@ -83,7 +97,9 @@ async fn demo_seed_writes_definitions_and_mapping_items() {
         granted_tools: Some(vec!["search".into(), "code".into()]),
         ..RoleChange::default()
     };
-    operator::update_role(&client, &stack.roles_table, "staff", &change).await.expect("update");
+    operator::update_role(&client, &stack.roles_table, "staff", &change)
+        .await
+        .expect("update");
     let err = operator::update_role(&client, &stack.roles_table, "nobody", &change)
         .await
         .expect_err("missing role");

@@ -25,7 +25,10 @@ async fn template_tables_stream_a_put_item_as_insert() {
         .iter()
         .filter_map(|index| index.index_name().map(str::to_owned))
         .collect();
-    assert!(indexes.contains(&"UserIdIndex".to_owned()) && indexes.contains(&"EmailIndex".to_owned()), "{indexes:?}");
+    assert!(
+        indexes.contains(&"UserIdIndex".to_owned()) && indexes.contains(&"EmailIndex".to_owned()),
+        "{indexes:?}"
+    );
 
     for (table, stream_arn, pk, sk) in [
         (&stack.users_table, &stack.users_stream_arn, "USER#u-1", "PROFILE"),
@@ -65,7 +68,12 @@ async fn template_tables_stream_a_put_item_as_insert() {
         let mut seen = Vec::new();
         for _ in 0..20 {
             let Some(current) = iterator.take() else { break };
-            let page = streams.get_records().shard_iterator(current).send().await.expect("records");
+            let page = streams
+                .get_records()
+                .shard_iterator(current)
+                .send()
+                .await
+                .expect("records");
             seen.extend(page.records.unwrap_or_default());
             if !seen.is_empty() {
                 break;
@@ -76,11 +84,19 @@ async fn template_tables_stream_a_put_item_as_insert() {
         let record = seen.first().expect("a stream record");
         assert_eq!(record.event_name(), Some(&OperationType::Insert));
         let keys = record.dynamodb().and_then(|change| change.keys()).expect("keys");
-        assert_eq!(keys.get("PK"), Some(&aws_sdk_dynamodbstreams::types::AttributeValue::S(pk.into())));
+        assert_eq!(
+            keys.get("PK"),
+            Some(&aws_sdk_dynamodbstreams::types::AttributeValue::S(pk.into()))
+        );
     }
 
     let topics = aws.sns().list_topics().send().await.expect("topics");
-    assert!(topics.topics().iter().any(|topic| topic.topic_arn() == Some(stack.topic_arn.as_str())));
+    assert!(
+        topics
+            .topics()
+            .iter()
+            .any(|topic| topic.topic_arn() == Some(stack.topic_arn.as_str()))
+    );
 }
 
 #[tokio::test]

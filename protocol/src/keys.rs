@@ -130,7 +130,10 @@ mod tests {
     fn keys_round_trip_through_the_parser() {
         assert_eq!(parse_pk(&user_pk("u-1")), PartitionKey::User("u-1"));
         assert_eq!(parse_pk(&role_pk("staff")), PartitionKey::Role("staff"));
-        assert_eq!(parse_pk(&heartbeat_pk("staleless")), PartitionKey::Heartbeat("staleless"));
+        assert_eq!(
+            parse_pk(&heartbeat_pk("staleless")),
+            PartitionKey::Heartbeat("staleless")
+        );
         assert_eq!(parse_pk("USER#"), PartitionKey::Empty(USER_PK_PREFIX));
         assert_eq!(parse_pk("TOOL#search"), PartitionKey::Other);
         assert_eq!(parse_pk("user#u-1"), PartitionKey::Other, "prefixes are case-sensitive");

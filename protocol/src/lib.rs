@@ -457,13 +457,22 @@ mod tests {
     #[test]
     fn packing_respects_the_limit_and_loses_no_key() {
         let keys: Vec<KeyVersion> = (0..20_000)
-            .map(|i| key(&format!("user-{i:05}-{}", "x".repeat(i % 40)), &format!("{}", 1_000_000 + i)))
+            .map(|i| {
+                key(
+                    &format!("user-{i:05}-{}", "x".repeat(i % 40)),
+                    &format!("{}", 1_000_000 + i),
+                )
+            })
             .collect();
         let messages = pack_invalidations(Source::Users, keys.clone(), sns_body_budget()).expect("pack");
 
         let total_bytes: usize = messages.iter().map(String::len).sum();
         let lower_bound = total_bytes.div_ceil(sns_body_budget());
-        assert!(messages.len() <= lower_bound + 1, "{} messages for {total_bytes} bytes", messages.len());
+        assert!(
+            messages.len() <= lower_bound + 1,
+            "{} messages for {total_bytes} bytes",
+            messages.len()
+        );
 
         let mut decoded = Vec::new();
         for message in &messages {
@@ -486,8 +495,16 @@ mod tests {
         let one = pack_invalidations(Source::Roles, keys.clone(), usize::MAX).expect("pack");
         assert_eq!(one.len(), 1);
         let exact = one[0].len();
-        assert_eq!(pack_invalidations(Source::Roles, keys.clone(), exact).expect("pack").len(), 1);
-        assert_eq!(pack_invalidations(Source::Roles, keys, exact - 1).expect("pack").len(), 2);
+        assert_eq!(
+            pack_invalidations(Source::Roles, keys.clone(), exact)
+                .expect("pack")
+                .len(),
+            1
+        );
+        assert_eq!(
+            pack_invalidations(Source::Roles, keys, exact - 1).expect("pack").len(),
+            2
+        );
     }
 
     #[test]
@@ -509,8 +526,7 @@ mod tests {
 
     #[test]
     fn a_key_larger_than_a_message_is_an_error() {
-        let err = pack_invalidations(Source::Users, vec![key(&"x".repeat(500), "1")], 200)
-            .expect_err("too large");
+        let err = pack_invalidations(Source::Users, vec![key(&"x".repeat(500), "1")], 200).expect_err("too large");
         assert!(matches!(err, EncodeError::KeyTooLarge { limit: 200, .. }), "{err}");
     }
 }

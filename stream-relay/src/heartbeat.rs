@@ -68,8 +68,14 @@ impl HeartbeatSink for DynamoHeartbeats {
             .table_name(table)
             .item(PARTITION_KEY, AttributeValue::S(heartbeat_pk(writer)))
             .item(SORT_KEY, AttributeValue::S(HEARTBEAT_SK.to_owned()))
-            .item(HEARTBEAT_WRITTEN_AT_ATTRIBUTE, AttributeValue::N(written_at_ms.to_string()))
-            .item(HEARTBEAT_INTERVAL_ATTRIBUTE, AttributeValue::N(interval.as_millis().to_string()))
+            .item(
+                HEARTBEAT_WRITTEN_AT_ATTRIBUTE,
+                AttributeValue::N(written_at_ms.to_string()),
+            )
+            .item(
+                HEARTBEAT_INTERVAL_ATTRIBUTE,
+                AttributeValue::N(interval.as_millis().to_string()),
+            )
             .send();
         match tokio::time::timeout(WRITE_TIMEOUT, put).await {
             Ok(Ok(_)) => Ok(()),
@@ -106,7 +112,11 @@ impl HeartbeatConfig {
                 },
             }
         };
-        let table = |var: &str, default: &str| lookup(var).filter(|name| !name.trim().is_empty()).unwrap_or_else(|| default.to_owned());
+        let table = |var: &str, default: &str| {
+            lookup(var)
+                .filter(|name| !name.trim().is_empty())
+                .unwrap_or_else(|| default.to_owned())
+        };
         let config = Self {
             tables: vec![
                 table(crate::config::USERS_TABLE_VAR, crate::config::DEFAULT_USERS_TABLE),
@@ -148,13 +158,14 @@ impl<S: HeartbeatSink> HeartbeatWriter<S> {
     /// One beat: a heartbeat into each table, concurrently.
     pub async fn beat(&self) -> HeartbeatRun {
         let now_ms = chrono::Utc::now().timestamp_millis();
-        let writes = self
-            .config
-            .tables
-            .iter()
-            .map(|table| async move {
-                (table, self.sink.write(table, &self.config.writer, now_ms, self.config.interval).await)
-            });
+        let writes = self.config.tables.iter().map(|table| async move {
+            (
+                table,
+                self.sink
+                    .write(table, &self.config.writer, now_ms, self.config.interval)
+                    .await,
+            )
+        });
         let mut run = HeartbeatRun::default();
         for (table, result) in futures::future::join_all(writes).await {
             match result {
@@ -206,11 +217,20 @@ mod tests {
 
     #[async_trait]
     impl HeartbeatSink for &Recorder {
-        async fn write(&self, table: &str, writer: &str, written_at_ms: i64, _interval: Duration) -> Result<(), String> {
+        async fn write(
+            &self,
+            table: &str,
+            writer: &str,
+            written_at_ms: i64,
+            _interval: Duration,
+        ) -> Result<(), String> {
             if self.failing_table.as_deref() == Some(table) {
                 return Err("refused".into());
             }
-            self.writes.lock().expect("lock").push((table.into(), writer.into(), written_at_ms));
+            self.writes
+                .lock()
+                .expect("lock")
+                .push((table.into(), writer.into(), written_at_ms));
             Ok(())
         }
     }
@@ -227,7 +247,9 @@ mod tests {
     async fn a_run_beats_into_every_table_each_interval_and_stops_on_time() {
         let recorder = Recorder::default();
         let writer = HeartbeatWriter::new(&recorder, config());
-        let run = writer.run_for(Some(Duration::from_secs(60)), &CancellationToken::new()).await;
+        let run = writer
+            .run_for(Some(Duration::from_secs(60)), &CancellationToken::new())
+            .await;
         // Beats at 0, 5, …, 55 s: twelve per table.
         assert_eq!(run, HeartbeatRun { written: 24, failed: 0 });
         let writes = recorder.writes.lock().expect("lock");

@@ -14,7 +14,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let config = RelayConfig::from_env()?;
     let aws = stream_relay::aws_config_with_timeouts().await;
     let publisher = SnsPublisher::new(aws_sdk_sns::Client::new(&aws), &config.topic_arn);
-    let relay = Relay::new(Mapper::from_config(&config), Arc::new(publisher)).with_metrics(MetricsSink::EmbeddedMetricFormat);
+    let relay =
+        Relay::new(Mapper::from_config(&config), Arc::new(publisher)).with_metrics(MetricsSink::EmbeddedMetricFormat);
     tracing::info!(
         users_table = %config.users_table,
         roles_table = %config.roles_table,

@@ -267,7 +267,9 @@ fn role_id(pk: Option<&AttributeValue>) -> Result<&str, SkipReason> {
     match pk {
         Some(AttributeValue::S(pk)) => match keys::parse_pk(pk) {
             PartitionKey::Role(id) => Ok(id),
-            PartitionKey::Empty(keys::ROLE_PK_PREFIX) => Err(SkipReason::Malformed("ROLE# partition key without a role id")),
+            PartitionKey::Empty(keys::ROLE_PK_PREFIX) => {
+                Err(SkipReason::Malformed("ROLE# partition key without a role id"))
+            }
             // Tools, per-user preferences and anything else in the roles table: no role cache holds them.
             _ => Err(SkipReason::Ignored("roles-table item without a ROLE# partition key")),
         },
@@ -361,7 +363,8 @@ impl<'a> Coalescer<'a> {
                 }
             }
             None => {
-                self.index.insert((change.source, change.kind, change.id), self.keys.len());
+                self.index
+                    .insert((change.source, change.kind, change.id), self.keys.len());
                 self.keys.push(PendingKey {
                     kind: change.kind,
                     source: change.source,
@@ -635,8 +638,15 @@ mod tests {
             panic!("nothing is skipped: {reason:?}");
         });
         assert_eq!((counts.heartbeats, counts.invalidating), (3, 1));
-        assert_eq!(keys[1].interval_ms, Some(5_000), "the writer's interval travels with the tick");
-        let summary: Vec<_> = keys.iter().map(|key| (key.kind, key.source, key.id, key.at_ms, key.first_record)).collect();
+        assert_eq!(
+            keys[1].interval_ms,
+            Some(5_000),
+            "the writer's interval travels with the tick"
+        );
+        let summary: Vec<_> = keys
+            .iter()
+            .map(|key| (key.kind, key.source, key.id, key.at_ms, key.first_record))
+            .collect();
         assert_eq!(
             summary,
             [
@@ -655,7 +665,10 @@ mod tests {
         let record = &mut event.records[0];
         assert!(matches!(
             mapper().map(record, 0),
-            Mapped::Invalidate(Change { kind: ChangeKind::Heartbeat, .. })
+            Mapped::Invalidate(Change {
+                kind: ChangeKind::Heartbeat,
+                ..
+            })
         ));
         record.event_name = "REMOVE".to_owned();
         assert!(matches!(mapper().map(record, 0), Mapped::Skip(SkipReason::Ignored(_))));

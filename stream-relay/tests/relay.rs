@@ -68,7 +68,9 @@ fn published_in_order(publisher: &MemoryPublisher) -> Vec<(Source, Result<Vec<St
         .into_iter()
         .map(|(attribute, message)| match message {
             Invalidation::Invalidate { source, keys } => (source, Ok(keys.into_iter().map(|key| key.id).collect())),
-            Invalidation::Tick { source, written_at_ms, .. } => {
+            Invalidation::Tick {
+                source, written_at_ms, ..
+            } => {
                 assert_eq!(attribute, source, "a tick carries its source attribute too");
                 (source, Err(written_at_ms))
             }
@@ -80,7 +82,9 @@ fn published_in_order(publisher: &MemoryPublisher) -> Vec<(Source, Result<Vec<St
 #[tokio::test]
 async fn heartbeats_are_published_as_ticks_after_the_changes_before_them() {
     let (relay, publisher) = new_relay();
-    let outcome = relay.handle_event(&event(include_str!("fixtures/heartbeats.json"))).await;
+    let outcome = relay
+        .handle_event(&event(include_str!("fixtures/heartbeats.json")))
+        .await;
     assert!(outcome.response.batch_item_failures.is_empty());
     assert_eq!(outcome.summary.heartbeats, 3);
     assert_eq!(outcome.summary.ticks_published, [1, 1]);
@@ -106,7 +110,10 @@ async fn a_role_edit_publishes_one_key() {
     assert_eq!(keys[0].1.seq.as_str(), "4200000000000000000104");
     assert_eq!((outcome.summary.records_in, outcome.summary.keys_published), (4, 1));
     assert_eq!((outcome.summary.sns_calls, outcome.summary.messages_published), (1, 1));
-    assert!(outcome.summary.max_lag.is_some_and(|lag| lag > Duration::from_secs(60)), "fixtures are from 2024");
+    assert!(
+        outcome.summary.max_lag.is_some_and(|lag| lag > Duration::from_secs(60)),
+        "fixtures are from 2024"
+    );
 }
 
 #[tokio::test]

@@ -13,8 +13,8 @@ use anyhow::{Context as _, bail};
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use futures::StreamExt as _;
 use infra::operator::{self, UserChange};
-use rand::rngs::StdRng;
 use rand::SeedableRng as _;
+use rand::rngs::StdRng;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -352,10 +352,8 @@ pub async fn staleness(
             async move {
                 let (id, token) = (&users.ids[user], &users.tokens[user]);
                 // Cache the old value on every task first.
-                let warmed = futures::future::join_all(
-                    system.task_urls.iter().map(|base| read_name(http, base, token)),
-                )
-                .await;
+                let warmed =
+                    futures::future::join_all(system.task_urls.iter().map(|base| read_name(http, base, token))).await;
                 for name in warmed {
                     name?;
                 }
@@ -368,7 +366,14 @@ pub async fn staleness(
                 operator::put_user(&dynamodb, &system.stack.users_table, id, &change).await?;
                 let acknowledged = Instant::now();
                 let seen = futures::future::join_all(system.task_urls.iter().map(|base| {
-                    wait_for_name(http, base, token, &wanted, options.poll, acknowledged + options.patience)
+                    wait_for_name(
+                        http,
+                        base,
+                        token,
+                        &wanted,
+                        options.poll,
+                        acknowledged + options.patience,
+                    )
                 }))
                 .await;
                 let mut slowest = Some(Duration::ZERO);
@@ -583,7 +588,12 @@ fn parse_status_kib(status: &str, field: &str) -> Option<u64> {
 /// `target/criterion/<group>/<bench>/new/estimates.json`; `None` when that bench has not run.
 #[must_use]
 pub fn criterion_median_ns(target_dir: &Path, group: &str, bench: &str) -> Option<f64> {
-    let path = target_dir.join("criterion").join(group).join(bench).join("new").join("estimates.json");
+    let path = target_dir
+        .join("criterion")
+        .join(group)
+        .join(bench)
+        .join("new")
+        .join("estimates.json");
     let text = std::fs::read_to_string(path).ok()?;
     let estimates: Value = serde_json::from_str(&text).ok()?;
     estimates["median"]["point_estimate"].as_f64()
@@ -639,14 +649,20 @@ pub fn machine() -> String {
     let memory = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|info| parse_status_kib(&info, "MemTotal:"))
-        .map_or_else(|| "unknown memory".to_owned(), |kib| format!("{:.1} GiB RAM", kib as f64 / 1_048_576.0));
+        .map_or_else(
+            || "unknown memory".to_owned(),
+            |kib| format!("{:.1} GiB RAM", kib as f64 / 1_048_576.0),
+        );
     // Other work on the machine skews every figure; the load average when the run started says
     // whether it had the machine to itself.
     let load = std::fs::read_to_string("/proc/loadavg")
         .ok()
         .and_then(|text| text.split_whitespace().next().map(str::to_owned))
         .unwrap_or_else(|| "unknown".to_owned());
-    format!("{cores} cores ({cpu}), {memory}, {}; 1-min load average {load} at the start", std::env::consts::OS)
+    format!(
+        "{cores} cores ({cpu}), {memory}, {}; 1-min load average {load} at the start",
+        std::env::consts::OS
+    )
 }
 
 #[cfg(test)]

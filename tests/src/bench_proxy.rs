@@ -137,7 +137,10 @@ impl ActionScanner {
             // Header values may start with spaces (`X-Amz-Target: AmazonSQS.…`).
             let value_start = start
                 + marker.len()
-                + text[start + marker.len()..].iter().take_while(|byte| **byte == b' ').count();
+                + text[start + marker.len()..]
+                    .iter()
+                    .take_while(|byte| **byte == b' ')
+                    .count();
             let Some(end) = text[value_start..]
                 .iter()
                 .position(|byte| matches!(byte, b'\r' | b'\n' | b'&' | b' ' | b'"'))

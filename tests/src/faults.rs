@@ -105,7 +105,10 @@ impl Row {
     pub const fn heals_itself(self) -> bool {
         matches!(
             self,
-            Self::QueueDeletedOutOfBand | Self::SubscriptionRemoved | Self::SubscriptionFilteredToNothing | Self::DynamoHangsForOneTask
+            Self::QueueDeletedOutOfBand
+                | Self::SubscriptionRemoved
+                | Self::SubscriptionFilteredToNothing
+                | Self::DynamoHangsForOneTask
         )
     }
 
@@ -332,11 +335,19 @@ async fn run_on(system: &mut LocalSystem, row: Row) -> anyhow::Result<RowReport>
 }
 
 /// Breaks what `row` names and leaves it broken.
-async fn inject_silent_fault(system: &LocalSystem, row: Row, dynamodb_proxy: Option<&SwitchableProxy>) -> anyhow::Result<()> {
+async fn inject_silent_fault(
+    system: &LocalSystem,
+    row: Row,
+    dynamodb_proxy: Option<&SwitchableProxy>,
+) -> anyhow::Result<()> {
     match row {
         Row::RelayHung => system.relay.as_ref().context("no relay")?.pause(),
         Row::HeartbeatWriterStopped => system.heartbeat.as_ref().context("no heartbeat writer")?.pause(),
-        Row::RelayCannotPublish => system.sns_proxy.as_ref().context("row needs the SNS proxy")?.switch_off(),
+        Row::RelayCannotPublish => system
+            .sns_proxy
+            .as_ref()
+            .context("row needs the SNS proxy")?
+            .switch_off(),
         Row::DynamoHangsForOneTask => dynamodb_proxy.context("row needs the DynamoDB proxy")?.hang(),
         Row::SubscriptionRemoved | Row::SubscriptionFilteredToNothing => {
             let sns = system.aws.sns();
@@ -497,7 +508,14 @@ pub async fn probe(system: &LocalSystem, users: &[String], round: usize, errors_
 
 /// Renames every user once (`<id> r<round>`): one `UpdateItem` each (after the first round).
 async fn write_round(system: &LocalSystem, users: &[String], round: usize) -> anyhow::Result<usize> {
-    write_users(system.aws.dynamodb(), system.stack.users_table.clone(), users.to_vec(), round, None).await
+    write_users(
+        system.aws.dynamodb(),
+        system.stack.users_table.clone(),
+        users.to_vec(),
+        round,
+        None,
+    )
+    .await
 }
 
 async fn write_users(
@@ -532,7 +550,12 @@ async fn write_users(
 
 /// The time from `healed_at` until every task serves every user's `final_round` name: the
 /// slowest (user, task) pair. A pair that never gets there is left to the consistency check.
-async fn converge(system: &LocalSystem, users: &[String], final_round: usize, healed_at: Instant) -> anyhow::Result<Duration> {
+async fn converge(
+    system: &LocalSystem,
+    users: &[String],
+    final_round: usize,
+    healed_at: Instant,
+) -> anyhow::Result<Duration> {
     let admin = system.admin_token();
     let pairs: Vec<(usize, &String)> = (0..system.task_urls.len())
         .flat_map(|task| users.iter().map(move |user| (task, user)))
@@ -573,7 +596,14 @@ fn spawn_burst(
     tokio::spawn(async move {
         let mut total = 0;
         for round in rounds {
-            total += write_users(dynamodb.clone(), table.clone(), users.clone(), round, Some(Arc::clone(&written))).await?;
+            total += write_users(
+                dynamodb.clone(),
+                table.clone(),
+                users.clone(),
+                round,
+                Some(Arc::clone(&written)),
+            )
+            .await?;
         }
         Ok(total)
     })
@@ -632,7 +662,11 @@ fn spawn_readers(
                 .bearer_auth(&admin)
                 .send()
                 .await?;
-            ensure!(response.status().is_success(), "read of {user} failed: {}", response.status());
+            ensure!(
+                response.status().is_success(),
+                "read of {user} failed: {}",
+                response.status()
+            );
             count += 1;
         }
         Ok(count)
@@ -701,10 +735,7 @@ async fn queues_drain(system: &LocalSystem) -> anyhow::Result<()> {
                     .await?
                     .attributes
                     .unwrap_or_default();
-                let pending: u64 = attributes
-                    .values()
-                    .filter_map(|value| value.parse::<u64>().ok())
-                    .sum();
+                let pending: u64 = attributes.values().filter_map(|value| value.parse::<u64>().ok()).sum();
                 Ok(pending == 0)
             }
         })

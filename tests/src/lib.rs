@@ -109,18 +109,27 @@ impl LocalSystem {
         let bin_dir = system::binaries_dir();
         for binary in ["infra", "staleless-api"] {
             if !bin_dir.join(binary).exists() {
-                bail!("{} is not built: run `cargo build --workspace --bins` first", bin_dir.join(binary).display());
+                bail!(
+                    "{} is not built: run `cargo build --workspace --bins` first",
+                    bin_dir.join(binary).display()
+                );
             }
         }
 
         let mut env = system::stack_env(aws.endpoint(), &stack);
         env.extend(
             [
-                ("JWT_JWKS_FILE", key_dir.join(jwt::JWKS_FILE).to_string_lossy().into_owned()),
+                (
+                    "JWT_JWKS_FILE",
+                    key_dir.join(jwt::JWKS_FILE).to_string_lossy().into_owned(),
+                ),
                 ("JWT_ISSUER", jwt::LOCAL_ISSUER.to_owned()),
                 ("JWT_AUDIENCE", jwt::LOCAL_AUDIENCE.to_owned()),
                 ("RUST_LOG", "info".to_owned()),
-                ("HEARTBEAT_INTERVAL_SECS", options.heartbeat_interval.as_secs_f64().to_string()),
+                (
+                    "HEARTBEAT_INTERVAL_SECS",
+                    options.heartbeat_interval.as_secs_f64().to_string(),
+                ),
                 ("STALENESS_BOUND_SECS", options.staleness_bound.as_secs().to_string()),
             ]
             .map(|(key, value)| (key.to_owned(), value)),
@@ -181,12 +190,23 @@ impl LocalSystem {
         #[allow(clippy::cast_precision_loss)] // Unix ms fit an f64 exactly
         let after_secs = written_after_ms as f64 / 1_000.0;
         for index in (0..self.tasks.len()).filter(|index| self.tasks[*index].is_some()) {
-            eventually(PATIENCE, &format!("task {index} to hear ticks written after the seed"), || async move {
-                let text = self.http.get(format!("{}/metrics", self.task_urls[index])).send().await?.text().await?;
-                Ok(["users", "roles"].into_iter().all(|source| {
-                    sum_metric(&text, "staleless_tick_written_timestamp_seconds", &[("source", source)]) > after_secs
-                }))
-            })
+            eventually(
+                PATIENCE,
+                &format!("task {index} to hear ticks written after the seed"),
+                || async move {
+                    let text = self
+                        .http
+                        .get(format!("{}/metrics", self.task_urls[index]))
+                        .send()
+                        .await?
+                        .text()
+                        .await?;
+                    Ok(["users", "roles"].into_iter().all(|source| {
+                        sum_metric(&text, "staleless_tick_written_timestamp_seconds", &[("source", source)])
+                            > after_secs
+                    }))
+                },
+            )
             .await?;
         }
         Ok(())
@@ -205,7 +225,11 @@ impl LocalSystem {
     /// # Errors
     /// When the process cannot start.
     pub fn start_heartbeat(&mut self) -> anyhow::Result<()> {
-        let heartbeat = system::start_heartbeat(&self.bin_dir, &self.relay_env, &self.state_dir.join("logs").join("heartbeat.log"))?;
+        let heartbeat = system::start_heartbeat(
+            &self.bin_dir,
+            &self.relay_env,
+            &self.state_dir.join("logs").join("heartbeat.log"),
+        )?;
         self.heartbeat = Some(heartbeat);
         Ok(())
     }
@@ -260,7 +284,15 @@ impl LocalSystem {
         let log = self.state_dir.join("logs").join(format!("api-{index}.log"));
         let mut env = self.env.clone();
         env.extend(extra_env.iter().cloned());
-        let task = ApiTask::start(&format!("api-{index}"), &self.bin_dir, &bind, &env, &log, Duration::from_secs(60)).await?;
+        let task = ApiTask::start(
+            &format!("api-{index}"),
+            &self.bin_dir,
+            &bind,
+            &env,
+            &log,
+            Duration::from_secs(60),
+        )
+        .await?;
         self.tasks[index] = Some(task);
         Ok(index)
     }
@@ -296,8 +328,13 @@ impl LocalSystem {
     /// A token for `sub` with these IdP roles.
     #[must_use]
     pub fn token(&self, sub: &str, roles: &[&str]) -> String {
-        self.jwt
-            .mint(sub, roles, &format!("{sub}@example.com"), sub, Duration::from_secs(3600))
+        self.jwt.mint(
+            sub,
+            roles,
+            &format!("{sub}@example.com"),
+            sub,
+            Duration::from_secs(3600),
+        )
     }
 
     /// A token with the `system_admin` AppRole (IdP role `Admin`, user `admin` of the demo data).
@@ -437,7 +474,9 @@ pub fn sum_metric(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
         .filter(|line| !line.starts_with('#'))
         .filter_map(|line| {
             let (series, value) = line.rsplit_once(' ')?;
-            let (metric, label_text) = series.split_once('{').map_or((series, ""), |(metric, rest)| (metric, rest));
+            let (metric, label_text) = series
+                .split_once('{')
+                .map_or((series, ""), |(metric, rest)| (metric, rest));
             if metric != name {
                 return None;
             }

@@ -33,7 +33,11 @@ fn nothing_lost_in(report: &faults::RowReport) -> anyhow::Result<()> {
         );
     }
     if row.heals_itself() {
-        assert_eq!(report.healed_itself, Some(true), "the task did not heal itself: {report:?}");
+        assert_eq!(
+            report.healed_itself,
+            Some(true),
+            "the task did not heal itself: {report:?}"
+        );
     }
     Ok(())
 }
@@ -97,7 +101,10 @@ async fn one_subscription_filtered_to_nothing() -> anyhow::Result<()> {
 async fn heartbeat_writer_stopped_never_healed_while_measured() -> anyhow::Result<()> {
     let report = faults::run(Row::HeartbeatWriterStopped).await?;
     let probe = report.during_fault.expect("probed");
-    assert!(probe.bypassed_reads > 0, "no ticks, no trust: the tasks read through: {report:?}");
+    assert!(
+        probe.bypassed_reads > 0,
+        "no ticks, no trust: the tasks read through: {report:?}"
+    );
     nothing_lost_in(&report)
 }
 
@@ -105,6 +112,9 @@ async fn heartbeat_writer_stopped_never_healed_while_measured() -> anyhow::Resul
 async fn dynamodb_reads_hang_for_one_task() -> anyhow::Result<()> {
     let report = faults::run(Row::DynamoHangsForOneTask).await?;
     let probe = report.during_fault.expect("probed");
-    assert!(probe.failed_reads > 0, "the hung task answered errors, not waits: {report:?}");
+    assert!(
+        probe.failed_reads > 0,
+        "the hung task answered errors, not waits: {report:?}"
+    );
     nothing_lost_in(&report)
 }

@@ -24,7 +24,13 @@ async fn run(system: LocalSystem) -> anyhow::Result<()> {
         roles: roles.map(|roles| roles.iter().map(|role| (*role).to_owned()).collect()),
         ..UserChange::default()
     };
-    operator::put_user(&dynamodb, &users, "ops", &change(Some("Ops"), Some("active"), Some(&["Admin"]))).await?;
+    operator::put_user(
+        &dynamodb,
+        &users,
+        "ops",
+        &change(Some("Ops"), Some("active"), Some(&["Admin"])),
+    )
+    .await?;
     system.until_quiescent().await?;
     let alice = system.token("alice", &["Staff"]);
     let ops = system.token("ops", &["Admin"]);
@@ -37,7 +43,13 @@ async fn run(system: LocalSystem) -> anyhow::Result<()> {
     system.relay.as_ref().expect("relay").pause();
     // Every tick the tasks will see from now on was written before this instant.
     let before_changes = Instant::now();
-    operator::put_user(&dynamodb, &users, "alice", &change(Some("Alice While Hung"), None, None)).await?;
+    operator::put_user(
+        &dynamodb,
+        &users,
+        "alice",
+        &change(Some("Alice While Hung"), None, None),
+    )
+    .await?;
     operator::put_user(&dynamodb, &users, "ops", &change(None, Some("suspended"), None)).await?;
 
     for task in 0..2 {
@@ -64,14 +76,20 @@ async fn run(system: LocalSystem) -> anyhow::Result<()> {
     system.until_quiescent().await?;
     operator::put_user(&dynamodb, &users, "alice", &change(Some("Alice Resumed"), None, None)).await?;
     let took = system
-        .until_all_tasks("/users/me", &alice, |status, body| status == 200 && body["name"] == "Alice Resumed")
+        .until_all_tasks("/users/me", &alice, |status, body| {
+            status == 200 && body["name"] == "Alice Resumed"
+        })
         .await?;
     println!("after the relay resumed, a change reached both tasks in {took:?}");
     for task in 0..2 {
-        let hits = system.metric(task, "staleless_cache_hits_total", &[("cache", "profiles")]).await?;
+        let hits = system
+            .metric(task, "staleless_cache_hits_total", &[("cache", "profiles")])
+            .await?;
         system.get(task, "/users/me", &alice).await?;
         system.get(task, "/users/me", &alice).await?;
-        let after = system.metric(task, "staleless_cache_hits_total", &[("cache", "profiles")]).await?;
+        let after = system
+            .metric(task, "staleless_cache_hits_total", &[("cache", "profiles")])
+            .await?;
         assert!(after > hits, "task {task}: the cache hits again once ticks are back");
     }
     system.stop().await;

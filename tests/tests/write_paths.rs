@@ -95,7 +95,12 @@ async fn sdk_writes_to_the_users_table_reach_both_tasks() -> anyhow::Result<()> 
     let token = system.token("carol", &["Staff"]);
 
     // PutItem creates; both tasks read (and cache) it.
-    dynamodb.put_item().table_name(&table).set_item(Some(user_item("carol", "Carol 1", &["Staff"]))).send().await?;
+    dynamodb
+        .put_item()
+        .table_name(&table)
+        .set_item(Some(user_item("carol", "Carol 1", &["Staff"])))
+        .send()
+        .await?;
     system.until_all_tasks("/users/me", &token, name_is("Carol 1")).await?;
 
     dynamodb
@@ -109,7 +114,12 @@ async fn sdk_writes_to_the_users_table_reach_both_tasks() -> anyhow::Result<()> 
         .await?;
     system.until_all_tasks("/users/me", &token, name_is("Carol 2")).await?;
 
-    dynamodb.put_item().table_name(&table).set_item(Some(user_item("carol", "Carol 3", &["Staff"]))).send().await?;
+    dynamodb
+        .put_item()
+        .table_name(&table)
+        .set_item(Some(user_item("carol", "Carol 3", &["Staff"])))
+        .send()
+        .await?;
     system.until_all_tasks("/users/me", &token, name_is("Carol 3")).await?;
 
     dynamodb
@@ -118,10 +128,18 @@ async fn sdk_writes_to_the_users_table_reach_both_tasks() -> anyhow::Result<()> 
             &table,
             vec![
                 WriteRequest::builder()
-                    .put_request(PutRequest::builder().set_item(Some(user_item("carol", "Carol 4", &["Staff"]))).build()?)
+                    .put_request(
+                        PutRequest::builder()
+                            .set_item(Some(user_item("carol", "Carol 4", &["Staff"])))
+                            .build()?,
+                    )
                     .build(),
                 WriteRequest::builder()
-                    .put_request(PutRequest::builder().set_item(Some(user_item("dan", "Dan", &["Staff"]))).build()?)
+                    .put_request(
+                        PutRequest::builder()
+                            .set_item(Some(user_item("dan", "Dan", &["Staff"])))
+                            .build()?,
+                    )
                     .build(),
             ],
         )
@@ -157,8 +175,15 @@ async fn sdk_writes_to_the_users_table_reach_both_tasks() -> anyhow::Result<()> 
         .await?;
     system.until_all_tasks("/users/me", &token, name_is("Carol 6")).await?;
 
-    dynamodb.delete_item().table_name(&table).set_key(Some(user_key("carol"))).send().await?;
-    system.until_all_tasks("/users/me", &token, |status, _| status == 404).await?;
+    dynamodb
+        .delete_item()
+        .table_name(&table)
+        .set_key(Some(user_key("carol")))
+        .send()
+        .await?;
+    system
+        .until_all_tasks("/users/me", &token, |status, _| status == 404)
+        .await?;
 
     // The GSI exists for lookups; the batch read proves the items are where the model says.
     let batch = dynamodb
@@ -166,7 +191,13 @@ async fn sdk_writes_to_the_users_table_reach_both_tasks() -> anyhow::Result<()> 
         .request_items(&table, KeysAndAttributes::builder().keys(user_key("dan")).build()?)
         .send()
         .await?;
-    assert_eq!(batch.responses().and_then(|responses| responses.get(&table)).map(Vec::len), Some(1));
+    assert_eq!(
+        batch
+            .responses()
+            .and_then(|responses| responses.get(&table))
+            .map(Vec::len),
+        Some(1)
+    );
     system.stop().await;
     Ok(())
 }
@@ -178,7 +209,9 @@ async fn sdk_writes_to_the_roles_table_reach_both_tasks() -> anyhow::Result<()> 
     let table = system.stack.roles_table.clone();
     change_user(&system, "dora", with_roles(&["Staff"])).await?;
     let token = system.token("dora", &["Staff"]);
-    system.until_all_tasks("/users/me", &token, tools_are(&["calendar", "search"])).await?;
+    system
+        .until_all_tasks("/users/me", &token, tools_are(&["calendar", "search"]))
+        .await?;
 
     let set_tools = |tools: &[&str]| {
         dynamodb
@@ -189,7 +222,9 @@ async fn sdk_writes_to_the_roles_table_reach_both_tasks() -> anyhow::Result<()> 
             .expression_attribute_values(":t", list(tools))
     };
     set_tools(&["search", "code"]).send().await?;
-    system.until_all_tasks("/users/me", &token, tools_are(&["code", "search"])).await?;
+    system
+        .until_all_tasks("/users/me", &token, tools_are(&["code", "search"]))
+        .await?;
 
     let mut definition = dynamodb
         .get_item()
@@ -201,8 +236,15 @@ async fn sdk_writes_to_the_roles_table_reach_both_tasks() -> anyhow::Result<()> 
         .item
         .unwrap_or_default();
     definition.insert("grantedTools".into(), list(&["deploy"]));
-    dynamodb.put_item().table_name(&table).set_item(Some(definition.clone())).send().await?;
-    system.until_all_tasks("/users/me", &token, tools_are(&["deploy"])).await?;
+    dynamodb
+        .put_item()
+        .table_name(&table)
+        .set_item(Some(definition.clone()))
+        .send()
+        .await?;
+    system
+        .until_all_tasks("/users/me", &token, tools_are(&["deploy"]))
+        .await?;
 
     definition.insert("grantedTools".into(), list(&["batch"]));
     dynamodb
@@ -217,7 +259,9 @@ async fn sdk_writes_to_the_roles_table_reach_both_tasks() -> anyhow::Result<()> 
         )
         .send()
         .await?;
-    system.until_all_tasks("/users/me", &token, tools_are(&["batch"])).await?;
+    system
+        .until_all_tasks("/users/me", &token, tools_are(&["batch"]))
+        .await?;
 
     dynamodb
         .transact_write_items()
@@ -235,11 +279,15 @@ async fn sdk_writes_to_the_roles_table_reach_both_tasks() -> anyhow::Result<()> 
         )
         .send()
         .await?;
-    system.until_all_tasks("/users/me", &token, tools_are(&["transact"])).await?;
+    system
+        .until_all_tasks("/users/me", &token, tools_are(&["transact"]))
+        .await?;
 
     // PartiQL (moto's parser takes scalar SETs): the change shows on the admin route.
     let admin = system.admin_token();
-    system.until_all_tasks("/admin/roles/staff", &admin, |status, _| status == 200).await?;
+    system
+        .until_all_tasks("/admin/roles/staff", &admin, |status, _| status == 200)
+        .await?;
     dynamodb
         .execute_statement()
         .statement(format!(
@@ -254,8 +302,15 @@ async fn sdk_writes_to_the_roles_table_reach_both_tasks() -> anyhow::Result<()> 
         .await?;
 
     // Without its definition the role grants nothing: the user falls back to `default`.
-    dynamodb.delete_item().table_name(&table).set_key(Some(role_key("staff"))).send().await?;
-    system.until_all_tasks("/users/me", &token, app_roles_are(&["default"])).await?;
+    dynamodb
+        .delete_item()
+        .table_name(&table)
+        .set_key(Some(role_key("staff")))
+        .send()
+        .await?;
+    system
+        .until_all_tasks("/users/me", &token, app_roles_are(&["default"]))
+        .await?;
     system.stop().await;
     Ok(())
 }
@@ -277,7 +332,9 @@ async fn api_writes_reach_both_tasks_through_the_stream() -> anyhow::Result<()> 
     // A user whose IdP role maps to no AppRole yet gets `default` on both tasks…
     change_user(&system, "fred", with_roles(&["Auditor"])).await?;
     let fred = system.token("fred", &["Auditor"]);
-    system.until_all_tasks("/users/me", &fred, app_roles_are(&["default"])).await?;
+    system
+        .until_all_tasks("/users/me", &fred, app_roles_are(&["default"]))
+        .await?;
 
     // …until an admin creates the mapping AppRole on task 0; task 1 learns it from its queue.
     let role = json!({
@@ -287,24 +344,38 @@ async fn api_writes_reach_both_tasks_through_the_stream() -> anyhow::Result<()> 
         "grantedTools": ["audit"],
         "priority": 50
     });
-    let (status, body) = system.send(0, Method::POST, "/admin/roles", &admin, Some(&role)).await?;
+    let (status, body) = system
+        .send(0, Method::POST, "/admin/roles", &admin, Some(&role))
+        .await?;
     assert_eq!(status, 201, "{body}");
-    system.until_all_tasks("/users/me", &fred, tools_are(&["audit"])).await?;
+    system
+        .until_all_tasks("/users/me", &fred, tools_are(&["audit"]))
+        .await?;
 
     let patch = json!({"grantedTools": ["audit", "export"]});
-    let (status, body) = system.send(0, Method::PATCH, "/admin/roles/auditor", &admin, Some(&patch)).await?;
+    let (status, body) = system
+        .send(0, Method::PATCH, "/admin/roles/auditor", &admin, Some(&patch))
+        .await?;
     assert_eq!(status, 200, "{body}");
-    system.until_all_tasks("/users/me", &fred, tools_are(&["audit", "export"])).await?;
+    system
+        .until_all_tasks("/users/me", &fred, tools_are(&["audit", "export"]))
+        .await?;
     system
         .until_all_tasks("/admin/roles/auditor", &admin, |status, body| {
             status == 200 && body["grantedTools"] == json!(["audit", "export"])
         })
         .await?;
 
-    let (status, body) = system.send(0, Method::DELETE, "/admin/roles/auditor", &admin, None).await?;
+    let (status, body) = system
+        .send(0, Method::DELETE, "/admin/roles/auditor", &admin, None)
+        .await?;
     assert!(status == 204 || status == 200, "{status} {body}");
-    system.until_all_tasks("/users/me", &fred, app_roles_are(&["default"])).await?;
-    system.until_all_tasks("/admin/roles/auditor", &admin, |status, _| status == 404).await?;
+    system
+        .until_all_tasks("/users/me", &fred, app_roles_are(&["default"]))
+        .await?;
+    system
+        .until_all_tasks("/admin/roles/auditor", &admin, |status, _| status == 404)
+        .await?;
     system.stop().await;
     Ok(())
 }
@@ -317,7 +388,11 @@ async fn a_role_edit_changes_every_holder_and_a_user_edit_changes_that_user() ->
     for user in holders {
         change_user(&system, user, with_roles(&["Staff"])).await?;
         system
-            .until_all_tasks("/users/me", &system.token(user, &["Staff"]), tools_are(&["calendar", "search"]))
+            .until_all_tasks(
+                "/users/me",
+                &system.token(user, &["Staff"]),
+                tools_are(&["calendar", "search"]),
+            )
             .await?;
     }
 
@@ -328,7 +403,11 @@ async fn a_role_edit_changes_every_holder_and_a_user_edit_changes_that_user() ->
     operator::update_role(&dynamodb, &system.stack.roles_table, "staff", &change).await?;
     for user in holders {
         system
-            .until_all_tasks("/users/me", &system.token(user, &["Staff"]), tools_are(&["search", "wiki"]))
+            .until_all_tasks(
+                "/users/me",
+                &system.token(user, &["Staff"]),
+                tools_are(&["search", "wiki"]),
+            )
             .await?;
     }
 
@@ -340,7 +419,11 @@ async fn a_role_edit_changes_every_holder_and_a_user_edit_changes_that_user() ->
         })
         .await?;
     system
-        .until_all_tasks("/users/me", &system.token("hank", &["Staff"]), tools_are(&["search", "wiki"]))
+        .until_all_tasks(
+            "/users/me",
+            &system.token("hank", &["Staff"]),
+            tools_are(&["search", "wiki"]),
+        )
         .await?;
     system.stop().await;
     Ok(())
@@ -355,9 +438,13 @@ async fn a_suspended_user_is_refused_on_both_tasks_but_sees_their_status() -> an
         .await?;
 
     change_user(&system, "admin", with_status("suspended")).await?;
-    system.until_all_tasks("/admin/roles", &admin, |status, _| status == 403).await?;
     system
-        .until_all_tasks("/users/me", &admin, |status, body| status == 200 && body["status"] == "suspended")
+        .until_all_tasks("/admin/roles", &admin, |status, _| status == 403)
+        .await?;
+    system
+        .until_all_tasks("/users/me", &admin, |status, body| {
+            status == 200 && body["status"] == "suspended"
+        })
         .await?;
     for index in 0..2 {
         let (status, body) = system.send(index, Method::POST, "/users/me/sync", &admin, None).await?;
@@ -366,7 +453,9 @@ async fn a_suspended_user_is_refused_on_both_tasks_but_sees_their_status() -> an
     }
 
     change_user(&system, "admin", with_status("active")).await?;
-    system.until_all_tasks("/admin/roles", &admin, |status, _| status == 200).await?;
+    system
+        .until_all_tasks("/admin/roles", &admin, |status, _| status == 200)
+        .await?;
     system.stop().await;
     Ok(())
 }
@@ -377,7 +466,9 @@ async fn last_login_only_updates_invalidate_nothing_and_the_cache_keeps_hitting(
     let dynamodb = system.aws.dynamodb();
     let table = system.stack.users_table.clone();
     let alice = system.token("alice", &["Staff"]);
-    system.until_all_tasks("/users/me", &alice, |status, _| status == 200).await?;
+    system
+        .until_all_tasks("/users/me", &alice, |status, _| status == 200)
+        .await?;
 
     let applied = "staleless_invalidations_applied_total";
     let mut applied_before = Vec::new();
@@ -402,7 +493,9 @@ async fn last_login_only_updates_invalidate_nothing_and_the_cache_keeps_hitting(
         ..UserChange::default()
     };
     let admin = system.admin_token();
-    system.until_all_tasks("/users/me", &admin, |status, _| status == 200).await?;
+    system
+        .until_all_tasks("/users/me", &admin, |status, _| status == 200)
+        .await?;
     operator::put_user(&dynamodb, &table, "admin", &marker).await?;
     system.until_all_tasks("/users/me", &admin, name_is("Marker")).await?;
 

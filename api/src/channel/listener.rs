@@ -58,7 +58,10 @@ pub enum ChannelError {
 /// it differently).
 #[must_use]
 pub fn is_queue_missing(code: Option<&str>) -> bool {
-    matches!(code, Some("AWS.SimpleQueueService.NonExistentQueue" | "QueueDoesNotExist"))
+    matches!(
+        code,
+        Some("AWS.SimpleQueueService.NonExistentQueue" | "QueueDoesNotExist")
+    )
 }
 
 fn call_error<E>(operation: &'static str, err: &aws_sdk_sqs::error::SdkError<E>) -> ChannelError
@@ -265,9 +268,12 @@ impl Listener {
         if queue.subscription_checked.elapsed() < half_bound {
             return;
         }
-        let silent = SOURCES
-            .into_iter()
-            .any(|source| self.state.channel.since_tick(source).is_none_or(|since| since > half_bound));
+        let silent = SOURCES.into_iter().any(|source| {
+            self.state
+                .channel
+                .since_tick(source)
+                .is_none_or(|since| since > half_bound)
+        });
         if !silent {
             return;
         }
@@ -280,8 +286,12 @@ impl Listener {
             .send()
             .await
         {
-            Ok(output) => queue::subscription_problem(&output.attributes.unwrap_or_default(), &queue.arn, &self.topic_arn),
-            Err(err) if err.as_service_error().is_some_and(|e| e.is_not_found_exception()) => Some("subscription not found".to_owned()),
+            Ok(output) => {
+                queue::subscription_problem(&output.attributes.unwrap_or_default(), &queue.arn, &self.topic_arn)
+            }
+            Err(err) if err.as_service_error().is_some_and(|e| e.is_not_found_exception()) => {
+                Some("subscription not found".to_owned())
+            }
             Err(err) => {
                 tracing::warn!(queue = %queue.name, error = %DisplayErrorContext(&err), "cannot check the subscription");
                 None
@@ -312,7 +322,10 @@ impl Listener {
     /// The first failing call.
     pub async fn create_and_subscribe(&mut self) -> Result<TaskQueue, ChannelError> {
         let sqs = &self.clients.sqs;
-        let retention = self.config.queue_retention_secs.clamp(RETENTION_RANGE_SECS.0, RETENTION_RANGE_SECS.1);
+        let retention = self
+            .config
+            .queue_retention_secs
+            .clamp(RETENTION_RANGE_SECS.0, RETENTION_RANGE_SECS.1);
         let (name, url, expected_arn) = loop {
             let name = if self.generation == 0 {
                 self.base_name.clone()
@@ -329,11 +342,17 @@ impl Listener {
                 .attributes(QueueAttributeName::SqsManagedSseEnabled, "true")
                 .tags(HEARTBEAT_TAG, unix_now_secs().to_string());
             if let Some(arn) = &expected_arn {
-                request = request.attributes(QueueAttributeName::Policy, queue::queue_policy(arn, &self.topic_arn).to_string());
+                request = request.attributes(
+                    QueueAttributeName::Policy,
+                    queue::queue_policy(arn, &self.topic_arn).to_string(),
+                );
             }
             match request.send().await {
                 Ok(output) => break (name, output.queue_url.unwrap_or_default(), expected_arn),
-                Err(err) if err.as_service_error().is_some_and(|e| e.is_queue_deleted_recently()) && self.generation < 100 => {
+                Err(err)
+                    if err.as_service_error().is_some_and(|e| e.is_queue_deleted_recently())
+                        && self.generation < 100 =>
+                {
                     self.generation += 1;
                 }
                 Err(err) => return Err(call_error("CreateQueue", &err)),
@@ -356,7 +375,10 @@ impl Listener {
             // The topic lives in another account or partition than guessed: set the policy now.
             sqs.set_queue_attributes()
                 .queue_url(&url)
-                .attributes(QueueAttributeName::Policy, queue::queue_policy(&arn, &self.topic_arn).to_string())
+                .attributes(
+                    QueueAttributeName::Policy,
+                    queue::queue_policy(&arn, &self.topic_arn).to_string(),
+                )
                 .send()
                 .await
                 .map_err(|err| call_error("SetQueueAttributes", &err))?;
@@ -485,16 +507,30 @@ impl Listener {
             .into_iter()
             .enumerate()
             .filter_map(|(index, receipt)| {
-                DeleteMessageBatchRequestEntry::builder().id(index.to_string()).receipt_handle(receipt).build().ok()
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(index.to_string())
+                    .receipt_handle(receipt)
+                    .build()
+                    .ok()
             })
             .collect();
-        match self.clients.sqs.delete_message_batch().queue_url(&queue.url).set_entries(Some(entries)).send().await {
+        match self
+            .clients
+            .sqs
+            .delete_message_batch()
+            .queue_url(&queue.url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+        {
             Ok(output) if !output.failed.is_empty() => {
                 // They will be received again and re-applied: eviction is idempotent.
                 tracing::warn!(queue = %queue.name, failed = output.failed.len(), "some messages were not deleted");
             }
             Ok(_) => {}
-            Err(err) => tracing::warn!(queue = %queue.name, error = %DisplayErrorContext(&err), "DeleteMessageBatch failed"),
+            Err(err) => {
+                tracing::warn!(queue = %queue.name, error = %DisplayErrorContext(&err), "DeleteMessageBatch failed")
+            }
         }
     }
 
@@ -520,7 +556,14 @@ impl Listener {
         if queue.subscription_arn.is_empty() {
             return;
         }
-        if let Err(err) = self.clients.sns.unsubscribe().subscription_arn(&queue.subscription_arn).send().await {
+        if let Err(err) = self
+            .clients
+            .sns
+            .unsubscribe()
+            .subscription_arn(&queue.subscription_arn)
+            .send()
+            .await
+        {
             tracing::warn!(queue = %queue.name, error = %DisplayErrorContext(&err), "Unsubscribe failed");
         }
     }

@@ -45,7 +45,9 @@ pub fn is_trusted(subscribed: bool, lag: Option<Duration>, gap: Option<Duration>
 #[must_use]
 pub fn heartbeats_missed(previous_ms: Option<i64>, written_ms: i64, interval_ms: Option<u64>) -> bool {
     match (previous_ms, interval_ms.and_then(|ms| i64::try_from(ms).ok())) {
-        (Some(previous), Some(interval)) if interval > 0 => written_ms.saturating_sub(previous) > interval.saturating_mul(3) / 2,
+        (Some(previous), Some(interval)) if interval > 0 => {
+            written_ms.saturating_sub(previous) > interval.saturating_mul(3) / 2
+        }
         _ => false,
     }
 }
@@ -390,8 +392,14 @@ mod tests {
         let old = Some(bound + Duration::from_millis(1));
         assert!(is_trusted(true, fresh, fresh, bound));
         assert!(is_trusted(true, Some(bound), Some(bound), bound));
-        assert!(!is_trusted(true, old, fresh, bound), "a backlog: the tick arrived now but was written long ago");
-        assert!(!is_trusted(true, fresh, old, bound), "no tick arrived for longer than the bound");
+        assert!(
+            !is_trusted(true, old, fresh, bound),
+            "a backlog: the tick arrived now but was written long ago"
+        );
+        assert!(
+            !is_trusted(true, fresh, old, bound),
+            "no tick arrived for longer than the bound"
+        );
         assert!(!is_trusted(true, None, None, bound), "no tick yet");
         assert!(!is_trusted(false, fresh, fresh, bound), "the queue is not subscribed");
     }
@@ -400,18 +408,30 @@ mod tests {
     fn each_source_is_trusted_on_its_own_ticks() {
         let health = ChannelHealth::new(Duration::from_secs(15));
         health.mark_subscribed("q");
-        assert!(health.is_ready(), "a subscribed task serves, reading through until ticks arrive");
+        assert!(
+            health.is_ready(),
+            "a subscribed task serves, reading through until ticks arrive"
+        );
         assert!(!health.is_trusted(Source::Users) && !health.is_trusted(Source::Roles));
         health.record_tick(Source::Users, unix_now_ms());
         assert!(health.is_trusted(Source::Users));
-        assert!(!health.is_trusted(Source::Roles), "a users tick says nothing of the roles path");
+        assert!(
+            !health.is_trusted(Source::Roles),
+            "a users tick says nothing of the roles path"
+        );
         health.record_tick(Source::Roles, unix_now_ms() - 60_000);
-        assert!(!health.is_trusted(Source::Roles), "a tick written a minute ago is past the bound");
+        assert!(
+            !health.is_trusted(Source::Roles),
+            "a tick written a minute ago is past the bound"
+        );
         assert!(health.time_beyond_bound(Source::Roles) >= Duration::from_secs(44));
         health.record_tick(Source::Roles, unix_now_ms());
         assert!(health.all_trusted());
         health.record_tick(Source::Roles, 0);
-        assert!(health.is_trusted(Source::Roles), "an older tick arriving late never moves the write time back");
+        assert!(
+            health.is_trusted(Source::Roles),
+            "an older tick arriving late never moves the write time back"
+        );
         health.mark_unsubscribed();
         assert!(!health.is_trusted(Source::Users) && health.is_ready());
         health.mark_stopping();
@@ -424,8 +444,14 @@ mod tests {
         assert!(!heartbeats_missed(Some(5_000), 10_000, Some(5_000)), "the next beat");
         assert!(!heartbeats_missed(Some(5_000), 12_500, Some(5_000)), "a late beat");
         assert!(heartbeats_missed(Some(5_000), 15_000, Some(5_000)), "one beat missing");
-        assert!(!heartbeats_missed(Some(15_000), 10_000, Some(5_000)), "an older tick arriving late");
-        assert!(!heartbeats_missed(Some(5_000), 60_000, None), "a writer that does not say its interval");
+        assert!(
+            !heartbeats_missed(Some(15_000), 10_000, Some(5_000)),
+            "an older tick arriving late"
+        );
+        assert!(
+            !heartbeats_missed(Some(5_000), 60_000, None),
+            "a writer that does not say its interval"
+        );
         assert!(!heartbeats_missed(Some(5_000), 60_000, Some(0)));
     }
 

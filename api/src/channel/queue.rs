@@ -14,7 +14,13 @@ pub const HEARTBEAT_TAG: &str = "staleless:heartbeat";
 #[must_use]
 pub fn sanitize(text: &str) -> String {
     text.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect()
 }
 
@@ -104,7 +110,9 @@ pub fn heartbeat_is_stale(heartbeat: Option<&str>, now_secs: u64, stale_after_se
 /// The queue name at the end of an SQS ARN (`arn:aws:sqs:<region>:<account>:<name>`).
 #[must_use]
 pub fn queue_name_from_arn(arn: &str) -> Option<&str> {
-    arn.strip_prefix("arn:").and_then(|_| arn.rsplit(':').next()).filter(|name| !name.is_empty())
+    arn.strip_prefix("arn:")
+        .and_then(|_| arn.rsplit(':').next())
+        .filter(|name| !name.is_empty())
 }
 
 /// The task id from an ECS task metadata document (`TaskARN` = `…:task/<cluster>/<id>`).
@@ -122,7 +130,9 @@ pub fn task_id_from_metadata(metadata: &Value) -> Option<String> {
 /// `<host>-<pid>-<random>` (unique even for two processes on one host).
 pub async fn discover_task_id() -> String {
     if let Ok(base) = std::env::var("ECS_CONTAINER_METADATA_URI_V4") {
-        let client = reqwest::Client::builder().timeout(std::time::Duration::from_secs(2)).build();
+        let client = reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(2))
+            .build();
         if let Ok(client) = client
             && let Ok(response) = client.get(format!("{base}/task")).send().await
             && let Ok(metadata) = response.json::<Value>().await
@@ -149,7 +159,10 @@ mod tests {
 
     #[test]
     fn names_fit_sqs_rules() {
-        assert_eq!(queue_name("staleless-task", "ip-10-0-0-1.ec2.internal-42-ab12"), "staleless-task-ip-10-0-0-1-ec2-internal-42-ab12");
+        assert_eq!(
+            queue_name("staleless-task", "ip-10-0-0-1.ec2.internal-42-ab12"),
+            "staleless-task-ip-10-0-0-1-ec2-internal-42-ab12"
+        );
         let long = queue_name("staleless-task", &"x".repeat(200));
         assert_eq!(long.len(), MAX_QUEUE_NAME_CHARS);
         assert!(long.starts_with("staleless-task-"));
@@ -167,13 +180,20 @@ mod tests {
         assert_eq!(statement["Effect"], "Allow");
         assert_eq!(statement["Action"], "sqs:SendMessage");
         assert_eq!(statement["Resource"], "arn:aws:sqs:us-east-1:123:q");
-        assert_eq!(statement["Condition"]["ArnEquals"]["aws:SourceArn"], "arn:aws:sns:us-east-1:123:t");
+        assert_eq!(
+            statement["Condition"]["ArnEquals"]["aws:SourceArn"],
+            "arn:aws:sns:us-east-1:123:t"
+        );
     }
 
     #[test]
     fn the_queue_arn_is_derived_from_the_topic_arn() {
         assert_eq!(
-            queue_arn_beside("arn:aws:sns:eu-west-1:123456789012:staleless-invalidations", "staleless-task-a").as_deref(),
+            queue_arn_beside(
+                "arn:aws:sns:eu-west-1:123456789012:staleless-invalidations",
+                "staleless-task-a"
+            )
+            .as_deref(),
             Some("arn:aws:sqs:eu-west-1:123456789012:staleless-task-a")
         );
         assert_eq!(
@@ -208,12 +228,18 @@ mod tests {
         assert!(!heartbeat_is_stale(Some("1500"), 2_000, 600));
         assert!(!heartbeat_is_stale(None, 2_000, 600));
         assert!(!heartbeat_is_stale(Some("yesterday"), 2_000, 600));
-        assert!(!heartbeat_is_stale(Some("3000"), 2_000, 600), "a clock behind the tag is not stale");
+        assert!(
+            !heartbeat_is_stale(Some("3000"), 2_000, 600),
+            "a clock behind the tag is not stale"
+        );
     }
 
     #[test]
     fn ids_from_arns_and_metadata() {
-        assert_eq!(queue_name_from_arn("arn:aws:sqs:us-east-1:123:staleless-task-a"), Some("staleless-task-a"));
+        assert_eq!(
+            queue_name_from_arn("arn:aws:sqs:us-east-1:123:staleless-task-a"),
+            Some("staleless-task-a")
+        );
         assert_eq!(queue_name_from_arn("https://example.com"), None);
         let metadata = json!({"TaskARN": "arn:aws:ecs:us-east-1:123:task/prod/0123abcd"});
         assert_eq!(task_id_from_metadata(&metadata).as_deref(), Some("0123abcd"));

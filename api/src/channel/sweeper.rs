@@ -100,7 +100,11 @@ impl Sweeper {
                 Ok(output) => output.tags.unwrap_or_default(),
                 Err(_) => continue, // deleted meanwhile, or not ours to read
             };
-            if !queue::heartbeat_is_stale(tags.get(HEARTBEAT_TAG).map(String::as_str), unix_now_secs(), self.stale_after.as_secs()) {
+            if !queue::heartbeat_is_stale(
+                tags.get(HEARTBEAT_TAG).map(String::as_str),
+                unix_now_secs(),
+                self.stale_after.as_secs(),
+            ) {
                 continue;
             }
             let arn = self
@@ -128,7 +132,9 @@ impl Sweeper {
                     metrics::counter!(names::SWEPT, "kind" => "queue").increment(1);
                     tracing::info!(queue = %url, "deleted the queue of a task whose heartbeat stopped");
                 }
-                Err(err) => tracing::warn!(queue = %url, error = %DisplayErrorContext(&err), "cannot delete stale queue"),
+                Err(err) => {
+                    tracing::warn!(queue = %url, error = %DisplayErrorContext(&err), "cannot delete stale queue")
+                }
             }
         }
 
@@ -201,7 +207,14 @@ impl Sweeper {
     }
 
     async fn unsubscribe(&self, subscription: &str) -> bool {
-        match self.clients.sns.unsubscribe().subscription_arn(subscription).send().await {
+        match self
+            .clients
+            .sns
+            .unsubscribe()
+            .subscription_arn(subscription)
+            .send()
+            .await
+        {
             Ok(_) => {
                 metrics::counter!(names::SWEPT, "kind" => "subscription").increment(1);
                 true

@@ -14,7 +14,9 @@ fn checked_role_id(role_id: &str) -> Result<(), AppError> {
     if is_valid_role_id(role_id) {
         Ok(())
     } else {
-        Err(AppError::BadRequest(format!("role id {role_id:?} must match ^[a-z][a-z0-9_]{{2,49}}$")))
+        Err(AppError::BadRequest(format!(
+            "role id {role_id:?} must match ^[a-z][a-z0-9_]{{2,49}}$"
+        )))
     }
 }
 
@@ -86,7 +88,10 @@ pub async fn update_role(
     JsonBody(patch): JsonBody<RolePatch>,
 ) -> Result<Json<serde_json::Value>, AppError> {
     checked_role_id(&role_id)?;
-    let role = state.directory.update_role(&role_id, patch, &crate::now_iso8601()).await?;
+    let role = state
+        .directory
+        .update_role(&role_id, patch, &crate::now_iso8601())
+        .await?;
     Ok(Json(json!(role)))
 }
 

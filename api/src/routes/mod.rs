@@ -38,7 +38,9 @@ pub fn router(state: AppState) -> Router {
         .route("/admin/roles", get(admin::list_roles).post(admin::create_role))
         .route(
             "/admin/roles/{role_id}",
-            get(admin::get_role).patch(admin::update_role).delete(admin::delete_role),
+            get(admin::get_role)
+                .patch(admin::update_role)
+                .delete(admin::delete_role),
         )
         .route("/admin/cache/stats", get(admin::cache_stats))
         .route("/health", get(ops::health))
@@ -73,7 +75,10 @@ async fn json_timeout(response: axum::response::Response) -> axum::response::Res
 fn bearer(parts: &Parts) -> Option<&str> {
     let value = parts.headers.get(AUTHORIZATION)?.to_str().ok()?;
     let (scheme, token) = value.split_once(' ')?;
-    scheme.eq_ignore_ascii_case("bearer").then(|| token.trim()).filter(|token| !token.is_empty())
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim())
+        .filter(|token| !token.is_empty())
 }
 
 /// Any caller with a valid token, with or without a profile, active or not.
@@ -105,7 +110,9 @@ impl ActiveUser {
     /// 403 without a profile or with a status other than `active`.
     pub fn of(caller: Caller) -> Result<Self, AppError> {
         let (Some(profile), Some(access)) = (caller.profile.clone(), caller.access.clone()) else {
-            return Err(AppError::Forbidden("no profile yet: POST /users/me/sync first".to_owned()));
+            return Err(AppError::Forbidden(
+                "no profile yet: POST /users/me/sync first".to_owned(),
+            ));
         };
         if !profile.status.is_active() {
             return Err(AppError::Forbidden("user is not active".to_owned()));
@@ -161,13 +168,15 @@ impl<T: DeserializeOwned + Send> FromRequest<AppState> for OptionalJsonBody<T> {
     type Rejection = AppError;
 
     async fn from_request(request: Request, state: &AppState) -> Result<Self, Self::Rejection> {
-        let bytes = axum::body::Bytes::from_request(request, state).await.map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                AppError::PayloadTooLarge
-            } else {
-                AppError::BadRequest(rejection.body_text())
-            }
-        })?;
+        let bytes = axum::body::Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    AppError::PayloadTooLarge
+                } else {
+                    AppError::BadRequest(rejection.body_text())
+                }
+            })?;
         if bytes.iter().all(u8::is_ascii_whitespace) {
             return Ok(Self(None));
         }

@@ -42,7 +42,9 @@ impl<'a> UserView<'a> {
 /// 401, 404, or a store error.
 pub async fn me(Authenticated(caller): Authenticated) -> Result<Json<serde_json::Value>, AppError> {
     let (Some(profile), Some(access)) = (&caller.profile, &caller.access) else {
-        return Err(AppError::NotFound("no profile for this user: POST /users/me/sync creates it".to_owned()));
+        return Err(AppError::NotFound(
+            "no profile for this user: POST /users/me/sync creates it".to_owned(),
+        ));
     };
     Ok(Json(view_json(profile, access)))
 }

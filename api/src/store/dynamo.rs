@@ -13,8 +13,8 @@ use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, KeysAndAttributes, Put, ReturnValue, TransactWriteItem};
 
 use staleless_protocol::keys::{
-    DEFINITION_SK, PARTITION_KEY, PROFILE_SK, PartitionKey, ROLE_DEFINITION_INDEX, SORT_KEY, jwt_mapping_sk, jwt_role_gsi_pk,
-    parse_pk, role_pk, user_pk,
+    DEFINITION_SK, PARTITION_KEY, PROFILE_SK, PartitionKey, ROLE_DEFINITION_INDEX, SORT_KEY, jwt_mapping_sk,
+    jwt_role_gsi_pk, parse_pk, role_pk, user_pk,
 };
 
 use super::{ProfileStore, ProfileSync, RoleStore, StoreError};
@@ -31,13 +31,15 @@ const MAX_TRANSACTION_ACTIONS: usize = 100;
 
 type Item = HashMap<String, AttributeValue>;
 
-
 fn string(value: impl Into<String>) -> AttributeValue {
     AttributeValue::S(value.into())
 }
 
 fn key(pk: String, sk: impl Into<String>) -> Item {
-    HashMap::from([(PARTITION_KEY.to_owned(), string(pk)), (SORT_KEY.to_owned(), string(sk))])
+    HashMap::from([
+        (PARTITION_KEY.to_owned(), string(pk)),
+        (SORT_KEY.to_owned(), string(sk)),
+    ])
 }
 
 fn unavailable<E: std::error::Error + 'static>(operation: &str, err: &E) -> StoreError {
@@ -212,7 +214,12 @@ impl DynamoRoles {
                 .send()
                 .await
                 .map_err(|err| unavailable("BatchGetItem", &err))?;
-            items.extend(output.responses.and_then(|mut tables| tables.remove(&self.table)).unwrap_or_default());
+            items.extend(
+                output
+                    .responses
+                    .and_then(|mut tables| tables.remove(&self.table))
+                    .unwrap_or_default(),
+            );
             pending = output
                 .unprocessed_keys
                 .and_then(|mut tables| tables.remove(&self.table))
@@ -222,7 +229,10 @@ impl DynamoRoles {
         if pending.is_empty() {
             Ok(items)
         } else {
-            Err(StoreError::Unavailable(format!("BatchGetItem: {} keys still unprocessed", pending.len())))
+            Err(StoreError::Unavailable(format!(
+                "BatchGetItem: {} keys still unprocessed",
+                pending.len()
+            )))
         }
     }
 }
@@ -230,7 +240,9 @@ impl DynamoRoles {
 /// Whether a failed transaction was cancelled by a condition (rather than by an outage).
 fn condition_failed<E: ProvideErrorMetadata>(err: &E) -> bool {
     err.code() == Some("TransactionCanceledException")
-        && err.message().is_some_and(|message| message.contains("ConditionalCheckFailed"))
+        && err
+            .message()
+            .is_some_and(|message| message.contains("ConditionalCheckFailed"))
 }
 
 #[async_trait]
@@ -252,7 +264,8 @@ impl RoleStore for DynamoRoles {
                 .await
                 .map_err(|err| unavailable("Scan", &err))?;
             for item in output.items.unwrap_or_default() {
-                if let (Some(AttributeValue::S(pk)), Some(AttributeValue::S(sk))) = (item.get(PARTITION_KEY), item.get(SORT_KEY))
+                if let (Some(AttributeValue::S(pk)), Some(AttributeValue::S(sk))) =
+                    (item.get(PARTITION_KEY), item.get(SORT_KEY))
                     && sk == DEFINITION_SK
                     && let PartitionKey::Role(id) = parse_pk(pk)
                 {
@@ -267,7 +280,10 @@ impl RoleStore for DynamoRoles {
         let mut roles = Vec::with_capacity(ids.len());
         let ids: Vec<String> = ids.into_iter().collect();
         for chunk in ids.chunks(MAX_BATCH_GET_KEYS) {
-            for item in self.batch_get_consistent(chunk.iter().map(|id| key(role_pk(id), DEFINITION_SK)).collect()).await? {
+            for item in self
+                .batch_get_consistent(chunk.iter().map(|id| key(role_pk(id), DEFINITION_SK)).collect())
+                .await?
+            {
                 let pk = match item.get(PARTITION_KEY) {
                     Some(AttributeValue::S(pk)) => pk.clone(),
                     _ => String::new(),
@@ -284,16 +300,20 @@ impl RoleStore for DynamoRoles {
     }
 
     async fn put_role(&self, role: &RoleDefinition, previous: Option<&RoleDefinition>) -> Result<(), StoreError> {
-        let mut definition = Put::builder().table_name(&self.table).set_item(Some(Self::definition_item(role)?));
+        let mut definition = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(Self::definition_item(role)?));
         definition = match previous {
             None => definition.condition_expression("attribute_not_exists(PK)"),
             Some(previous) => definition
                 .condition_expression("updatedAt = :previous")
                 .expression_attribute_values(":previous", string(&previous.updated_at)),
         };
-        let mut actions = vec![TransactWriteItem::builder()
-            .put(definition.build().map_err(|err| Self::build_error(&err))?)
-            .build()];
+        let mut actions = vec![
+            TransactWriteItem::builder()
+                .put(definition.build().map_err(|err| Self::build_error(&err))?)
+                .build(),
+        ];
         let wanted: BTreeSet<&String> = role.jwt_role_mappings.iter().collect();
         for jwt_role in &wanted {
             let put = Put::builder()
@@ -304,7 +324,13 @@ impl RoleStore for DynamoRoles {
             actions.push(TransactWriteItem::builder().put(put).build());
         }
         let stale: BTreeSet<&String> = previous
-            .map(|previous| previous.jwt_role_mappings.iter().filter(|m| !wanted.contains(m)).collect())
+            .map(|previous| {
+                previous
+                    .jwt_role_mappings
+                    .iter()
+                    .filter(|m| !wanted.contains(m))
+                    .collect()
+            })
             .unwrap_or_default();
         for jwt_role in stale {
             let delete = Delete::builder()
@@ -320,12 +346,20 @@ impl RoleStore for DynamoRoles {
                 role.role_id
             )));
         }
-        match self.client.transact_write_items().set_transact_items(Some(actions)).send().await {
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(actions))
+            .send()
+            .await
+        {
             Ok(_) => Ok(()),
-            Err(err) if err.as_service_error().is_some_and(condition_failed) => Err(StoreError::Conflict(match previous {
-                None => format!("role {} already exists", role.role_id),
-                Some(_) => format!("role {} changed meanwhile; retry", role.role_id),
-            })),
+            Err(err) if err.as_service_error().is_some_and(condition_failed) => {
+                Err(StoreError::Conflict(match previous {
+                    None => format!("role {} already exists", role.role_id),
+                    Some(_) => format!("role {} changed meanwhile; retry", role.role_id),
+                }))
+            }
             Err(err) => Err(unavailable("TransactWriteItems", &err)),
         }
     }
@@ -364,7 +398,13 @@ impl RoleStore for DynamoRoles {
                 .map_err(|err| Self::build_error(&err))?;
             actions.push(TransactWriteItem::builder().delete(delete).build());
         }
-        match self.client.transact_write_items().set_transact_items(Some(actions)).send().await {
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(actions))
+            .send()
+            .await
+        {
             Ok(_) => Ok(()),
             Err(err) if err.as_service_error().is_some_and(condition_failed) => {
                 Err(StoreError::NotFound(format!("role {} does not exist", role.role_id)))

@@ -92,7 +92,10 @@ impl RoleStore for MemoryStore {
             (Some(_), None) => return Err(StoreError::Conflict(format!("role {} already exists", role.role_id))),
             (None, Some(_)) => return Err(StoreError::NotFound(format!("role {} does not exist", role.role_id))),
             (Some(stored), Some(previous)) if stored.updated_at != previous.updated_at => {
-                return Err(StoreError::Conflict(format!("role {} changed meanwhile; retry", role.role_id)));
+                return Err(StoreError::Conflict(format!(
+                    "role {} changed meanwhile; retry",
+                    role.role_id
+                )));
             }
             _ => {}
         }

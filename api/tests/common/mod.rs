@@ -24,7 +24,13 @@ pub fn jwt() -> &'static LocalJwt {
 
 /// A token for `sub` with these IdP roles, valid for an hour.
 pub fn token(sub: &str, roles: &[&str]) -> String {
-    jwt().mint(sub, roles, &format!("{sub}@Example.com"), sub, Duration::from_secs(3_600))
+    jwt().mint(
+        sub,
+        roles,
+        &format!("{sub}@Example.com"),
+        sub,
+        Duration::from_secs(3_600),
+    )
 }
 
 /// The configuration tests start from.
@@ -42,7 +48,9 @@ pub fn config(mode: CacheMode) -> Config {
 /// A verifier that knows the test key pair.
 pub async fn authenticator(config: &Config) -> Authenticator {
     let set = serde_json::from_value(jwt().jwks().clone()).expect("jwks");
-    Authenticator::new(JwksSource::Fixed(set), &config.jwt, 1_000).await.expect("authenticator")
+    Authenticator::new(JwksSource::Fixed(set), &config.jwt, 1_000)
+        .await
+        .expect("authenticator")
 }
 
 fn strings(values: &[&str]) -> Vec<String> {
@@ -126,7 +134,10 @@ impl TestApp {
         let request = request
             .body(body.map_or_else(Body::empty, |body| Body::from(body.to_owned())))
             .expect("request");
-        let response = staleless_api::router(self.state.clone()).oneshot(request).await.expect("response");
+        let response = staleless_api::router(self.state.clone())
+            .oneshot(request)
+            .await
+            .expect("response");
         let status = response.status();
         let bytes = response.into_body().collect().await.expect("body").to_bytes();
         (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
@@ -135,7 +146,10 @@ impl TestApp {
     /// Like [`TestApp::send`], returning the raw text.
     pub async fn send_text(&self, uri: &str) -> (StatusCode, String) {
         let request = Request::builder().uri(uri).body(Body::empty()).expect("request");
-        let response = staleless_api::router(self.state.clone()).oneshot(request).await.expect("response");
+        let response = staleless_api::router(self.state.clone())
+            .oneshot(request)
+            .await
+            .expect("response");
         let status = response.status();
         let bytes = response.into_body().collect().await.expect("body").to_bytes();
         (status, String::from_utf8_lossy(&bytes).into_owned())

@@ -48,7 +48,10 @@ struct Settings {
 }
 
 fn env_number(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|value| value.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|value| value.parse().ok())
+        .unwrap_or(default)
 }
 
 impl Settings {
@@ -63,9 +66,13 @@ impl Settings {
             rounds: usize::try_from(env_number("BENCH_ROUNDS", 3)).unwrap_or(3).max(1),
             warmup_secs: env_number("BENCH_WARMUP_SECS", 5),
             concurrency: usize::try_from(env_number("BENCH_CONCURRENCY", 32)).unwrap_or(32),
-            users: usize::try_from(env_number("BENCH_USERS", 1_000)).unwrap_or(1_000).max(100),
+            users: usize::try_from(env_number("BENCH_USERS", 1_000))
+                .unwrap_or(1_000)
+                .max(100),
             writes: usize::try_from(env_number("BENCH_WRITES", 1_000)).unwrap_or(1_000),
-            write_concurrency: usize::try_from(env_number("BENCH_WRITE_CONCURRENCY", 2)).unwrap_or(2).max(1),
+            write_concurrency: usize::try_from(env_number("BENCH_WRITE_CONCURRENCY", 2))
+                .unwrap_or(2)
+                .max(1),
             ttl_secs: env_number("BENCH_TTL_SECS", 2).max(1),
             profiles: usize::try_from(env_number("BENCH_PROFILES", 100_000)).unwrap_or(100_000),
             out,
@@ -133,7 +140,11 @@ async fn main() -> ExitCode {
         }
         eprintln!("wrote {}", path.display());
     }
-    if outcome.is_ok() { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+    if outcome.is_ok() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 async fn run(settings: &Settings, results: &mut Results) -> anyhow::Result<()> {
@@ -205,7 +216,10 @@ async fn run(settings: &Settings, results: &mut Results) -> anyhow::Result<()> {
 
 /// `event / ttl` of each round.
 fn ratios(rounds: &[(f64, f64)]) -> Vec<f64> {
-    rounds.iter().map(|(event, ttl)| event / ttl.max(f64::EPSILON)).collect()
+    rounds
+        .iter()
+        .map(|(event, ttl)| event / ttl.max(f64::EPSILON))
+        .collect()
 }
 
 /// The index of the round with the median `event / ttl` ratio (the lower middle one for an even
@@ -249,7 +263,13 @@ async fn event_phase(
 
     eprintln!("event: staleness");
     let sns_before = sns_proxy.counts();
-    let report = bench::staleness(system, http, &users, event_staleness_options(settings, settings.write_concurrency)).await?;
+    let report = bench::staleness(
+        system,
+        http,
+        &users,
+        event_staleness_options(settings, settings.write_concurrency),
+    )
+    .await?;
     let publish_calls = bench_proxy::delta(&sns_before, &sns_proxy.counts(), "PublishBatch");
     results.live_publish_calls = Some((publish_calls, report.writes));
     results.staleness.push(("event".into(), report));
@@ -311,7 +331,15 @@ async fn throughput_only(
         let users: Users = bench::bench_users(&system, settings.users).await?;
         // As in the event run: let the relay finish with the inserts before measuring.
         system.until_quiescent().await?;
-        let report = bench::load(http, &system.task_urls[0], &users, settings.concurrency, warmup, measure).await?;
+        let report = bench::load(
+            http,
+            &system.task_urls[0],
+            &users,
+            settings.concurrency,
+            warmup,
+            measure,
+        )
+        .await?;
         Ok((report, system.bypassed_reads().await?))
     }
     .await;
@@ -362,12 +390,29 @@ fn render(settings: &Settings, results: &Results, elapsed: Duration, machine: &s
         settings.profiles
     );
     page.push_str("| measure | event | ttl | off |\n|---|---|---|---|\n");
-    let load = |mode: &str| results.load.iter().find(|(name, _)| *name == mode).map(|(_, report)| report);
-    let cell = |mode: &str, show: &dyn Fn(&LoadReport) -> String| load(mode).map_or_else(|| "not measured".to_owned(), show);
-    let row = |page: &mut String, title: &str, show: &dyn Fn(&LoadReport) -> String| {
-        let _ = writeln!(page, "| {title} | {} | {} | {} |", cell("event", show), cell("ttl", show), cell("off", show));
+    let load = |mode: &str| {
+        results
+            .load
+            .iter()
+            .find(|(name, _)| *name == mode)
+            .map(|(_, report)| report)
     };
-    row(&mut page, "`GET /users/me` throughput, one task (the median round)", &|r| format!("{:.0} req/s", r.rps()));
+    let cell =
+        |mode: &str, show: &dyn Fn(&LoadReport) -> String| load(mode).map_or_else(|| "not measured".to_owned(), show);
+    let row = |page: &mut String, title: &str, show: &dyn Fn(&LoadReport) -> String| {
+        let _ = writeln!(
+            page,
+            "| {title} | {} | {} | {} |",
+            cell("event", show),
+            cell("ttl", show),
+            cell("off", show)
+        );
+    };
+    row(
+        &mut page,
+        "`GET /users/me` throughput, one task (the median round)",
+        &|r| format!("{:.0} req/s", r.rps()),
+    );
     row(&mut page, "latency p50", &|r| ms(r.p50));
     row(&mut page, "latency p99", &|r| ms(r.p99));
     row(&mut page, "errors", &|r| r.errors.to_string());
@@ -396,14 +441,21 @@ fn render(settings: &Settings, results: &Results, elapsed: Duration, machine: &s
         );
     }
     let writes_cell = |prefix: &str| {
-        results.staleness.iter().find(|(name, _)| name.starts_with(prefix)).map_or_else(
-            || "not measured".to_owned(),
-            |(name, r)| {
-                format!("{name} ({})", run_summary(r))
-            },
-        )
+        results
+            .staleness
+            .iter()
+            .find(|(name, _)| name.starts_with(prefix))
+            .map_or_else(
+                || "not measured".to_owned(),
+                |(name, r)| format!("{name} ({})", run_summary(r)),
+            )
     };
-    let _ = writeln!(page, "| staleness writes | {} | {} | — |", writes_cell("event"), writes_cell("ttl"));
+    let _ = writeln!(
+        page,
+        "| staleness writes | {} | {} | — |",
+        writes_cell("event"),
+        writes_cell("ttl")
+    );
     if let Some(busier) = &results.busier_staleness {
         let _ = writeln!(
             page,
@@ -429,21 +481,30 @@ fn render(settings: &Settings, results: &Results, elapsed: Duration, machine: &s
     let _ = writeln!(
         page,
         "| RS256 verification the claims cache saves (criterion median) | {} | — | — |",
-        ns("hot_path", "token_verify_uncached").map_or_else(|| "not run".to_owned(), |ns| format!("{:.1} µs", ns / 1_000.0))
+        ns("hot_path", "token_verify_uncached")
+            .map_or_else(|| "not run".to_owned(), |ns| format!("{:.1} µs", ns / 1_000.0))
     );
     let transform = ns("transform", "map_and_coalesce_100").map(|ns| 100.0 / (ns * 1e-9));
     let packed = ns("transform", "map_coalesce_and_pack_100").map(|ns| 100.0 / (ns * 1e-9));
-    let per_second = |value: Option<f64>| value.map_or_else(|| "not run".to_owned(), |rate| format!("{:.2} M records/s", rate / 1e6));
+    let per_second = |value: Option<f64>| {
+        value.map_or_else(|| "not run".to_owned(), |rate| format!("{:.2} M records/s", rate / 1e6))
+    };
     let _ = writeln!(
         page,
         "| relay transform, one core (criterion) | {} mapped + coalesced; {} incl. packing + JSON | — | — |",
         per_second(transform),
         per_second(packed)
     );
-    let modelled = |batch| bench::modelled_publish_calls(1_000, batch).map_or_else(|err| err.to_string(), |n| n.to_string());
+    let modelled =
+        |batch| bench::modelled_publish_calls(1_000, batch).map_or_else(|err| err.to_string(), |n| n.to_string());
     let live = results.live_publish_calls.map_or_else(
         || "not measured".to_owned(),
-        |(calls, writes)| format!("{:.0} live (latency-first, batches as small as they come)", calls as f64 * 1_000.0 / writes.max(1) as f64),
+        |(calls, writes)| {
+            format!(
+                "{:.0} live (latency-first, batches as small as they come)",
+                calls as f64 * 1_000.0 / writes.max(1) as f64
+            )
+        },
     );
     let _ = writeln!(
         page,
@@ -463,7 +524,11 @@ fn render(settings: &Settings, results: &Results, elapsed: Duration, machine: &s
         .iter()
         .map(|(event, ttl)| format!("{event:.0} / {ttl:.0} ({:+.1} %)", (event / ttl - 1.0) * 100.0))
         .collect();
-    let _ = writeln!(page, "| throughput rounds, `event` / `ttl` req/s, in run order | {} | — | — |", rounds.join("; "));
+    let _ = writeln!(
+        page,
+        "| throughput rounds, `event` / `ttl` req/s, in run order | {} | — | — |",
+        rounds.join("; ")
+    );
     let _ = writeln!(
         page,
         "| reads past a bypassed cache, every `event` task of the run (healthy steady state) | {} | — | — |",
@@ -482,7 +547,11 @@ fn render(settings: &Settings, results: &Results, elapsed: Duration, machine: &s
             )
         },
     );
-    let _ = writeln!(page, "| memory of one task, {} profiles | {memory} | — | — |", settings.profiles);
+    let _ = writeln!(
+        page,
+        "| memory of one task, {} profiles | {memory} | — | — |",
+        settings.profiles
+    );
     if let Some(m) = &results.memory {
         let _ = writeln!(
             page,
@@ -490,7 +559,12 @@ fn render(settings: &Settings, results: &Results, elapsed: Duration, machine: &s
             m.profiles,
             m.drain_time.map_or_else(
                 || "did not drain within bounds".to_owned(),
-                |drain| format!("{:.0} keys/s ({:.0} s; `BatchWriteItem` took {:.0} s)", m.profiles as f64 / drain.as_secs_f64(), drain.as_secs_f64(), m.seed_time.as_secs_f64())
+                |drain| format!(
+                    "{:.0} keys/s ({:.0} s; `BatchWriteItem` took {:.0} s)",
+                    m.profiles as f64 / drain.as_secs_f64(),
+                    drain.as_secs_f64(),
+                    m.seed_time.as_secs_f64()
+                )
             )
         );
     }
@@ -505,10 +579,22 @@ fn goals(results: &Results) -> String {
         Some(false) => "**missed**",
         None => "not measured",
     };
-    let load = |mode: &str| results.load.iter().find(|(name, _)| *name == mode).map(|(_, report)| report.rps());
-    let event_staleness = results.staleness.iter().find(|(name, _)| name == "event").map(|(_, report)| report);
+    let load = |mode: &str| {
+        results
+            .load
+            .iter()
+            .find(|(name, _)| *name == mode)
+            .map(|(_, report)| report.rps())
+    };
+    let event_staleness = results
+        .staleness
+        .iter()
+        .find(|(name, _)| name == "event")
+        .map(|(_, report)| report);
     let hit_ns = bench::criterion_median_ns(&bench::target_dir(), "hot_path", "event_cache_hit_without_token_hash");
-    let mut text = String::from("\n## Goals (issues 6 and 10), judged on this run\n\n| goal | figure | verdict |\n|---|---|---|\n");
+    let mut text = String::from(
+        "\n## Goals (issues 6 and 10), judged on this run\n\n| goal | figure | verdict |\n|---|---|---|\n",
+    );
     let ratio = load("event").zip(load("off")).map(|(event, off)| event / off);
     let _ = writeln!(
         text,
@@ -543,7 +629,10 @@ fn goals(results: &Results) -> String {
     let _ = writeln!(
         text,
         "| staleness p99 ≤ 100 ms, max ≤ 250 ms, three tasks (`event`) | {} | {} |",
-        event_staleness.map_or_else(|| "—".to_owned(), |r| format!("p99 {}, max {}", ms(r.at(0.99)), ms(r.at(1.0)))),
+        event_staleness.map_or_else(
+            || "—".to_owned(),
+            |r| format!("p99 {}, max {}", ms(r.at(0.99)), ms(r.at(1.0)))
+        ),
         verdict(event_staleness.map(|r| {
             r.never_seen == 0 && r.at(0.99) <= Duration::from_millis(100) && r.at(1.0) <= Duration::from_millis(250)
         }))
@@ -558,7 +647,10 @@ fn goals(results: &Results) -> String {
     let _ = writeln!(
         text,
         "| ≤ 100 MiB RSS for 100,000 cached profiles | {} | {} |",
-        memory.map_or_else(|| "—".to_owned(), |m| format!("{:.1} MiB for {}", m.rss_after_kib as f64 / 1_024.0, m.cached)),
+        memory.map_or_else(
+            || "—".to_owned(),
+            |m| format!("{:.1} MiB for {}", m.rss_after_kib as f64 / 1_024.0, m.cached)
+        ),
         verdict(memory.map(|m| m.cached >= 100_000 && m.rss_after_kib <= 100 * 1_024))
     );
     text

@@ -87,11 +87,14 @@ async fn main() -> ExitCode {
     }
     eprintln!("wrote {}", path.display());
     let past_bound = |report: &faults::RowReport| {
-        report
-            .during_fault
-            .is_some_and(|probe| probe.worst_staleness > staleless_tests::SystemOptions::TEST_BOUND + std::time::Duration::from_millis(10))
+        report.during_fault.is_some_and(|probe| {
+            probe.worst_staleness > staleless_tests::SystemOptions::TEST_BOUND + std::time::Duration::from_millis(10)
+        })
     };
-    if reports.iter().any(|report| report.lost > 0 || past_bound(report) || report.healed_itself == Some(false)) {
+    if reports
+        .iter()
+        .any(|report| report.lost > 0 || past_bound(report) || report.healed_itself == Some(false))
+    {
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
