@@ -70,7 +70,7 @@ fn hot_path(c: &mut Criterion) {
     let jwt = LocalJwt::generate().expect("key pair");
     let token = jwt.mint(
         "alice",
-        &["Staff"],
+        Some(&["Staff"]),
         "alice@example.com",
         "Alice",
         Duration::from_secs(3_600),

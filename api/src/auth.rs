@@ -2,8 +2,13 @@
 //!
 //! One code path locally and on AWS: the local stack signs with its own key pair and serves a
 //! JWKS file; Cognito serves a JWKS URL. The algorithm is pinned to RS256, issuer and audience
-//! (or Cognito's `client_id`) are checked, `exp`/`nbf` with a small leeway. A token whose `kid`
-//! is unknown reloads the key set, at most once per `JWKS_REFRESH_MIN_SECS`.
+//! (or Cognito's `client_id`) are checked, `exp`/`nbf` with a small leeway.
+//!
+//! The key set is a security boundary: it is reloaded every `JWKS_REFRESH_SECS` and, at most
+//! once per `JWKS_REFRESH_MIN_SECS`, for a token whose `kid` is unknown. A key that leaves the
+//! set stops verifying at that reload, and the claims it vouched for leave the claims cache with
+//! it. An answer that is empty, unparsable or unreachable never replaces the last good set: it
+//! is logged and counted (`staleless_jwks_refresh_failures_total{reason}`).
 //!
 //! Verified claims are cached by the SHA-256 of the token until the token's `exp`, so a request
 //! with a token seen before costs a hash and a map look-up, not an RSA verification. No token
@@ -32,8 +37,9 @@ pub struct Identity {
     pub email: Option<String>,
     /// `name`, when present.
     pub name: Option<String>,
-    /// IdP roles from `custom:roles`, else `cognito:groups`.
-    pub idp_roles: Vec<String>,
+    /// IdP roles from `custom:roles`, else `cognito:groups`; `None` when the token carries
+    /// neither (then the stored profile's roles apply).
+    pub idp_roles: Option<Vec<String>>,
     /// `exp`, seconds since the Unix epoch.
     pub expires_at: u64,
 }
@@ -83,13 +89,40 @@ impl AuthError {
 #[derive(Debug, thiserror::Error)]
 pub enum AuthSetupError {
     /// The JWKS could not be fetched or read.
-    #[error("cannot load the JWKS from {source_name}: {detail}")]
+    #[error("cannot load the JWKS from {source_name}: {cause}")]
     Jwks {
         /// The URL or file.
         source_name: String,
         /// What failed.
-        detail: String,
+        cause: JwksLoadError,
     },
+}
+
+/// Why a key set could not be loaded; the label of `staleless_jwks_refresh_failures_total`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwksLoadError {
+    /// The URL or file could not be read (network, HTTP status, missing file).
+    #[error("unreachable: {0}")]
+    Unreachable(String),
+    /// The answer is not a JWKS document.
+    #[error("unparsable: {0}")]
+    Unparsable(String),
+    /// The document holds no RS256 key with a `kid`: taken as a broken answer, never as "revoke
+    /// every key", so it cannot lock every user out.
+    #[error("the key set holds no RS256 key with a kid")]
+    Empty,
+}
+
+impl JwksLoadError {
+    /// The metric label.
+    #[must_use]
+    pub const fn reason(&self) -> &'static str {
+        match self {
+            Self::Unreachable(_) => "unreachable",
+            Self::Unparsable(_) => "unparsable",
+            Self::Empty => "empty",
+        }
+    }
 }
 
 /// Where the key set comes from.
@@ -121,48 +154,93 @@ impl JwksSource {
         }
     }
 
-    async fn load(&self) -> Result<JwkSet, AuthSetupError> {
-        let fail = |detail: String| AuthSetupError::Jwks {
-            source_name: self.name(),
-            detail,
-        };
-        match self {
+    /// The RS256 keys of the set, by `kid`.
+    async fn load(&self) -> Result<KeySet, JwksLoadError> {
+        let set: JwkSet = match self {
             Self::Url(url) => {
                 let client = reqwest::Client::builder()
-                    .timeout(Duration::from_secs(5))
+                    .timeout(JWKS_FETCH_TIMEOUT)
                     .build()
-                    .map_err(|err| fail(err.to_string()))?;
-                client
+                    .map_err(|err| JwksLoadError::Unreachable(err.to_string()))?;
+                let body = client
                     .get(url)
                     .send()
                     .await
                     .and_then(reqwest::Response::error_for_status)
-                    .map_err(|err| fail(err.to_string()))?
-                    .json()
+                    .map_err(|err| JwksLoadError::Unreachable(err.to_string()))?
+                    .bytes()
                     .await
-                    .map_err(|err| fail(err.to_string()))
+                    .map_err(|err| JwksLoadError::Unreachable(err.to_string()))?;
+                serde_json::from_slice(&body).map_err(|err| JwksLoadError::Unparsable(err.to_string()))?
             }
             Self::File(path) => {
                 let text = tokio::fs::read_to_string(path)
                     .await
-                    .map_err(|err| fail(err.to_string()))?;
-                serde_json::from_str(&text).map_err(|err| fail(err.to_string()))
+                    .map_err(|err| JwksLoadError::Unreachable(err.to_string()))?;
+                serde_json::from_str(&text).map_err(|err| JwksLoadError::Unparsable(err.to_string()))?
             }
-            Self::Fixed(set) => Ok(set.clone()),
+            Self::Fixed(set) => set.clone(),
+        };
+        let keys = rsa_keys(&set);
+        if keys.is_empty() {
+            Err(JwksLoadError::Empty)
+        } else {
+            Ok(keys)
         }
     }
 }
 
+/// How long one JWKS fetch may take.
+const JWKS_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A usable key and what it was made from, so a key replaced under the same `kid` counts as
+/// removed.
+#[derive(Clone)]
+struct VerifyingKey {
+    /// The JWK as JSON: equal JSON, same key.
+    fingerprint: String,
+    /// The key.
+    key: DecodingKey,
+}
+
+/// RS256 keys by `kid`.
+type KeySet = HashMap<String, VerifyingKey>;
+
 /// The RS256 keys of a set, by `kid`; keys of other types are ignored.
-fn rsa_keys(set: &JwkSet) -> HashMap<String, DecodingKey> {
+fn rsa_keys(set: &JwkSet) -> KeySet {
     set.keys
         .iter()
         .filter_map(|jwk| {
             let kid = jwk.common.key_id.clone()?;
             let key = DecodingKey::from_jwk(jwk).ok()?;
-            (key.family() == jsonwebtoken::AlgorithmFamily::Rsa).then_some((kid, key))
+            let fingerprint = serde_json::to_string(jwk).ok()?;
+            (key.family() == jsonwebtoken::AlgorithmFamily::Rsa).then_some((kid, VerifyingKey { fingerprint, key }))
         })
         .collect()
+}
+
+/// The `kid`s of `old` that `new` no longer holds, or holds as a different key.
+fn removed_kids<'a>(old: &'a KeySet, new: &KeySet) -> Vec<&'a str> {
+    old.iter()
+        .filter(|(kid, key)| new.get(*kid).is_none_or(|now| now.fingerprint != key.fingerprint))
+        .map(|(kid, _)| kid.as_str())
+        .collect()
+}
+
+/// What one reload of the key set did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KeySetReload {
+    /// The new set is in use.
+    Replaced {
+        /// Keys in the new set.
+        keys: usize,
+        /// Keys that left the set (or changed under their `kid`); their cached claims are gone.
+        removed: usize,
+    },
+    /// The answer was refused; the last good set stays.
+    Kept(JwksLoadError),
+    /// An unknown-`kid` reload asked too soon after the last one.
+    RateLimited,
 }
 
 /// `aud` may be a string or a list.
@@ -202,27 +280,31 @@ fn audience_matches(aud: Option<&Audience>, client_id: Option<&str>, expected: &
     }
 }
 
-/// IdP roles: `custom:roles` as a JSON-array string or a comma list, else `cognito:groups`.
+/// IdP roles: `custom:roles` as a JSON-array string or a comma list, else `cognito:groups`;
+/// `None` when the token carries neither claim.
 #[must_use]
-pub fn idp_roles(custom_roles: Option<&str>, groups: Option<&[String]>) -> Vec<String> {
+pub fn idp_roles(custom_roles: Option<&str>, groups: Option<&[String]>) -> Option<Vec<String>> {
     let Some(custom) = custom_roles.map(str::trim) else {
-        return groups.map(<[String]>::to_vec).unwrap_or_default();
+        return groups.map(<[String]>::to_vec);
     };
     if custom.starts_with('[')
         && let Ok(list) = serde_json::from_str::<Vec<String>>(custom)
     {
-        return list
-            .into_iter()
-            .map(|role| role.trim().to_owned())
-            .filter(|role| !role.is_empty())
-            .collect();
+        return Some(
+            list.into_iter()
+                .map(|role| role.trim().to_owned())
+                .filter(|role| !role.is_empty())
+                .collect(),
+        );
     }
-    custom
-        .split(',')
-        .map(str::trim)
-        .filter(|role| !role.is_empty())
-        .map(str::to_owned)
-        .collect()
+    Some(
+        custom
+            .split(',')
+            .map(str::trim)
+            .filter(|role| !role.is_empty())
+            .map(str::to_owned)
+            .collect(),
+    )
 }
 
 /// Keeps each verified identity until its token's `exp`.
@@ -245,18 +327,23 @@ impl moka::Expiry<[u8; 32], Arc<Identity>> for UntilExpiry {
 pub struct Authenticator {
     /// Where keys are (re)loaded from.
     source: JwksSource,
-    /// Current keys by `kid`.
-    keys: RwLock<HashMap<String, DecodingKey>>,
-    /// When the key set was last loaded, to rate-limit refreshes on unknown `kid`s.
+    /// Current keys by `kid`: the last good set.
+    keys: RwLock<KeySet>,
+    /// When the key set was last loaded, to rate-limit reloads on unknown `kid`s.
     last_refresh: tokio::sync::Mutex<Instant>,
-    /// Minimum time between two refreshes.
+    /// Minimum time between two unknown-`kid` reloads.
     refresh_min: Duration,
+    /// Time between two scheduled reloads (`JWKS_REFRESH_SECS`).
+    refresh_every: Duration,
     /// RS256 only; `iss`, `exp`, `nbf` checked with the leeway; `aud` checked by us.
     validation: Validation,
     /// The accepted `aud` / `client_id`.
     audience: String,
     /// Verified identities by SHA-256 of the token.
     verified: moka::sync::Cache<[u8; 32], Arc<Identity>>,
+    /// Bumped whenever a key leaves the set: a verification that started before the bump is
+    /// not cached, so a token verified by a key in the moment it was removed is not kept.
+    key_removals: AtomicU64,
     /// Claims-cache hits and misses, per instance.
     hits: AtomicU64,
     misses: AtomicU64,
@@ -279,10 +366,22 @@ impl Authenticator {
     /// # Errors
     /// [`AuthSetupError`] when the key set cannot be loaded.
     pub async fn new(source: JwksSource, config: &JwtConfig, max_tokens: u64) -> Result<Self, AuthSetupError> {
-        let keys = rsa_keys(&source.load().await?);
-        if keys.is_empty() {
-            tracing::warn!(jwks = %source.name(), "the key set holds no RS256 key with a kid; every token will be refused");
-        }
+        let keys = match source.load().await {
+            Ok(keys) => keys,
+            // An empty set at start-up refuses every token until a reload brings keys; a set
+            // that cannot be read at all is a configuration error.
+            Err(JwksLoadError::Empty) => {
+                tracing::warn!(jwks = %source.name(), "the key set holds no RS256 key with a kid; every token will be refused");
+                KeySet::new()
+            }
+            Err(cause) => {
+                return Err(AuthSetupError::Jwks {
+                    source_name: source.name(),
+                    cause,
+                });
+            }
+        };
+        metrics::gauge!(names::JWKS_KEYS).set(u32::try_from(keys.len()).unwrap_or(u32::MAX));
         let mut validation = Validation::new(Algorithm::RS256);
         validation.set_issuer(&[&config.issuer]);
         validation.set_required_spec_claims(&["exp", "iss", "sub"]);
@@ -294,12 +393,14 @@ impl Authenticator {
             keys: RwLock::new(keys),
             last_refresh: tokio::sync::Mutex::new(Instant::now()),
             refresh_min: Duration::from_secs(config.jwks_refresh_min_secs),
+            refresh_every: Duration::from_secs(config.jwks_refresh_secs.max(1)),
             validation,
             audience: config.audience.clone(),
             verified: moka::sync::Cache::builder()
                 .max_capacity(max_tokens)
                 .expire_after(UntilExpiry)
                 .build(),
+            key_removals: AtomicU64::new(0),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
         })
@@ -318,11 +419,14 @@ impl Authenticator {
             return Ok(identity);
         }
         self.misses.fetch_add(1, Ordering::Relaxed);
+        let removals_before = self.key_removals.load(Ordering::Acquire);
         match self.verify(token).await {
             Ok(identity) => {
                 metrics::counter!(names::TOKENS_VERIFIED).increment(1);
                 let identity = Arc::new(identity);
-                self.verified.insert(digest, Arc::clone(&identity));
+                if self.key_removals.load(Ordering::Acquire) == removals_before {
+                    self.verified.insert(digest, Arc::clone(&identity));
+                }
                 Ok(identity)
             }
             Err(err) => {
@@ -341,7 +445,7 @@ impl Authenticator {
         let key = match self.key(&kid) {
             Some(key) => key,
             None => {
-                self.refresh().await;
+                self.reload_for_unknown_kid().await;
                 self.key(&kid).ok_or(AuthError::UnknownKey)?
             }
         };
@@ -370,25 +474,72 @@ impl Authenticator {
     }
 
     fn key(&self, kid: &str) -> Option<DecodingKey> {
-        self.keys.read().ok().and_then(|keys| keys.get(kid).cloned())
+        self.keys
+            .read()
+            .ok()
+            .and_then(|keys| keys.get(kid).map(|key| key.key.clone()))
     }
 
-    /// Reloads the key set unless that was done less than `refresh_min` ago.
-    async fn refresh(&self) {
+    /// Reloads the key set for a token with an unknown `kid`, unless that was done less than
+    /// `refresh_min` ago: garbage tokens cannot make the service hammer the IdP.
+    async fn reload_for_unknown_kid(&self) -> KeySetReload {
         let mut last = self.last_refresh.lock().await;
         if last.elapsed() < self.refresh_min {
-            return;
+            return KeySetReload::RateLimited;
         }
         *last = Instant::now();
-        match self.source.load().await {
-            Ok(set) => {
-                let keys = rsa_keys(&set);
-                tracing::info!(keys = keys.len(), "reloaded the JWKS after an unknown kid");
-                if let Ok(mut current) = self.keys.write() {
-                    *current = keys;
-                }
+        self.reload("unknown_kid").await
+    }
+
+    /// Loads the key set now and puts it in use, unless the answer is empty or broken (then the
+    /// last good set stays). Keys that left the set stop verifying, and every cached claim goes
+    /// with them: the cache does not know which key signed which token, and a removal is rare.
+    pub async fn reload(&self, trigger: &'static str) -> KeySetReload {
+        let fresh = match self.source.load().await {
+            Ok(fresh) => fresh,
+            Err(err) => {
+                tracing::warn!(jwks = %self.source.name(), trigger, error = %err, "JWKS reload refused; keeping the last good key set");
+                metrics::counter!(names::JWKS_REFRESH_FAILURES, "reason" => err.reason()).increment(1);
+                return KeySetReload::Kept(err);
             }
-            Err(err) => tracing::warn!(error = %err, "JWKS refresh failed; keeping the current keys"),
+        };
+        let Ok(mut current) = self.keys.write() else {
+            return KeySetReload::Kept(JwksLoadError::Unparsable("key set lock poisoned".to_owned()));
+        };
+        let removed = removed_kids(&current, &fresh);
+        if !removed.is_empty() {
+            tracing::info!(trigger, removed = ?removed, "keys left the JWKS; their tokens are refused from now on");
+            metrics::counter!(names::JWKS_KEYS_REMOVED).increment(removed.len() as u64);
+        }
+        let outcome = KeySetReload::Replaced {
+            keys: fresh.len(),
+            removed: removed.len(),
+        };
+        *current = fresh;
+        drop(current);
+        if let KeySetReload::Replaced { removed: 1.., .. } = outcome {
+            self.key_removals.fetch_add(1, Ordering::AcqRel);
+            self.verified.invalidate_all();
+        }
+        metrics::gauge!(names::JWKS_KEYS).set(u32::try_from(self.key_count()).unwrap_or(u32::MAX));
+        tracing::debug!(trigger, ?outcome, "JWKS reloaded");
+        outcome
+    }
+
+    /// Keys in use.
+    #[must_use]
+    pub fn key_count(&self) -> usize {
+        self.keys.read().map_or(0, |keys| keys.len())
+    }
+
+    /// Reloads the key set every `JWKS_REFRESH_SECS` until `cancel`.
+    pub async fn refresh_periodically(self: std::sync::Arc<Self>, cancel: tokio_util::sync::CancellationToken) {
+        loop {
+            tokio::select! {
+                () = cancel.cancelled() => return,
+                () = tokio::time::sleep(self.refresh_every) => {}
+            }
+            self.reload("scheduled").await;
         }
     }
 
@@ -419,12 +570,20 @@ mod tests {
 
     #[test]
     fn roles_come_from_custom_roles_in_either_form_else_groups() {
-        assert_eq!(idp_roles(Some(r#"["Staff","Admin"]"#), None), ["Staff", "Admin"]);
-        assert_eq!(idp_roles(Some("Staff, Admin ,"), None), ["Staff", "Admin"]);
+        assert_eq!(
+            idp_roles(Some(r#"["Staff","Admin"]"#), None),
+            Some(strings(&["Staff", "Admin"]))
+        );
+        assert_eq!(
+            idp_roles(Some("Staff, Admin ,"), None),
+            Some(strings(&["Staff", "Admin"]))
+        );
         let groups = strings(&["Ops"]);
-        assert_eq!(idp_roles(None, Some(&groups)), ["Ops"]);
-        assert_eq!(idp_roles(Some("Staff"), Some(&groups)), ["Staff"]);
-        assert!(idp_roles(None, None).is_empty());
+        assert_eq!(idp_roles(None, Some(&groups)), Some(groups.clone()));
+        assert_eq!(idp_roles(Some("Staff"), Some(&groups)), Some(strings(&["Staff"])));
+        // A claim that names no role says "no roles"; no claim at all says nothing.
+        assert_eq!(idp_roles(Some("[]"), None), Some(Vec::new()));
+        assert_eq!(idp_roles(None, None), None);
     }
 
     #[test]

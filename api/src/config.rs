@@ -164,6 +164,10 @@ pub struct JwtConfig {
     /// cannot make the service hammer the IdP.
     #[arg(long, env = "JWKS_REFRESH_MIN_SECS", default_value_t = 60)]
     pub jwks_refresh_min_secs: u64,
+    /// The key set is reloaded this often whatever the tokens say, so a key removed from the
+    /// JWKS stops verifying (cached claims included) within this time.
+    #[arg(long, env = "JWKS_REFRESH_SECS", default_value_t = 600)]
+    pub jwks_refresh_secs: u64,
 }
 
 /// The task's own invalidation queue and its health bound.

@@ -30,6 +30,34 @@ const MAX_MEMOIZED_ROLE_SETS: u64 = 10_000;
 /// definitions index takes to show a new role (typically well under a second).
 const RECENT_ROLE_CHANGE_WINDOW: Duration = Duration::from_secs(60);
 
+/// Reads and conditional writes of one role change before a lost race is reported as 409.
+const MAX_ROLE_WRITE_ATTEMPTS: usize = 3;
+
+/// What an admin does to a role.
+#[derive(Debug, Clone, Copy)]
+enum RoleEdit<'a> {
+    /// `PATCH`: set the fields it names.
+    Patch(&'a RolePatch),
+    /// `DELETE`.
+    Delete,
+}
+
+/// Who changes a role, and on what terms.
+#[derive(Debug, Clone, Copy)]
+pub struct RoleChange<'a> {
+    /// The time of the change, ISO-8601.
+    pub now: &'a str,
+    /// The version the client based its change on (`If-Match`), if it named one.
+    pub expected_version: Option<u64>,
+    /// The IdP roles of the admin making the change: they must keep `system_admin`.
+    pub caller_roles: &'a [String],
+}
+
+/// 409 when the change would make the `system_admin` role unreachable.
+fn refuse_lockout(role_id: &str, after: Option<&RoleDefinition>, change: &RoleChange<'_>) -> Result<(), StoreError> {
+    permissions::admin_lockout(role_id, after, change.caller_roles).map_or(Ok(()), |why| Err(StoreError::Conflict(why)))
+}
+
 /// Roles changed (by an invalidation or a write here) within [`RECENT_ROLE_CHANGE_WINDOW`].
 #[derive(Debug, Default)]
 struct RecentRoleChanges {
@@ -235,46 +263,117 @@ impl Directory {
     /// exists; the store's error.
     pub async fn create_role(&self, new: NewRole, now: &str) -> Result<RoleDefinition, StoreError> {
         let role = new.validate(now).map_err(StoreError::Invalid)?;
-        let result = self.roles.put_role(&role, None).await;
+        let result = self.roles.create_role(&role).await;
         self.role_changed(&role.role_id);
         result.map(|()| role)
     }
 
-    /// Applies `patch` to the stored role (read consistently, written conditionally).
+    /// Applies `patch` to the stored role: only the fields it names, in a write conditional on
+    /// the version read. `change.expected_version` (the client's `If-Match`) pins that version;
+    /// without it a write that lost a race is re-read and re-applied, since a patch names
+    /// absolute values and means the same on top of the newer version.
     ///
     /// # Errors
     /// [`StoreError::NotFound`], [`StoreError::Invalid`] when the result is outside the data
-    /// model, [`StoreError::Conflict`] on a concurrent change; the store's error.
-    pub async fn update_role(&self, role_id: &str, patch: RolePatch, now: &str) -> Result<RoleDefinition, StoreError> {
-        let current = self
-            .roles
-            .get_role(role_id)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("role {role_id} does not exist")))?;
-        let updated = patch.apply(&current, now).map_err(StoreError::Invalid)?;
-        let result = self.roles.put_role(&updated, Some(&current)).await;
-        self.role_changed(role_id);
-        result.map(|()| updated)
+    /// model, [`StoreError::Conflict`] when the role is not at the expected version, keeps
+    /// changing, or the change would lock administrators out; the store's error.
+    pub async fn update_role(
+        &self,
+        role_id: &str,
+        patch: &RolePatch,
+        change: &RoleChange<'_>,
+    ) -> Result<RoleDefinition, StoreError> {
+        self.write_role(role_id, RoleEdit::Patch(patch), change).await
     }
 
-    /// Deletes a role that is not a system role.
+    /// Deletes a role that is not a system role, with its mapping items, conditional on the
+    /// version read (retried like [`Self::update_role`] when no version is pinned).
     ///
     /// # Errors
-    /// [`StoreError::NotFound`]; [`StoreError::Conflict`] for a system role; the store's error.
-    pub async fn delete_role(&self, role_id: &str) -> Result<RoleDefinition, StoreError> {
-        let current = self
-            .roles
-            .get_role(role_id)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("role {role_id} does not exist")))?;
-        if current.is_system_role {
-            return Err(StoreError::Conflict(format!(
-                "role {role_id} is a system role and cannot be deleted"
-            )));
+    /// [`StoreError::NotFound`]; [`StoreError::Conflict`] for a system role, a version
+    /// mismatch or a role that keeps changing; the store's error.
+    pub async fn delete_role(&self, role_id: &str, change: &RoleChange<'_>) -> Result<RoleDefinition, StoreError> {
+        self.write_role(role_id, RoleEdit::Delete, change).await
+    }
+
+    /// Reads the role, checks the edit against it, and writes it conditional on the version
+    /// read; retries lost races unless the client pinned a version.
+    async fn write_role(
+        &self,
+        role_id: &str,
+        edit: RoleEdit<'_>,
+        change: &RoleChange<'_>,
+    ) -> Result<RoleDefinition, StoreError> {
+        for _ in 0..MAX_ROLE_WRITE_ATTEMPTS {
+            let current = self
+                .roles
+                .get_role(role_id)
+                .await?
+                .ok_or_else(|| StoreError::NotFound(format!("role {role_id} does not exist")))?;
+            if let Some(expected) = change.expected_version
+                && expected != current.version
+            {
+                return Err(StoreError::Conflict(format!(
+                    "role {role_id} is at version {}, not {expected}: GET it, re-apply your change and send If-Match: {}",
+                    current.version, current.version
+                )));
+            }
+            let written = match edit {
+                RoleEdit::Patch(patch) => {
+                    let updated = patch.clone().apply(&current, change.now).map_err(StoreError::Invalid)?;
+                    refuse_lockout(role_id, Some(&updated), change)?;
+                    self.roles
+                        .update_role(&current, &updated, &patch.named_attributes())
+                        .await
+                        .map(|()| updated)
+                }
+                RoleEdit::Delete => {
+                    refuse_lockout(role_id, None, change)?;
+                    if current.is_system_role {
+                        return Err(StoreError::Conflict(format!(
+                            "role {role_id} is a system role and cannot be deleted; PATCH isSystemRole to false first"
+                        )));
+                    }
+                    self.roles.delete_role(&current).await.map(|()| current)
+                }
+            };
+            self.role_changed(role_id);
+            match written {
+                Err(StoreError::Conflict(_)) if change.expected_version.is_none() => {
+                    metrics::counter!(names::ROLE_WRITE_RETRIES).increment(1);
+                }
+                Err(StoreError::Conflict(_)) => {
+                    return Err(StoreError::Conflict(format!(
+                        "role {role_id} changed meanwhile: GET it, re-apply your change and send If-Match with its version"
+                    )));
+                }
+                written => return written,
+            }
         }
-        let result = self.roles.delete_role(&current).await;
-        self.role_changed(role_id);
-        result.map(|()| current)
+        Err(StoreError::Conflict(format!(
+            "role {role_id} kept changing while this change was applied; retry"
+        )))
+    }
+
+    /// Brings the stored roles of `profile` in line with the roles claim of the caller's token
+    /// (the IdP's word) and returns the profile as the caller is authorized: with those roles,
+    /// whether or not the write succeeded. The write is conditional (only when different), so
+    /// tasks that see the same new token at once write it once; every task learns it through
+    /// the stream, and this one at once.
+    pub async fn align_roles(&self, profile: &Arc<Profile>, token_roles: &[String]) -> Arc<Profile> {
+        let outcome = match self.profiles.align_roles(&profile.user_id, token_roles).await {
+            Ok(true) => "written",
+            Ok(false) => "already_current",
+            Err(err) => {
+                tracing::warn!(user_id = %profile.user_id, error = %err, "could not store the roles of the caller's token; authorizing with them anyway");
+                "failed"
+            }
+        };
+        metrics::counter!(names::PROFILE_ROLES_ALIGNED, "outcome" => outcome).increment(1);
+        self.profile_cache.invalidate(profile.user_id.as_str());
+        let mut aligned = Profile::clone(profile);
+        token_roles.clone_into(&mut aligned.roles);
+        Arc::new(aligned)
     }
 
     /// A role was written here: drop the catalogue, and read that role by id for a while.
@@ -374,6 +473,14 @@ mod tests {
         )
     }
 
+    fn change(expected_version: Option<u64>) -> RoleChange<'static> {
+        RoleChange {
+            now: "2026-01-02T00:00:00.000Z",
+            expected_version,
+            caller_roles: &[],
+        }
+    }
+
     fn users_message(id: &str) -> Invalidation {
         Invalidation::Invalidate {
             source: Source::Users,
@@ -396,7 +503,7 @@ mod tests {
             user_id: "u-1".into(),
             email: None,
             name: Some("Ada Lovelace".into()),
-            roles: vec!["Staff".into()],
+            roles: Some(vec!["Staff".into()]),
             picture: None,
             now: "2026-01-02T00:00:00.000Z".into(),
         };
@@ -471,7 +578,7 @@ mod tests {
 
         let patch: RolePatch = serde_json::from_str(r#"{"grantedTools":["search","wiki"]}"#).expect("json");
         directory
-            .update_role("staff", patch, "2026-01-02T00:00:00.000Z")
+            .update_role("staff", &patch, &change(None))
             .await
             .expect("update");
         assert_eq!(

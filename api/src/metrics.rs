@@ -61,6 +61,17 @@ pub const SWEPT: &str = "staleless_sweeper_removed_total";
 pub const TOKENS_VERIFIED: &str = "staleless_tokens_verified_total";
 /// Tokens refused, by `reason`.
 pub const TOKENS_REJECTED: &str = "staleless_tokens_rejected_total";
+/// RS256 keys in the JWKS in use.
+pub const JWKS_KEYS: &str = "staleless_jwks_keys";
+/// JWKS reloads refused (the last good set kept), by `reason` (`unreachable`, `unparsable`, `empty`).
+pub const JWKS_REFRESH_FAILURES: &str = "staleless_jwks_refresh_failures_total";
+/// Keys that left the JWKS (or changed under their `kid`) at a reload.
+pub const JWKS_KEYS_REMOVED: &str = "staleless_jwks_keys_removed_total";
+/// Role writes that lost a race to another write and were re-read and re-applied.
+pub const ROLE_WRITE_RETRIES: &str = "staleless_role_write_retries_total";
+/// Stored profile roles brought in line with a token's roles claim, by `outcome`
+/// (`written`, `already_current`, `failed`).
+pub const PROFILE_ROLES_ALIGNED: &str = "staleless_profile_roles_aligned_total";
 
 /// Buckets for the latency histograms: invalidation lag is tens of milliseconds when healthy
 /// and seconds when something is wrong; fills are milliseconds.

@@ -103,6 +103,11 @@ pub struct RoleDefinition {
     /// ISO-8601 time of the last change.
     #[serde(default)]
     pub updated_at: String,
+    /// Bumped by every API write, in the same conditional write that checks it; `0` for an item
+    /// written without one (seeded or edited by hand). An API write based on version `n` applies
+    /// only while the stored item is still at `n`.
+    #[serde(default)]
+    pub version: u64,
 }
 
 /// Highest allowed `priority`.
@@ -207,6 +212,7 @@ impl NewRole {
             quota_tier: self.quota_tier,
             created_at: now.to_owned(),
             updated_at: now.to_owned(),
+            version: 1,
         };
         check_fields(&role)?;
         Ok(role)
@@ -214,7 +220,30 @@ impl NewRole {
 }
 
 impl RolePatch {
-    /// The role with this patch applied and `updatedAt = now`.
+    /// The stored attribute names this patch sets: the only ones its write touches, so a field
+    /// it does not name keeps whatever another writer put there meanwhile.
+    #[must_use]
+    pub fn named_attributes(&self) -> Vec<&'static str> {
+        let named = [
+            ("displayName", self.display_name.is_some()),
+            ("description", self.description.is_some()),
+            ("jwtRoleMappings", self.jwt_role_mappings.is_some()),
+            ("grantedTools", self.granted_tools.is_some()),
+            ("grantedModels", self.granted_models.is_some()),
+            ("grantedSkills", self.granted_skills.is_some()),
+            ("priority", self.priority.is_some()),
+            ("enabled", self.enabled.is_some()),
+            ("isSystemRole", self.is_system_role.is_some()),
+            ("quotaTier", self.quota_tier.is_some()),
+        ];
+        named
+            .into_iter()
+            .filter(|(_, set)| *set)
+            .map(|(name, _)| name)
+            .collect()
+    }
+
+    /// The role with this patch applied, `updatedAt = now` and the version bumped.
     ///
     /// # Errors
     /// A message naming the first field that does not fit the data model.
@@ -263,6 +292,7 @@ impl RolePatch {
             role.quota_tier = quota_tier;
         }
         now.clone_into(&mut role.updated_at);
+        role.version = current.version.saturating_add(1);
         check_fields(&role)?;
         Ok(role)
     }
@@ -383,7 +413,27 @@ mod tests {
         assert_eq!(patched.granted_tools, ["a"]);
         assert_eq!(patched.created_at, role.created_at);
         assert_eq!(patched.updated_at, "2026-02-01T00:00:00.000Z");
+        assert_eq!((role.version, patched.version), (1, 2));
         assert!(serde_json::from_str::<RolePatch>(r#"{"roleId":"other"}"#).is_err());
+    }
+
+    #[test]
+    fn a_patch_names_exactly_the_attributes_it_sets() {
+        let patch: RolePatch = serde_json::from_str(r#"{"enabled":false,"jwtRoleMappings":["Ops"]}"#).expect("patch");
+        assert_eq!(patch.named_attributes(), ["jwtRoleMappings", "enabled"]);
+        assert!(RolePatch::default().named_attributes().is_empty());
+        // Every attribute a patch can name is an attribute of the stored definition.
+        let full: RolePatch = serde_json::from_str(
+            r#"{"displayName":"d","description":"d","jwtRoleMappings":[],"grantedTools":[],"grantedModels":[],
+                "grantedSkills":[],"priority":1,"enabled":true,"isSystemRole":false,"quotaTier":"t"}"#,
+        )
+        .expect("patch");
+        let role = new_role(r#"{"roleId":"analyst","displayName":"Analyst","quotaTier":"t"}"#).expect("valid");
+        let stored = serde_json::to_value(&role).expect("json");
+        for name in full.named_attributes() {
+            assert!(stored.get(name).is_some(), "{name}");
+        }
+        assert_eq!(full.named_attributes().len(), 10);
     }
 
     #[test]

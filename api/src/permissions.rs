@@ -50,6 +50,17 @@ impl Access {
     }
 }
 
+/// Whether two lists name the same IdP roles, in any order: the hot path compares the token's
+/// roles with the stored ones on every request, so the common case (equal lists) allocates
+/// nothing.
+#[must_use]
+pub fn same_roles(stored: &[String], token: &[String]) -> bool {
+    fn distinct(roles: &[String]) -> BTreeSet<&str> {
+        roles.iter().map(String::as_str).collect()
+    }
+    stored == token || distinct(stored) == distinct(token)
+}
+
 /// Resolves a user's IdP roles against the catalogue.
 #[must_use]
 pub fn resolve(idp_roles: &[String], catalogue: &[RoleDefinition]) -> Access {
@@ -88,6 +99,36 @@ pub fn resolve(idp_roles: &[String], catalogue: &[RoleDefinition]) -> Access {
     }
 }
 
+/// Why storing `after` as the `system_admin` role (`None`: deleting it) would lock administrators
+/// out, if it would; `None` for any other role. The role is the only way into the admin routes,
+/// so it must stay an enabled system role with a mapping, and the admin making the change
+/// (`caller_roles`: their IdP roles) must still hold it afterwards — otherwise one request could
+/// leave nobody able to undo it.
+#[must_use]
+pub fn admin_lockout(role_id: &str, after: Option<&RoleDefinition>, caller_roles: &[String]) -> Option<String> {
+    if role_id != ADMIN_ROLE {
+        return None;
+    }
+    let why = match after {
+        None => "cannot be deleted",
+        Some(role) if !role.enabled => "cannot be disabled",
+        Some(role) if !role.is_system_role => "must stay a system role",
+        Some(role) if role.jwt_role_mappings.is_empty() => "must keep at least one jwtRoleMappings entry",
+        Some(role)
+            if !role
+                .jwt_role_mappings
+                .iter()
+                .any(|mapping| caller_roles.contains(mapping)) =>
+        {
+            "must keep a mapping to one of your own IdP roles, or you would lose access yourself"
+        }
+        Some(_) => return None,
+    };
+    Some(format!(
+        "the {ADMIN_ROLE} role {why}: it is the only way into the admin routes, and this change would lock administrators out"
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,6 +149,7 @@ mod tests {
             quota_tier: None,
             created_at: String::new(),
             updated_at: String::new(),
+            version: 1,
         }
     }
 
@@ -180,5 +222,44 @@ mod tests {
             resolve(&roles(&["X"]), &catalogue).permissions.quota_tier.as_deref(),
             Some("gold")
         );
+    }
+
+    #[test]
+    fn roles_are_the_same_in_any_order_and_count() {
+        assert!(same_roles(
+            &roles(&["Staff", "Admin"]),
+            &roles(&["Admin", "Staff", "Admin"])
+        ));
+        assert!(same_roles(&[], &[]));
+        assert!(!same_roles(&roles(&["Staff", "Admin"]), &roles(&["Staff"])));
+        assert!(!same_roles(&[], &roles(&["Staff"])));
+    }
+
+    #[test]
+    fn the_admin_role_cannot_be_made_unreachable() {
+        let caller = roles(&["Admin"]);
+        let mut admin = role(ADMIN_ROLE, &["Admin"], &["*"], 900, true);
+        admin.is_system_role = true;
+        assert_eq!(admin_lockout(ADMIN_ROLE, Some(&admin), &caller), None);
+
+        let mut changes: Vec<(&str, Option<RoleDefinition>)> = vec![("delete", None)];
+        let mut disabled = admin.clone();
+        disabled.enabled = false;
+        changes.push(("disable", Some(disabled)));
+        let mut unmapped = admin.clone();
+        unmapped.jwt_role_mappings.clear();
+        changes.push(("unmap", Some(unmapped)));
+        let mut not_system = admin.clone();
+        not_system.is_system_role = false;
+        changes.push(("un-system", Some(not_system)));
+        let mut remapped = admin.clone();
+        remapped.jwt_role_mappings = roles(&["NobodyHasThis"]);
+        changes.push(("remap away from the caller", Some(remapped)));
+        for (change, after) in changes {
+            let refusal = admin_lockout(ADMIN_ROLE, after.as_ref(), &caller);
+            assert!(refusal.is_some_and(|why| why.contains(ADMIN_ROLE)), "{change}");
+        }
+        // Other roles are the catalogue's business, whatever happens to them.
+        assert_eq!(admin_lockout("staff", None, &caller), None);
     }
 }

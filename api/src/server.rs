@@ -14,8 +14,8 @@ use crate::config::CacheMode;
 use crate::routes::router;
 use crate::state::AppState;
 
-/// Serves `state` on `listener` until `shutdown` completes, with the invalidation listener and
-/// sweeper running beside it (in `event` mode); then drains requests, removes this task's queue
+/// Serves `state` on `listener` until `shutdown` completes, with the scheduled JWKS reload and (in
+/// `event` mode) the invalidation listener and sweeper running beside it; then drains requests, removes this task's queue
 /// and subscription, and returns once every background task has stopped.
 ///
 /// # Errors
@@ -27,6 +27,7 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let cancel = CancellationToken::new();
     let tracker = TaskTracker::new();
+    tracker.spawn(std::sync::Arc::clone(&state.auth).refresh_periodically(cancel.clone()));
 
     if state.config.cache.cache_mode == CacheMode::Event {
         match (&state.channel_clients, &state.config.channel.topic_arn) {

@@ -11,7 +11,7 @@ use crate::config::{CacheMode, Config};
 use crate::directory::Directory;
 use crate::error::AppError;
 use crate::model::Profile;
-use crate::permissions::Access;
+use crate::permissions::{self, Access};
 use crate::store::{DynamoProfiles, DynamoRoles, ProfileStore, RoleStore};
 
 /// The SQS and SNS clients the invalidation listener needs (absent in router tests).
@@ -56,9 +56,10 @@ pub struct AppState {
 pub struct Caller {
     /// What the token says.
     pub identity: Arc<Identity>,
-    /// The stored profile, `None` before the first sync.
+    /// The stored profile, `None` before the first sync; its `roles` are the token's roles
+    /// claim when the token has one (the IdP's word), else the stored ones.
     pub profile: Option<Arc<Profile>>,
-    /// Resolved AppRoles and permissions (of the profile's roles); `None` without a profile.
+    /// Resolved AppRoles and permissions (of those roles); `None` without a profile.
     pub access: Option<Arc<Access>>,
 }
 
@@ -152,7 +153,14 @@ impl AppState {
     /// [`AppError::Unauthorized`] for a refused token; a store error when a read failed.
     pub async fn caller(&self, token: &str) -> Result<Caller, AppError> {
         let identity = self.auth.authenticate(token).await.map_err(AppError::Unauthorized)?;
-        let profile = self.directory.profile(&identity.user_id).await?;
+        let mut profile = self.directory.profile(&identity.user_id).await?;
+        // The token's roles claim is the IdP's word: a demotion or promotion takes effect with
+        // the first request that carries it, not at the next sync.
+        if let (Some(stored), Some(token_roles)) = (&profile, identity.idp_roles.as_deref())
+            && !permissions::same_roles(&stored.roles, token_roles)
+        {
+            profile = Some(self.directory.align_roles(stored, token_roles).await);
+        }
         let access = match &profile {
             Some(profile) => Some(self.directory.access(profile).await?),
             None => None,

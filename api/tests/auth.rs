@@ -16,7 +16,7 @@ use staleless_api::CacheMode;
 fn alice_claims() -> Value {
     claims(
         "alice",
-        &["Staff"],
+        Some(&["Staff"]),
         "alice@example.com",
         "Alice",
         Duration::from_secs(600),

@@ -10,7 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use aws_sdk_sqs::types::QueueAttributeName;
-use common::token;
+use common::{token, token_without_roles};
 use infra::operator::{self, RoleChange, UserChange};
 use infra::proxy::SwitchableProxy;
 use infra::{LocalAws, Provisioned};
@@ -215,6 +215,19 @@ struct Instance {
 }
 
 impl Instance {
+    async fn send(&self, method: reqwest::Method, path: &str, token: &str, body: Option<&str>) -> (u16, Value) {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(token);
+        if let Some(body) = body {
+            request = request.header("content-type", "application/json").body(body.to_owned());
+        }
+        let response = request.send().await.expect("request");
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
     async fn get(&self, path: &str, token: &str) -> (u16, Value) {
         let response = self
             .http
@@ -263,7 +276,7 @@ impl Instance {
     }
 
     async fn user_name(&self, user_id: &str) -> String {
-        let (status, body) = self.get("/users/me", &token(user_id, &[])).await;
+        let (status, body) = self.get("/users/me", &token_without_roles(user_id)).await;
         assert_eq!(status, 200, "{body}");
         body["name"].as_str().unwrap_or_default().to_owned()
     }
@@ -343,7 +356,7 @@ async fn two_instances_see_direct_writes_to_both_tables_and_clean_up_on_shutdown
     }
 
     // A write straight to the roles table reaches both too.
-    let alice = token("alice", &[]);
+    let alice = token_without_roles("alice");
     for instance in [&a, &b] {
         let (_, body) = instance.get("/users/me", &alice).await;
         assert_eq!(body["permissions"]["tools"], serde_json::json!(["calendar", "search"]));
@@ -584,7 +597,7 @@ async fn the_catalogue_reads_only_role_definitions_and_sees_a_new_role_at_once()
     .await
     .expect("put user");
     eventually("the new role on the instance", || async {
-        let (_, body) = api.get("/users/me", &token("carol", &[])).await;
+        let (_, body) = api.get("/users/me", &token_without_roles("carol")).await;
         (body["permissions"]["tools"] == serde_json::json!(["audit-log"])).then_some(())
     })
     .await;
@@ -843,4 +856,141 @@ async fn the_sweeper_removes_stale_queues_and_orphaned_subscriptions() {
         SweepReport::default(),
         "idempotent"
     );
+}
+
+/// Role items under `ROLE#<role_id>`, read consistently: the definition (if any) and the IdP
+/// roles of its mapping items.
+async fn role_items(
+    stack: &Stack,
+    role_id: &str,
+) -> (
+    Option<std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>>,
+    Vec<String>,
+) {
+    let items = operator::role_items(&stack.aws.dynamodb(), &stack.stack.roles_table, role_id)
+        .await
+        .expect("role items");
+    let mut definition = None;
+    let mut mappings = Vec::new();
+    for item in items {
+        match item.get("SK").and_then(|sk| sk.as_s().ok()) {
+            Some(sk) if sk == "DEFINITION" => definition = Some(item),
+            Some(sk) => mappings.push(sk.trim_start_matches("JWT_MAPPING#").to_owned()),
+            None => {}
+        }
+    }
+    mappings.sort();
+    (definition, mappings)
+}
+
+fn string_list(
+    item: &std::collections::HashMap<String, aws_sdk_dynamodb::types::AttributeValue>,
+    name: &str,
+) -> Vec<String> {
+    item.get(name)
+        .and_then(|value| value.as_l().ok())
+        .map(|list| list.iter().filter_map(|value| value.as_s().ok().cloned()).collect())
+        .unwrap_or_default()
+}
+
+/// Two tasks PATCH different fields of one role at once while a script writes a third straight
+/// to the table (not bumping the version): every acknowledged change is in the stored item, and
+/// the mapping items always match the definition — also when a DELETE races a PATCH.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_role_writes_through_two_instances_lose_no_acknowledged_change() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    use reqwest::Method;
+
+    let stack = Stack::start().await;
+    let (a, b) = (stack.instance(None).await, stack.instance(None).await);
+    let admin = token("admin", &["Admin"]);
+    let create = r#"{"roleId":"analyst","displayName":"Analyst","jwtRoleMappings":["Analyst"]}"#;
+    assert_eq!(a.send(Method::POST, "/admin/roles", &admin, Some(create)).await.0, 201);
+    let dynamodb = stack.aws.dynamodb();
+    let (mut acknowledged, mut conflicts) = (0, 0);
+    for round in 0..12 {
+        let description = format!(r#"{{"description":"round {round}"}}"#);
+        let mappings = format!(r#"{{"jwtRoleMappings":["Analyst","Team{round}"]}}"#);
+        let script = dynamodb
+            .update_item()
+            .table_name(&stack.stack.roles_table)
+            .key("PK", AttributeValue::S("ROLE#analyst".into()))
+            .key("SK", AttributeValue::S("DEFINITION".into()))
+            .update_expression("SET grantedModels = :models")
+            .expression_attribute_values(
+                ":models",
+                AttributeValue::L(vec![AttributeValue::S(format!("model-{round}"))]),
+            )
+            .send();
+        let (by_a, by_b, by_script) = tokio::join!(
+            a.send(Method::PATCH, "/admin/roles/analyst", &admin, Some(&description)),
+            b.send(Method::PATCH, "/admin/roles/analyst", &admin, Some(&mappings)),
+            script,
+        );
+        by_script.expect("the script's write");
+        for (status, body) in [&by_a, &by_b] {
+            match status {
+                200 => acknowledged += 1,
+                409 => {
+                    conflicts += 1;
+                    assert_eq!(body["error"], "conflict", "{body}");
+                }
+                other => panic!("unexpected {other}: {body}"),
+            }
+        }
+        let (definition, stored_mappings) = role_items(&stack, "analyst").await;
+        let definition = definition.expect("the definition");
+        assert_eq!(
+            string_list(&definition, "grantedModels"),
+            [format!("model-{round}")],
+            "the script's write survived"
+        );
+        if by_a.0 == 200 {
+            assert_eq!(
+                definition
+                    .get("description")
+                    .and_then(|d| d.as_s().ok())
+                    .map(String::as_str),
+                Some(format!("round {round}").as_str())
+            );
+        }
+        let mut defined = string_list(&definition, "jwtRoleMappings");
+        defined.sort();
+        if by_b.0 == 200 {
+            assert_eq!(defined, ["Analyst".to_owned(), format!("Team{round}")]);
+        }
+        assert_eq!(stored_mappings, defined, "mapping items match the definition");
+    }
+    assert!(
+        acknowledged >= 12,
+        "most writes succeed after a re-read: {acknowledged} acknowledged, {conflicts} conflicts"
+    );
+
+    // A DELETE racing a PATCH of the mappings leaves no orphan mapping item.
+    let (deleted, patched) = tokio::join!(
+        a.send(Method::DELETE, "/admin/roles/analyst", &admin, None),
+        b.send(
+            Method::PATCH,
+            "/admin/roles/analyst",
+            &admin,
+            Some(r#"{"jwtRoleMappings":["Late"]}"#)
+        ),
+    );
+    let (definition, stored_mappings) = role_items(&stack, "analyst").await;
+    match definition {
+        None => {
+            assert_eq!(deleted.0, 204, "{}", deleted.1);
+            assert!(
+                stored_mappings.is_empty(),
+                "orphaned mapping items: {stored_mappings:?}"
+            );
+        }
+        Some(definition) => {
+            assert_ne!(deleted.0, 204, "acknowledged, yet the role is still there");
+            assert_eq!(patched.0, 200, "{}", patched.1);
+            assert_eq!(string_list(&definition, "jwtRoleMappings"), stored_mappings);
+        }
+    }
+    a.stop().await;
+    b.stop().await;
 }

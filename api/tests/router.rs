@@ -342,6 +342,104 @@ async fn role_errors() {
     );
 }
 
+/// Every API write checks and bumps the role's version; `If-Match` pins it; a patch sets only
+/// what it names, so an operator's edit of another field (even one that does not bump the
+/// version) survives.
+#[tokio::test]
+async fn role_writes_are_versioned_and_patches_set_only_what_they_name() {
+    let app = TestApp::new(CacheMode::Event).await;
+    let admin = admin();
+    let create = r#"{"roleId":"analyst","displayName":"Analyst","grantedTools":["sql"]}"#;
+    let (status, body) = app.send("POST", "/admin/roles", Some(&admin), Some(create)).await;
+    assert_eq!(
+        (status, body["version"].as_u64()),
+        (StatusCode::CREATED, Some(1)),
+        "{body}"
+    );
+
+    let pinned = |method: &'static str, version: &'static str, body: Option<&'static str>| {
+        let admin = admin.clone();
+        let app = &app;
+        async move {
+            let headers = [("if-match", version)];
+            app.send_with(method, "/admin/roles/analyst", Some(&admin), body, &headers)
+                .await
+        }
+    };
+    let patch = |version, body| pinned("PATCH", version, Some(body));
+    let (status, body) = patch("\"1\"", r#"{"priority":5}"#).await;
+    assert_eq!((status, body["version"].as_u64()), (StatusCode::OK, Some(2)), "{body}");
+    let stale = patch("1", r#"{"priority":6}"#).await;
+    assert_error(&stale, StatusCode::CONFLICT);
+    assert!(
+        stale.1["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("version 2") && m.contains("If-Match")),
+        "{}",
+        stale.1
+    );
+    assert_error(&patch("two", r#"{"priority":6}"#).await, StatusCode::BAD_REQUEST);
+
+    // An operator edits the description straight in the table, without bumping the version.
+    let mut edited = app.store.role_directly("analyst").expect("role");
+    edited.description = "edited by an operator".into();
+    app.store.put_role_directly(edited);
+    let (status, body) = app
+        .send(
+            "PATCH",
+            "/admin/roles/analyst",
+            Some(&admin),
+            Some(r#"{"grantedTools":["sql","charts"]}"#),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let stored = app.store.role_directly("analyst").expect("role");
+    assert_eq!(stored.description, "edited by an operator", "the patch did not name it");
+    assert_eq!(stored.granted_tools, ["sql", "charts"]);
+    assert_eq!(stored.version, 3);
+
+    let delete = |version| pinned("DELETE", version, None);
+    assert_error(&delete("2").await, StatusCode::CONFLICT);
+    assert_eq!(delete("3").await.0, StatusCode::NO_CONTENT);
+    assert!(app.store.role_directly("analyst").is_none());
+}
+
+/// The `system_admin` role cannot be deleted, disabled, unmapped, made a non-system role, or
+/// mapped away from the admin making the change; other edits of it are fine.
+#[tokio::test]
+async fn the_admin_role_cannot_be_locked_out() {
+    let app = TestApp::new(CacheMode::Event).await;
+    let admin = admin();
+    let refused = [
+        ("PATCH", Some(r#"{"enabled":false}"#)),
+        ("PATCH", Some(r#"{"jwtRoleMappings":[]}"#)),
+        ("PATCH", Some(r#"{"isSystemRole":false}"#)),
+        ("PATCH", Some(r#"{"jwtRoleMappings":["SomeoneElse"]}"#)),
+        ("DELETE", None),
+    ];
+    for (method, body) in refused {
+        let response = app.send(method, "/admin/roles/system_admin", Some(&admin), body).await;
+        assert_error(&response, StatusCode::CONFLICT);
+        assert!(
+            response.1["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("lock administrators out")),
+            "{}",
+            response.1
+        );
+    }
+    assert_eq!(
+        app.send("GET", "/admin/roles", Some(&admin), None).await.0,
+        StatusCode::OK,
+        "still an admin"
+    );
+    let fine = r#"{"description":"everything","jwtRoleMappings":["Admin","BreakGlass"]}"#;
+    let (status, body) = app
+        .send("PATCH", "/admin/roles/system_admin", Some(&admin), Some(fine))
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
+
 #[tokio::test]
 async fn unknown_routes_and_methods_are_json_errors() {
     let app = TestApp::new(CacheMode::Event).await;
@@ -372,20 +470,19 @@ async fn a_sync_is_read_back_at_once_and_an_out_of_band_change_after_its_invalid
     let app = TestApp::new(CacheMode::Event).await;
     let alice_admin = token("alice", &["Staff", "Admin"]);
     let (_, before) = app.send("GET", "/users/me", Some(&alice_admin), None).await;
-    assert_eq!(
-        before["appRoles"],
-        serde_json::json!(["staff"]),
-        "profile roles, not token roles"
-    );
+    assert_eq!(before["name"], "alice");
 
-    let (status, _) = app.send("POST", "/users/me/sync", Some(&alice_admin), None).await;
+    let (status, _) = app
+        .send(
+            "POST",
+            "/users/me/sync",
+            Some(&alice_admin),
+            Some(r#"{"name":"Alice Synced"}"#),
+        )
+        .await;
     assert_eq!(status, StatusCode::OK);
     let (_, after) = app.send("GET", "/users/me", Some(&alice_admin), None).await;
-    assert_eq!(
-        after["appRoles"],
-        serde_json::json!(["system_admin", "staff"]),
-        "no message needed"
-    );
+    assert_eq!(after["name"], "Alice Synced", "no message needed");
 
     let mut changed = common::profile("alice", &["Staff", "Admin"], UserStatus::Suspended);
     changed.name = "Changed Behind The API".into();
@@ -409,6 +506,69 @@ async fn a_sync_is_read_back_at_once_and_an_out_of_band_change_after_its_invalid
         &app.send("GET", "/admin/roles", Some(&alice_admin), None).await,
         StatusCode::FORBIDDEN,
     );
+}
+
+/// The token's roles claim is the IdP's word: it authorizes the request and is stored, without a
+/// sync; a token without the claim is authorized with the stored roles (the operator's path).
+#[tokio::test]
+async fn the_roles_claim_of_the_token_decides_and_is_stored_without_a_sync() {
+    let app = TestApp::new(CacheMode::Event).await;
+    app.store
+        .put_profile_directly(common::profile("ivy", &["Staff", "Admin"], UserStatus::Active));
+    let (status, body) = app
+        .send("GET", "/admin/roles", Some(&token("ivy", &["Admin", "Staff"])), None)
+        .await;
+    assert_eq!(status, StatusCode::OK, "same roles in another order: {body}");
+    let writes = |app: &TestApp| app.store.profile_directly("ivy").expect("profile").roles;
+    assert_eq!(
+        writes(&app),
+        ["Staff", "Admin"],
+        "same roles in another order: nothing written"
+    );
+
+    // Demotion: the IdP dropped Admin; the next request with the new token is refused at once.
+    let demoted = token("ivy", &["Staff"]);
+    assert_error(
+        &app.send("GET", "/admin/roles", Some(&demoted), None).await,
+        StatusCode::FORBIDDEN,
+    );
+    assert_eq!(writes(&app), ["Staff"], "stored for every task");
+    let (_, me) = app.send("GET", "/users/me", Some(&demoted), None).await;
+    assert_eq!(me["roles"], serde_json::json!(["Staff"]));
+    assert_eq!(me["appRoles"], serde_json::json!(["staff"]));
+    // Promotion works the same way, without a sync.
+    let promoted = token("ivy", &["Staff", "Admin"]);
+    assert_eq!(
+        app.send("GET", "/admin/roles", Some(&promoted), None).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(writes(&app), ["Staff", "Admin"]);
+
+    // No roles claim: the stored roles apply, and an operator's grant in the table is honoured.
+    let plain = common::token_without_roles("ivy");
+    assert_eq!(
+        app.send("GET", "/admin/roles", Some(&plain), None).await.0,
+        StatusCode::OK
+    );
+    app.store
+        .put_profile_directly(common::profile("ivy", &["Staff"], UserStatus::Active));
+    app.state.apply(&Invalidation::Invalidate {
+        source: Source::Users,
+        keys: vec![KeyVersion {
+            id: "ivy".into(),
+            seq: "2".into(),
+            at_ms: 1,
+        }],
+    });
+    assert_error(
+        &app.send("GET", "/admin/roles", Some(&plain), None).await,
+        StatusCode::FORBIDDEN,
+    );
+    assert_eq!(writes(&app), ["Staff"], "a token without the claim writes nothing");
+    // A sync with such a token keeps the stored roles.
+    let (status, body) = app.send("POST", "/users/me/sync", Some(&plain), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["roles"], serde_json::json!(["Staff"]));
 }
 
 #[tokio::test]
@@ -439,6 +599,10 @@ impl ProfileStore for BrokenStore {
     }
 
     async fn sync_profile(&self, _sync: &ProfileSync) -> Result<Profile, StoreError> {
+        Err(self.0.clone())
+    }
+
+    async fn align_roles(&self, _user_id: &str, _roles: &[String]) -> Result<bool, StoreError> {
         Err(self.0.clone())
     }
 }

@@ -166,7 +166,7 @@ fn print_banner(
 ) {
     let token = local_jwt.mint(
         "alice",
-        &["Staff"],
+        Some(&["Staff"]),
         "alice@example.com",
         "Alice",
         Duration::from_secs(12 * 3600),
@@ -272,21 +272,23 @@ pub async fn heartbeat(
 pub fn token(
     state_dir: &Path,
     sub: &str,
-    roles: &[String],
+    roles: Option<&[String]>,
     email: Option<String>,
     name: Option<String>,
     ttl_secs: u64,
 ) -> anyhow::Result<String> {
     let local_jwt =
         LocalJwt::load_or_generate(&state_dir.join("jwt")).context("cannot prepare the local JWT key pair")?;
-    let roles: Vec<&str> = roles
-        .iter()
-        .map(String::as_str)
-        .filter(|role| !role.is_empty())
-        .collect();
+    let roles: Option<Vec<&str>> = roles.map(|roles| {
+        roles
+            .iter()
+            .map(String::as_str)
+            .filter(|role| !role.is_empty())
+            .collect()
+    });
     let email = email.unwrap_or_else(|| format!("{sub}@example.com"));
     let name = name.unwrap_or_else(|| sub.to_owned());
-    Ok(local_jwt.mint(sub, &roles, &email, &name, Duration::from_secs(ttl_secs)))
+    Ok(local_jwt.mint(sub, roles.as_deref(), &email, &name, Duration::from_secs(ttl_secs)))
 }
 
 /// Samples user and role ids from the tables, checks them on every task and prints the report.
@@ -326,8 +328,9 @@ pub async fn check_consistency(
         .into_iter()
         .map(|id| (KeyKind::Role, id)),
     );
-    // Admin rights come from the stored profile's roles, so the token must name a real admin.
-    let admin_token = token(state_dir, admin_user, &["Admin".to_owned()], None, None, 3600)?;
+    // No roles claim: the check must not change the data it checks (a claim would be stored on
+    // the profile), so admin rights come from the stored roles of a real admin.
+    let admin_token = token(state_dir, admin_user, None, None, None, 3600)?;
     let check_target = CheckTarget {
         tasks,
         admin_token,

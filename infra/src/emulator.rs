@@ -68,24 +68,35 @@ pub fn project_root() -> PathBuf {
     )
 }
 
-/// Finds `moto_server`, installing it into `<root>/.venv` when it is missing.
+/// The command that starts moto server (its arguments follow): `infra/moto/serve.py` run by the
+/// virtualenv's Python — moto's own server with DynamoDB calls applied atomically, as on AWS —
+/// installing moto into `<root>/.venv` when it is missing.
 ///
-/// `MOTO_SERVER` names an executable to use as is.
+/// `MOTO_SERVER` names an executable to use as is instead.
 ///
 /// # Errors
 /// [`EmulatorError::Install`] when the virtualenv or the pip install fails.
-pub fn ensure_moto_installed() -> Result<PathBuf, EmulatorError> {
+pub fn moto_server_command() -> Result<Command, EmulatorError> {
+    let root = project_root();
+    if let Some(explicit) = std::env::var_os("MOTO_SERVER") {
+        return Ok(Command::new(explicit));
+    }
+    ensure_moto_installed()?;
+    let mut command = Command::new(root.join(".venv").join("bin").join("python"));
+    command.arg(root.join("infra").join("moto").join("serve.py"));
+    Ok(command)
+}
+
+/// Installs moto into `<root>/.venv` unless `moto_server` is there already.
+fn ensure_moto_installed() -> Result<(), EmulatorError> {
     // Tests in one binary start emulators concurrently; only one of them may run pip.
     static INSTALL: Mutex<()> = Mutex::new(());
-    if let Some(explicit) = std::env::var_os("MOTO_SERVER") {
-        return Ok(PathBuf::from(explicit));
-    }
     let root = project_root();
     let venv = root.join(".venv");
     let program = venv.join("bin").join("moto_server");
     let _guard = INSTALL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     if program.exists() {
-        return Ok(program);
+        return Ok(());
     }
     let install_error = |reason: String| EmulatorError::Install {
         venv: venv.clone(),
@@ -99,8 +110,7 @@ pub fn ensure_moto_installed() -> Result<PathBuf, EmulatorError> {
             .args(["install", "--quiet", "--disable-pip-version-check", "-r"])
             .arg(root.join("infra").join("requirements-emulator.txt")),
     )
-    .map_err(install_error)?;
-    Ok(program)
+    .map_err(install_error)
 }
 
 fn run_quietly(command: &mut Command) -> Result<(), String> {
@@ -142,7 +152,8 @@ impl Emulator {
     /// # Errors
     /// Install, port, spawn or readiness failures, each naming what went wrong.
     pub fn start(port: u16, log: Option<&Path>) -> Result<Self, EmulatorError> {
-        let program = ensure_moto_installed()?;
+        let mut command = moto_server_command()?;
+        let program = PathBuf::from(command.get_program());
         let port = if port == 0 {
             free_port().map_err(|source| EmulatorError::Spawn {
                 program: program.clone(),
@@ -168,7 +179,7 @@ impl Emulator {
             }
             None => (Stdio::null(), Stdio::null(), "discarded".to_owned()),
         };
-        let child = Command::new(&program)
+        let child = command
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .stdin(Stdio::null())
             .stdout(stdout)

@@ -184,7 +184,7 @@ impl LocalJwt {
     /// `custom:roles` (a JSON-array string), issuer [`LOCAL_ISSUER`], audience
     /// [`LOCAL_AUDIENCE`], valid from now for `ttl`.
     #[must_use]
-    pub fn mint(&self, sub: &str, roles: &[&str], email: &str, name: &str, ttl: Duration) -> String {
+    pub fn mint(&self, sub: &str, roles: Option<&[&str]>, email: &str, name: &str, ttl: Duration) -> String {
         self.sign(&claims(sub, roles, email, name, ttl))
     }
 
@@ -212,10 +212,13 @@ impl LocalJwt {
 
 /// The claims [`LocalJwt::mint`] signs, for tests that alter one of them before signing.
 #[must_use]
-pub fn claims(sub: &str, roles: &[&str], email: &str, name: &str, ttl: Duration) -> Value {
+///
+/// `roles` becomes the `custom:roles` claim (a JSON-array string, as Cognito custom attributes
+/// carry it); `None` leaves the claim out, like an access token without custom attributes, so
+/// the API uses the roles stored on the profile.
+pub fn claims(sub: &str, roles: Option<&[&str]>, email: &str, name: &str, ttl: Duration) -> Value {
     let now = unix_now();
-    let roles = serde_json::to_string(roles).unwrap_or_else(|_| "[]".to_owned());
-    json!({
+    let mut claims = json!({
         "sub": sub,
         "iss": LOCAL_ISSUER,
         "aud": LOCAL_AUDIENCE,
@@ -224,9 +227,12 @@ pub fn claims(sub: &str, roles: &[&str], email: &str, name: &str, ttl: Duration)
         "exp": now.saturating_add(ttl.as_secs()),
         "email": email,
         "name": name,
-        "custom:roles": roles,
         "token_use": "id",
-    })
+    });
+    if let Some(roles) = roles {
+        claims["custom:roles"] = Value::String(serde_json::to_string(roles).unwrap_or_else(|_| "[]".to_owned()));
+    }
+    claims
 }
 
 /// Seconds since the Unix epoch.
@@ -278,7 +284,7 @@ mod tests {
         let local = LocalJwt::generate().expect("generate");
         let token = local.mint(
             "u-1",
-            &["Staff", "Admin"],
+            Some(&["Staff", "Admin"]),
             "ada@example.com",
             "Ada",
             Duration::from_secs(60),

@@ -71,9 +71,11 @@ enum Command {
         /// The user id (`sub`).
         #[arg(long)]
         sub: String,
-        /// Identity-provider roles, comma-separated.
-        #[arg(long, value_delimiter = ',', default_value = "Staff")]
-        roles: Vec<String>,
+        /// Identity-provider roles, comma-separated, carried as the `custom:roles` claim (the
+        /// IdP's word: the API authorizes with them and stores them on the profile). Without
+        /// it the token has no roles claim and the API uses the profile's stored roles.
+        #[arg(long, value_delimiter = ',')]
+        roles: Option<Vec<String>>,
         /// `email` claim (default `<sub>@example.com`).
         #[arg(long)]
         email: Option<String>,
@@ -368,7 +370,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ttl_secs,
             state_dir,
         } => {
-            let token = commands::token(&state_dir_or_default(state_dir), &sub, &roles, email, name, ttl_secs)?;
+            let token = commands::token(
+                &state_dir_or_default(state_dir),
+                &sub,
+                roles.as_deref(),
+                email,
+                name,
+                ttl_secs,
+            )?;
             println!("{token}");
             Ok(())
         }

@@ -194,6 +194,29 @@ pub async fn delete_user(client: &Client, table: &str, user_id: &str) -> Result<
     Ok(())
 }
 
+/// Every item stored under a role's key — its definition and its `JWT_MAPPING#…` items — read
+/// consistently: what an operator checks after an edit.
+///
+/// # Errors
+/// The SDK's error.
+pub async fn role_items(
+    client: &Client,
+    table: &str,
+    role_id: &str,
+) -> Result<Vec<HashMap<String, AttributeValue>>, OperatorError> {
+    let output = client
+        .query()
+        .table_name(table)
+        .key_condition_expression("#pk = :pk")
+        .expression_attribute_names("#pk", PARTITION_KEY)
+        .expression_attribute_values(":pk", AttributeValue::S(role_pk(role_id)))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(|err| dynamo_error("Query", table, &err))?;
+    Ok(output.items.unwrap_or_default())
+}
+
 /// A whole AppRole definition as an operator writes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RoleDefinition {

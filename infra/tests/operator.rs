@@ -76,17 +76,9 @@ async fn demo_seed_writes_definitions_and_mapping_items() {
         .await
         .expect("seed");
 
-    let items = client
-        .query()
-        .table_name(&stack.roles_table)
-        .key_condition_expression("PK = :pk")
-        .expression_attribute_values(":pk", AttributeValue::S("ROLE#system_admin".into()))
-        .consistent_read(true)
-        .send()
+    let items = operator::role_items(&client, &stack.roles_table, "system_admin")
         .await
-        .expect("query")
-        .items
-        .unwrap_or_default();
+        .expect("query");
     let sort_keys: Vec<&str> = items
         .iter()
         .filter_map(|item| item.get("SK").and_then(|sk| sk.as_s().ok()).map(String::as_str))

@@ -325,16 +325,24 @@ impl LocalSystem {
         }
     }
 
-    /// A token for `sub` with these IdP roles.
+    /// A token for `sub` whose roles claim names these IdP roles.
     #[must_use]
     pub fn token(&self, sub: &str, roles: &[&str]) -> String {
         self.jwt.mint(
             sub,
-            roles,
+            Some(roles),
             &format!("{sub}@example.com"),
             sub,
             Duration::from_secs(3600),
         )
+    }
+
+    /// A token for `sub` without a roles claim: the API uses the profile's stored roles (the
+    /// operator's path: roles granted in the table).
+    #[must_use]
+    pub fn token_without_roles(&self, sub: &str) -> String {
+        self.jwt
+            .mint(sub, None, &format!("{sub}@example.com"), sub, Duration::from_secs(3600))
     }
 
     /// A token with the `system_admin` AppRole (IdP role `Admin`, user `admin` of the demo data).

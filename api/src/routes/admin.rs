@@ -2,13 +2,41 @@
 
 use axum::Json;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
+use axum::http::header::{ETAG, IF_MATCH};
+use axum::http::{HeaderMap, StatusCode};
 use serde_json::json;
 
 use super::{Admin, JsonBody};
+use crate::directory::RoleChange;
 use crate::error::AppError;
-use crate::model::{NewRole, RolePatch, is_valid_role_id};
+use crate::model::{NewRole, RoleDefinition, RolePatch, is_valid_role_id};
 use crate::state::AppState;
+
+/// The role version an `If-Match` header pins: `3` or `"3"` (the `ETag` of `GET`); none when
+/// the header is absent or `*`.
+fn expected_version(headers: &HeaderMap) -> Result<Option<u64>, AppError> {
+    let Some(value) = headers.get(IF_MATCH) else {
+        return Ok(None);
+    };
+    let text = value.to_str().unwrap_or_default().trim();
+    if text == "*" {
+        return Ok(None);
+    }
+    text.trim_start_matches("W/")
+        .trim_matches('"')
+        .parse()
+        .map(Some)
+        .map_err(|_| {
+            AppError::BadRequest(
+                "If-Match must be a role version, as in the ETag of GET /admin/roles/{role_id}".to_owned(),
+            )
+        })
+}
+
+/// A role as JSON with its version as the `ETag`, for a later `If-Match`.
+fn with_etag(role: &RoleDefinition) -> ([(axum::http::HeaderName, String); 1], Json<serde_json::Value>) {
+    ([(ETAG, format!("\"{}\"", role.version))], Json(json!(role)))
+}
 
 fn checked_role_id(role_id: &str) -> Result<(), AppError> {
     if is_valid_role_id(role_id) {
@@ -55,9 +83,9 @@ pub async fn create_role(
     State(state): State<AppState>,
     _admin: Admin,
     JsonBody(new): JsonBody<NewRole>,
-) -> Result<(StatusCode, Json<serde_json::Value>), AppError> {
+) -> Result<impl axum::response::IntoResponse, AppError> {
     let role = state.directory.create_role(new, &crate::now_iso8601()).await?;
-    Ok((StatusCode::CREATED, Json(json!(role))))
+    Ok((StatusCode::CREATED, with_etag(&role)))
 }
 
 /// `GET /admin/roles/{role_id}`.
@@ -68,44 +96,58 @@ pub async fn get_role(
     State(state): State<AppState>,
     _admin: Admin,
     Path(role_id): Path<String>,
-) -> Result<Json<serde_json::Value>, AppError> {
+) -> Result<impl axum::response::IntoResponse, AppError> {
     checked_role_id(&role_id)?;
     let catalogue = state.directory.catalogue().await?;
     let role = catalogue
         .role(&role_id)
         .ok_or_else(|| AppError::NotFound(format!("role {role_id} does not exist")))?;
-    Ok(Json(json!(role)))
+    Ok(with_etag(role))
 }
 
-/// `PATCH /admin/roles/{role_id}`: changes the named fields.
+/// `PATCH /admin/roles/{role_id}`: sets the named fields (and nothing else), bumping the version.
+/// With `If-Match: <version>` it applies only to that version.
 ///
 /// # Errors
-/// 400, 401, 403, 404, 409 on a concurrent change, 413, or a store error.
+/// 400, 401, 403, 404, 409 on a version mismatch, a role that keeps changing, or a change that
+/// would lock administrators out, 413, or a store error.
 pub async fn update_role(
     State(state): State<AppState>,
-    _admin: Admin,
+    Admin(admin): Admin,
     Path(role_id): Path<String>,
+    headers: HeaderMap,
     JsonBody(patch): JsonBody<RolePatch>,
-) -> Result<Json<serde_json::Value>, AppError> {
+) -> Result<impl axum::response::IntoResponse, AppError> {
     checked_role_id(&role_id)?;
-    let role = state
-        .directory
-        .update_role(&role_id, patch, &crate::now_iso8601())
-        .await?;
-    Ok(Json(json!(role)))
+    let now = crate::now_iso8601();
+    let change = RoleChange {
+        now: &now,
+        expected_version: expected_version(&headers)?,
+        caller_roles: &admin.profile.roles,
+    };
+    let role = state.directory.update_role(&role_id, &patch, &change).await?;
+    Ok(with_etag(&role))
 }
 
-/// `DELETE /admin/roles/{role_id}`: 204; system roles are refused with 409.
+/// `DELETE /admin/roles/{role_id}`: 204, with its mapping items, in one conditional transaction.
+/// System roles are refused with 409; `If-Match: <version>` applies only to that version.
 ///
 /// # Errors
 /// 400, 401, 403, 404, 409, or a store error.
 pub async fn delete_role(
     State(state): State<AppState>,
-    _admin: Admin,
+    Admin(admin): Admin,
     Path(role_id): Path<String>,
+    headers: HeaderMap,
 ) -> Result<StatusCode, AppError> {
     checked_role_id(&role_id)?;
-    state.directory.delete_role(&role_id).await?;
+    let now = crate::now_iso8601();
+    let change = RoleChange {
+        now: &now,
+        expected_version: expected_version(&headers)?,
+        caller_roles: &admin.profile.roles,
+    };
+    state.directory.delete_role(&role_id, &change).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

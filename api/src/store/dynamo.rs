@@ -10,7 +10,7 @@ use std::collections::{BTreeSet, HashMap};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
-use aws_sdk_dynamodb::types::{AttributeValue, Delete, KeysAndAttributes, Put, ReturnValue, TransactWriteItem};
+use aws_sdk_dynamodb::types::{AttributeValue, Delete, KeysAndAttributes, Put, ReturnValue, TransactWriteItem, Update};
 
 use staleless_protocol::keys::{
     DEFINITION_SK, PARTITION_KEY, PROFILE_SK, PartitionKey, ROLE_DEFINITION_INDEX, SORT_KEY, jwt_mapping_sk,
@@ -33,6 +33,10 @@ type Item = HashMap<String, AttributeValue>;
 
 fn string(value: impl Into<String>) -> AttributeValue {
     AttributeValue::S(value.into())
+}
+
+fn string_list(values: &[String]) -> AttributeValue {
+    AttributeValue::L(values.iter().map(string).collect())
 }
 
 fn key(pk: String, sk: impl Into<String>) -> Item {
@@ -104,24 +108,22 @@ impl ProfileStore for DynamoProfiles {
         // concurrent administrator's change of status is never undone by a user's login.
         let mut assignments = vec![
             "userId = :userId",
-            "#roles = :roles",
             "lastLoginAt = :now",
             "createdAt = if_not_exists(createdAt, :now)",
             "#status = if_not_exists(#status, :active)",
         ];
         let mut values = HashMap::from([
             (":userId".to_owned(), string(&sync.user_id)),
-            (
-                ":roles".to_owned(),
-                AttributeValue::L(sync.roles.iter().map(string).collect()),
-            ),
             (":now".to_owned(), string(&sync.now)),
             (":active".to_owned(), string("active")),
         ]);
-        let mut names = HashMap::from([
-            ("#roles".to_owned(), "roles".to_owned()),
-            ("#status".to_owned(), "status".to_owned()),
-        ]);
+        let mut names = HashMap::from([("#status".to_owned(), "status".to_owned())]);
+        // A token without a roles claim leaves the stored roles as they are (set by an operator).
+        if let Some(roles) = &sync.roles {
+            assignments.push("#roles = :roles");
+            values.insert(":roles".to_owned(), string_list(roles));
+            names.insert("#roles".to_owned(), "roles".to_owned());
+        }
         if let Some(email) = &sync.email {
             assignments.push("email = :email");
             values.insert(":email".to_owned(), string(email));
@@ -149,6 +151,33 @@ impl ProfileStore for DynamoProfiles {
             .map_err(|err| unavailable("UpdateItem", &err))?;
         let item = output.attributes.unwrap_or_default();
         serde_dynamo::from_item(item).map_err(|err| corrupt(&pk, &err))
+    }
+
+    async fn align_roles(&self, user_id: &str, roles: &[String]) -> Result<bool, StoreError> {
+        // Conditional, so tasks racing to align the same user write once, and a profile that
+        // already says this makes no stream record; an item that does not exist is not created.
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(key(user_pk(user_id), PROFILE_SK)))
+            .update_expression("SET #roles = :roles")
+            .condition_expression("attribute_exists(PK) AND (attribute_not_exists(#roles) OR #roles <> :roles)")
+            .expression_attribute_names("#roles", "roles")
+            .expression_attribute_values(":roles", string_list(roles))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|err| err.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(err) => Err(unavailable("UpdateItem", &err)),
+        }
     }
 }
 
@@ -184,6 +213,65 @@ impl DynamoRoles {
         item.insert("roleId".to_owned(), string(role_id));
         item.insert("jwtRole".to_owned(), string(jwt_role));
         item
+    }
+
+    /// Puts of the mapping items of `jwt_roles` (idempotent).
+    fn mapping_puts(&self, role_id: &str, jwt_roles: &[String]) -> Result<Vec<TransactWriteItem>, StoreError> {
+        let distinct: BTreeSet<&String> = jwt_roles.iter().collect();
+        distinct
+            .into_iter()
+            .map(|jwt_role| {
+                let put = Put::builder()
+                    .table_name(&self.table)
+                    .set_item(Some(Self::mapping_item(role_id, jwt_role)))
+                    .build()
+                    .map_err(|err| Self::build_error(&err))?;
+                Ok(TransactWriteItem::builder().put(put).build())
+            })
+            .collect()
+    }
+
+    /// Deletes of the items `(ROLE#<role_id>, sk)`.
+    fn mapping_deletes(
+        &self,
+        role_id: &str,
+        sort_keys: impl Iterator<Item = String>,
+    ) -> Result<Vec<TransactWriteItem>, StoreError> {
+        sort_keys
+            .map(|sk| {
+                let delete = Delete::builder()
+                    .table_name(&self.table)
+                    .set_key(Some(key(role_pk(role_id), sk)))
+                    .build()
+                    .map_err(|err| Self::build_error(&err))?;
+                Ok(TransactWriteItem::builder().delete(delete).build())
+            })
+            .collect()
+    }
+
+    /// Runs `actions` as one transaction; a failed condition is a [`StoreError::Conflict`] with
+    /// `conflict()`'s message.
+    async fn transact(
+        &self,
+        actions: Vec<TransactWriteItem>,
+        conflict: impl FnOnce() -> String,
+    ) -> Result<(), StoreError> {
+        if actions.len() > MAX_TRANSACTION_ACTIONS {
+            return Err(StoreError::Invalid(format!(
+                "this change would need more than {MAX_TRANSACTION_ACTIONS} writes in one transaction"
+            )));
+        }
+        match self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(actions))
+            .send()
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(err) if err.as_service_error().is_some_and(condition_failed) => Err(StoreError::Conflict(conflict())),
+            Err(err) => Err(unavailable("TransactWriteItems", &err)),
+        }
     }
 
     fn build_error(err: &aws_sdk_dynamodb::error::BuildError) -> StoreError {
@@ -235,6 +323,25 @@ impl DynamoRoles {
             )))
         }
     }
+}
+
+/// The condition of an API write based on version `expected` of a definition: it still exists
+/// and is still at that version (an item written without a version is at version 0).
+fn version_condition(expected: u64) -> (String, HashMap<String, String>, Item) {
+    let condition = if expected == 0 {
+        "attribute_exists(PK) AND (attribute_not_exists(#version) OR #version = :expected)"
+    } else {
+        "attribute_exists(PK) AND #version = :expected"
+    };
+    (
+        condition.to_owned(),
+        HashMap::from([("#version".to_owned(), "version".to_owned())]),
+        HashMap::from([(":expected".to_owned(), AttributeValue::N(expected.to_string()))]),
+    )
+}
+
+fn changed_meanwhile(role_id: &str) -> String {
+    format!("role {role_id} changed meanwhile")
 }
 
 /// Whether a failed transaction was cancelled by a condition (rather than by an outage).
@@ -299,73 +406,69 @@ impl RoleStore for DynamoRoles {
         get_consistent(&self.client, &self.table, role_pk(role_id), DEFINITION_SK).await
     }
 
-    async fn put_role(&self, role: &RoleDefinition, previous: Option<&RoleDefinition>) -> Result<(), StoreError> {
-        let mut definition = Put::builder()
+    async fn create_role(&self, role: &RoleDefinition) -> Result<(), StoreError> {
+        let definition = Put::builder()
             .table_name(&self.table)
-            .set_item(Some(Self::definition_item(role)?));
-        definition = match previous {
-            None => definition.condition_expression("attribute_not_exists(PK)"),
-            Some(previous) => definition
-                .condition_expression("updatedAt = :previous")
-                .expression_attribute_values(":previous", string(&previous.updated_at)),
-        };
-        let mut actions = vec![
-            TransactWriteItem::builder()
-                .put(definition.build().map_err(|err| Self::build_error(&err))?)
-                .build(),
-        ];
-        let wanted: BTreeSet<&String> = role.jwt_role_mappings.iter().collect();
-        for jwt_role in &wanted {
-            let put = Put::builder()
-                .table_name(&self.table)
-                .set_item(Some(Self::mapping_item(&role.role_id, jwt_role)))
-                .build()
-                .map_err(|err| Self::build_error(&err))?;
-            actions.push(TransactWriteItem::builder().put(put).build());
-        }
-        let stale: BTreeSet<&String> = previous
-            .map(|previous| {
-                previous
-                    .jwt_role_mappings
-                    .iter()
-                    .filter(|m| !wanted.contains(m))
-                    .collect()
-            })
-            .unwrap_or_default();
-        for jwt_role in stale {
-            let delete = Delete::builder()
-                .table_name(&self.table)
-                .set_key(Some(key(role_pk(&role.role_id), jwt_mapping_sk(jwt_role))))
-                .build()
-                .map_err(|err| Self::build_error(&err))?;
-            actions.push(TransactWriteItem::builder().delete(delete).build());
-        }
-        if actions.len() > MAX_TRANSACTION_ACTIONS {
-            return Err(StoreError::Conflict(format!(
-                "role {} would need more than {MAX_TRANSACTION_ACTIONS} writes",
-                role.role_id
-            )));
-        }
-        match self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(actions))
-            .send()
+            .set_item(Some(Self::definition_item(role)?))
+            .condition_expression("attribute_not_exists(PK)")
+            .build()
+            .map_err(|err| Self::build_error(&err))?;
+        let mut actions = vec![TransactWriteItem::builder().put(definition).build()];
+        actions.extend(self.mapping_puts(&role.role_id, &role.jwt_role_mappings)?);
+        self.transact(actions, || format!("role {} already exists", role.role_id))
             .await
-        {
-            Ok(_) => Ok(()),
-            Err(err) if err.as_service_error().is_some_and(condition_failed) => {
-                Err(StoreError::Conflict(match previous {
-                    None => format!("role {} already exists", role.role_id),
-                    Some(_) => format!("role {} changed meanwhile; retry", role.role_id),
-                }))
-            }
-            Err(err) => Err(unavailable("TransactWriteItems", &err)),
-        }
     }
 
-    async fn delete_role(&self, role: &RoleDefinition) -> Result<(), StoreError> {
-        let pk = role_pk(&role.role_id);
+    async fn update_role(
+        &self,
+        before: &RoleDefinition,
+        after: &RoleDefinition,
+        named: &[&str],
+    ) -> Result<(), StoreError> {
+        // `SET` of the named attributes (plus `updatedAt`, `version`), never a rewrite of the
+        // item: an operator's change to any other attribute survives this write.
+        let pk = role_pk(&before.role_id);
+        let mut stored = serde_dynamo::to_item::<_, Item>(after).map_err(|err| corrupt(&pk, &err))?;
+        let mut assignments = Vec::new();
+        let mut names = HashMap::new();
+        let mut values = HashMap::new();
+        for (index, attribute) in named.iter().chain(&["updatedAt", "version"]).enumerate() {
+            let value = stored
+                .remove(*attribute)
+                .ok_or_else(|| StoreError::Invalid(format!("{attribute} cannot be empty")))?;
+            assignments.push(format!("#a{index} = :a{index}"));
+            names.insert(format!("#a{index}"), (*attribute).to_owned());
+            values.insert(format!(":a{index}"), value);
+        }
+        let (condition, condition_names, condition_values) = version_condition(before.version);
+        names.extend(condition_names);
+        values.extend(condition_values);
+        let definition = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(key(pk, DEFINITION_SK)))
+            .update_expression(format!("SET {}", assignments.join(", ")))
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .build()
+            .map_err(|err| Self::build_error(&err))?;
+        let mut actions = vec![TransactWriteItem::builder().update(definition).build()];
+        if named.contains(&"jwtRoleMappings") {
+            actions.extend(self.mapping_puts(&after.role_id, &after.jwt_role_mappings)?);
+            let stale = before
+                .jwt_role_mappings
+                .iter()
+                .filter(|jwt_role| !after.jwt_role_mappings.contains(jwt_role));
+            actions.extend(self.mapping_deletes(&after.role_id, stale.map(|jwt_role| jwt_mapping_sk(jwt_role)))?);
+        }
+        self.transact(actions, || changed_meanwhile(&before.role_id)).await
+    }
+
+    async fn delete_role(&self, before: &RoleDefinition) -> Result<(), StoreError> {
+        // The mapping items to delete are those of the definition as read plus any found under
+        // its key; the definition's version condition makes the whole transaction fail if an
+        // API write changed the role (and so possibly its mappings) since it was read.
+        let pk = role_pk(&before.role_id);
         let output = self
             .client
             .query()
@@ -377,39 +480,28 @@ impl RoleStore for DynamoRoles {
             .send()
             .await
             .map_err(|err| unavailable("Query", &err))?;
-        let mapping_keys: Vec<Item> = output
-            .items
-            .unwrap_or_default()
-            .into_iter()
-            .filter(|item| !matches!(item.get("SK"), Some(AttributeValue::S(sk)) if sk == DEFINITION_SK))
+        let mut mapping_sks: BTreeSet<String> = before
+            .jwt_role_mappings
+            .iter()
+            .map(|jwt_role| jwt_mapping_sk(jwt_role))
             .collect();
+        mapping_sks.extend(output.items.unwrap_or_default().into_iter().filter_map(|mut item| {
+            match item.remove(SORT_KEY) {
+                Some(AttributeValue::S(sk)) if sk != DEFINITION_SK => Some(sk),
+                _ => None,
+            }
+        }));
+        let (condition, names, values) = version_condition(before.version);
         let definition = Delete::builder()
             .table_name(&self.table)
             .set_key(Some(key(pk, DEFINITION_SK)))
-            .condition_expression("attribute_exists(PK)")
+            .condition_expression(condition)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
             .build()
             .map_err(|err| Self::build_error(&err))?;
         let mut actions = vec![TransactWriteItem::builder().delete(definition).build()];
-        for item_key in mapping_keys.into_iter().take(MAX_TRANSACTION_ACTIONS - 1) {
-            let delete = Delete::builder()
-                .table_name(&self.table)
-                .set_key(Some(item_key))
-                .build()
-                .map_err(|err| Self::build_error(&err))?;
-            actions.push(TransactWriteItem::builder().delete(delete).build());
-        }
-        match self
-            .client
-            .transact_write_items()
-            .set_transact_items(Some(actions))
-            .send()
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(err) if err.as_service_error().is_some_and(condition_failed) => {
-                Err(StoreError::NotFound(format!("role {} does not exist", role.role_id)))
-            }
-            Err(err) => Err(unavailable("TransactWriteItems", &err)),
-        }
+        actions.extend(self.mapping_deletes(&before.role_id, mapping_sks.into_iter())?);
+        self.transact(actions, || changed_meanwhile(&before.role_id)).await
     }
 }

@@ -42,6 +42,18 @@ impl MemoryStore {
         lock(&self.profiles).insert(profile.user_id.clone(), profile);
     }
 
+    /// A profile as stored, read without going through the API (not counted as a read).
+    #[must_use]
+    pub fn profile_directly(&self, user_id: &str) -> Option<Profile> {
+        lock(&self.profiles).get(user_id).cloned()
+    }
+
+    /// A role as stored, read without going through the API.
+    #[must_use]
+    pub fn role_directly(&self, role_id: &str) -> Option<RoleDefinition> {
+        lock(&self.roles).get(role_id).cloned()
+    }
+
     /// Writes a role without going through the API (no local invalidation).
     pub fn put_role_directly(&self, role: RoleDefinition) {
         lock(&self.roles).insert(role.role_id.clone(), role);
@@ -60,6 +72,20 @@ impl MemoryStore {
     }
 }
 
+/// The stored role if it is still at `before`'s version (the DynamoDB store's condition).
+fn still_at<'a>(
+    roles: &'a mut BTreeMap<String, RoleDefinition>,
+    before: &RoleDefinition,
+) -> Result<&'a mut RoleDefinition, StoreError> {
+    match roles.get_mut(&before.role_id) {
+        Some(stored) if stored.version == before.version => Ok(stored),
+        _ => Err(StoreError::Conflict(format!(
+            "role {} changed meanwhile",
+            before.role_id
+        ))),
+    }
+}
+
 #[async_trait]
 impl ProfileStore for MemoryStore {
     async fn get_profile(&self, user_id: &str) -> Result<Option<Profile>, StoreError> {
@@ -72,6 +98,17 @@ impl ProfileStore for MemoryStore {
         let profile = apply_sync(profiles.get(&sync.user_id).cloned(), sync);
         profiles.insert(sync.user_id.clone(), profile.clone());
         Ok(profile)
+    }
+
+    async fn align_roles(&self, user_id: &str, roles: &[String]) -> Result<bool, StoreError> {
+        let mut profiles = lock(&self.profiles);
+        match profiles.get_mut(user_id) {
+            Some(profile) if profile.roles != roles => {
+                roles.clone_into(&mut profile.roles);
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
     }
 }
 
@@ -86,27 +123,39 @@ impl RoleStore for MemoryStore {
         Ok(lock(&self.roles).get(role_id).cloned())
     }
 
-    async fn put_role(&self, role: &RoleDefinition, previous: Option<&RoleDefinition>) -> Result<(), StoreError> {
+    async fn create_role(&self, role: &RoleDefinition) -> Result<(), StoreError> {
         let mut roles = lock(&self.roles);
-        match (roles.get(&role.role_id), previous) {
-            (Some(_), None) => return Err(StoreError::Conflict(format!("role {} already exists", role.role_id))),
-            (None, Some(_)) => return Err(StoreError::NotFound(format!("role {} does not exist", role.role_id))),
-            (Some(stored), Some(previous)) if stored.updated_at != previous.updated_at => {
-                return Err(StoreError::Conflict(format!(
-                    "role {} changed meanwhile; retry",
-                    role.role_id
-                )));
-            }
-            _ => {}
+        if roles.contains_key(&role.role_id) {
+            return Err(StoreError::Conflict(format!("role {} already exists", role.role_id)));
         }
         roles.insert(role.role_id.clone(), role.clone());
         Ok(())
     }
 
-    async fn delete_role(&self, role: &RoleDefinition) -> Result<(), StoreError> {
-        lock(&self.roles)
-            .remove(&role.role_id)
-            .map(|_| ())
-            .ok_or_else(|| StoreError::NotFound(format!("role {} does not exist", role.role_id)))
+    async fn update_role(
+        &self,
+        before: &RoleDefinition,
+        after: &RoleDefinition,
+        named: &[&str],
+    ) -> Result<(), StoreError> {
+        let mut roles = lock(&self.roles);
+        let stored = still_at(&mut roles, before)?;
+        // Field by field, as the DynamoDB store's `SET` does: what the patch does not name stays.
+        let mut merged = serde_json::to_value(&*stored).map_err(|err| StoreError::Invalid(err.to_string()))?;
+        let source = serde_json::to_value(after).map_err(|err| StoreError::Invalid(err.to_string()))?;
+        for attribute in named.iter().chain(&["updatedAt", "version"]) {
+            if let Some(value) = source.get(*attribute) {
+                merged[*attribute] = value.clone();
+            }
+        }
+        *stored = serde_json::from_value(merged).map_err(|err| StoreError::Invalid(err.to_string()))?;
+        Ok(())
+    }
+
+    async fn delete_role(&self, before: &RoleDefinition) -> Result<(), StoreError> {
+        let mut roles = lock(&self.roles);
+        still_at(&mut roles, before)?;
+        roles.remove(&before.role_id);
+        Ok(())
     }
 }

@@ -54,8 +54,8 @@ pub struct ProfileSync {
     pub email: Option<String>,
     /// Name from the body, else from the token.
     pub name: Option<String>,
-    /// The token's IdP roles.
-    pub roles: Vec<String>,
+    /// The token's IdP roles; `None` when it has no roles claim (the stored roles stay).
+    pub roles: Option<Vec<String>>,
     /// Avatar URL from the body.
     pub picture: Option<String>,
     /// The sync time, ISO-8601: the stored `lastLoginAt`, and `createdAt` of a new profile.
@@ -82,7 +82,9 @@ pub fn apply_sync(existing: Option<Profile>, sync: &ProfileSync) -> Profile {
     if let Some(name) = &sync.name {
         name.clone_into(&mut profile.name);
     }
-    profile.roles.clone_from(&sync.roles);
+    if let Some(roles) = &sync.roles {
+        profile.roles.clone_from(roles);
+    }
     if sync.picture.is_some() {
         profile.picture.clone_from(&sync.picture);
     }
@@ -103,6 +105,14 @@ pub trait ProfileStore: Send + Sync {
     /// # Errors
     /// [`StoreError::Unavailable`] or [`StoreError::Corrupt`].
     async fn sync_profile(&self, sync: &ProfileSync) -> Result<Profile, StoreError>;
+
+    /// Sets the stored `roles` of an existing profile to `roles` (a token's roles claim), only if
+    /// they differ: `true` when it wrote, `false` when the profile already said so or does not
+    /// exist. Nothing else of the profile is touched.
+    ///
+    /// # Errors
+    /// [`StoreError::Unavailable`].
+    async fn align_roles(&self, user_id: &str, roles: &[String]) -> Result<bool, StoreError>;
 }
 
 /// AppRole definitions.
@@ -122,18 +132,31 @@ pub trait RoleStore: Send + Sync {
     /// [`StoreError::Unavailable`] or [`StoreError::Corrupt`].
     async fn get_role(&self, role_id: &str) -> Result<Option<RoleDefinition>, StoreError>;
 
-    /// Writes `role` with its mapping items. `previous = None` creates it (it must not exist);
-    /// `Some` replaces that version (it must not have changed since it was read).
+    /// Creates `role` (at version 1) with its mapping items; it must not exist.
     ///
     /// # Errors
-    /// [`StoreError::Conflict`] when the condition fails; [`StoreError::Unavailable`].
-    async fn put_role(&self, role: &RoleDefinition, previous: Option<&RoleDefinition>) -> Result<(), StoreError>;
+    /// [`StoreError::Conflict`] when it exists; [`StoreError::Unavailable`].
+    async fn create_role(&self, role: &RoleDefinition) -> Result<(), StoreError>;
 
-    /// Deletes the role's definition and mapping items.
+    /// Sets the `named` attributes (plus `updatedAt` and `version`) of the role to those of
+    /// `after`, and its mapping items if `jwtRoleMappings` is named, in one transaction that
+    /// applies only while the stored role is still at `before.version`.
     ///
     /// # Errors
-    /// [`StoreError::NotFound`] when it does not exist; [`StoreError::Unavailable`].
-    async fn delete_role(&self, role: &RoleDefinition) -> Result<(), StoreError>;
+    /// [`StoreError::Conflict`] when the role changed or is gone; [`StoreError::Unavailable`].
+    async fn update_role(
+        &self,
+        before: &RoleDefinition,
+        after: &RoleDefinition,
+        named: &[&str],
+    ) -> Result<(), StoreError>;
+
+    /// Deletes the role's definition and mapping items in one transaction that applies only
+    /// while the stored role is still at `before.version`.
+    ///
+    /// # Errors
+    /// [`StoreError::Conflict`] when the role changed or is gone; [`StoreError::Unavailable`].
+    async fn delete_role(&self, before: &RoleDefinition) -> Result<(), StoreError>;
 }
 
 #[cfg(test)]
@@ -145,7 +168,7 @@ mod tests {
             user_id: "u-1".into(),
             email: Some("ada@example.com".into()),
             name: name.map(str::to_owned),
-            roles: vec!["Staff".into()],
+            roles: Some(vec!["Staff".into()]),
             picture: None,
             now: "2026-01-02T00:00:00.000Z".into(),
         }
@@ -165,12 +188,21 @@ mod tests {
         existing.created_at = "2020-01-01T00:00:00.000Z".into();
         existing.picture = Some("https://example.com/a.png".into());
         let mut later = sync(None);
-        later.roles = vec!["Admin".into()];
+        later.roles = Some(vec!["Admin".into()]);
         let profile = apply_sync(Some(existing), &later);
         assert_eq!(profile.status, UserStatus::Suspended);
         assert_eq!(profile.created_at, "2020-01-01T00:00:00.000Z");
         assert_eq!(profile.name, "Ada");
         assert_eq!(profile.roles, ["Admin"]);
         assert!(profile.picture.is_some());
+    }
+
+    #[test]
+    fn a_sync_without_a_roles_claim_keeps_the_stored_roles() {
+        let existing = apply_sync(None, &sync(Some("Ada")));
+        let mut without_claim = sync(None);
+        without_claim.roles = None;
+        assert_eq!(apply_sync(Some(existing), &without_claim).roles, ["Staff"]);
+        assert!(apply_sync(None, &without_claim).roles.is_empty());
     }
 }

@@ -22,11 +22,22 @@ pub fn jwt() -> &'static LocalJwt {
     JWT.get_or_init(|| LocalJwt::generate().expect("key pair"))
 }
 
-/// A token for `sub` with these IdP roles, valid for an hour.
+/// A token for `sub` whose roles claim names these IdP roles, valid for an hour.
 pub fn token(sub: &str, roles: &[&str]) -> String {
     jwt().mint(
         sub,
-        roles,
+        Some(roles),
+        &format!("{sub}@Example.com"),
+        sub,
+        Duration::from_secs(3_600),
+    )
+}
+
+/// A token for `sub` without a roles claim (the stored profile's roles apply), valid for an hour.
+pub fn token_without_roles(sub: &str) -> String {
+    jwt().mint(
+        sub,
+        None,
         &format!("{sub}@Example.com"),
         sub,
         Duration::from_secs(3_600),
@@ -73,6 +84,7 @@ pub fn role(id: &str, mappings: &[&str], tools: &[&str], priority: u16, system: 
         quota_tier: None,
         created_at: "2026-01-01T00:00:00.000Z".to_owned(),
         updated_at: "2026-01-01T00:00:00.000Z".to_owned(),
+        version: 0,
     }
 }
 
@@ -124,7 +136,22 @@ impl TestApp {
     /// Sends one request through the router and returns the status and JSON body (`Null` when
     /// the body is empty or not JSON).
     pub async fn send(&self, method: &str, uri: &str, token: Option<&str>, body: Option<&str>) -> (StatusCode, Value) {
+        self.send_with(method, uri, token, body, &[]).await
+    }
+
+    /// Like [`TestApp::send`], with extra request headers.
+    pub async fn send_with(
+        &self,
+        method: &str,
+        uri: &str,
+        token: Option<&str>,
+        body: Option<&str>,
+        headers: &[(&str, &str)],
+    ) -> (StatusCode, Value) {
         let mut request = Request::builder().method(method).uri(uri);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         if let Some(token) = token {
             request = request.header("authorization", format!("Bearer {token}"));
         }
