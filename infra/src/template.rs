@@ -6,6 +6,9 @@
 //! (stream, batch size, starting position, filter patterns) that the local event source mapping
 //! reproduces. Names written with `!Sub "${NamePrefix}-..."`
 //! or `!Ref NamePrefix` are resolved against the parameters given (defaults from the template).
+//!
+//! IAM managed policies are read too, not to provision them (the emulator enforces no IAM) but
+//! so that tests can check the deployed permissions as data.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -134,6 +137,33 @@ pub struct StreamEventSpec {
     pub filter_patterns: Vec<String>,
 }
 
+/// One statement of an IAM policy. Intrinsics read the way `!Sub` writes them, unresolved:
+/// `!GetAtt UsersTable.Arn` reads `${UsersTable.Arn}`, `!Ref InvalidationTopic` reads
+/// `${InvalidationTopic}`, and a `!Sub` pattern reads as itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyStatement {
+    /// `Sid`, when set.
+    pub sid: Option<String>,
+    /// `Allow` or `Deny`.
+    pub effect: String,
+    /// `Action`, as written (patterns such as `sqs:Get*` stay patterns).
+    pub actions: Vec<String>,
+    /// `Resource`, one entry per ARN or pattern.
+    pub resources: Vec<String>,
+    /// `Condition`: operator (`StringEquals`, `ForAllValues:StringLike`, ...) to condition key
+    /// to the values it is compared with.
+    pub conditions: BTreeMap<String, BTreeMap<String, Vec<String>>>,
+}
+
+/// An `AWS::IAM::ManagedPolicy`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicySpec {
+    /// Logical id in the template (`ApiTaskPolicy`).
+    pub logical_id: String,
+    /// `PolicyDocument.Statement`.
+    pub statements: Vec<PolicyStatement>,
+}
+
 /// What the local stack provisions from the template.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TemplateSpec {
@@ -145,6 +175,8 @@ pub struct TemplateSpec {
     pub queues: Vec<NamedResource>,
     /// DynamoDB stream event sources of the template's functions.
     pub stream_events: Vec<StreamEventSpec>,
+    /// IAM managed policies, for tests that check permissions as data; nothing provisions them.
+    pub policies: Vec<PolicySpec>,
 }
 
 impl TemplateSpec {
@@ -158,6 +190,12 @@ impl TemplateSpec {
     #[must_use]
     pub fn topic(&self, logical_id: &str) -> Option<&NamedResource> {
         self.topics.iter().find(|topic| topic.logical_id == logical_id)
+    }
+
+    /// The managed policy with this logical id.
+    #[must_use]
+    pub fn policy(&self, logical_id: &str) -> Option<&PolicySpec> {
+        self.policies.iter().find(|policy| policy.logical_id == logical_id)
     }
 }
 
@@ -254,6 +292,32 @@ struct RawTtl {
     enabled: bool,
 }
 
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawManagedPolicy {
+    policy_document: RawPolicyDocument,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawPolicyDocument {
+    statement: Vec<RawStatement>,
+}
+
+/// `Action`, `Resource` and condition values may each be one value or a list, and may be
+/// intrinsics: kept as YAML until [`policy_statement`] reads them.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawStatement {
+    sid: Option<String>,
+    effect: String,
+    action: Value,
+    #[serde(default)]
+    resource: Value,
+    #[serde(default)]
+    condition: BTreeMap<String, BTreeMap<String, Value>>,
+}
+
 /// The repository's `template.yaml` (or `STALELESS_TEMPLATE`).
 #[must_use]
 pub fn default_template_path() -> PathBuf {
@@ -301,6 +365,7 @@ pub fn parse(text: &str, origin: &str, overrides: &BTreeMap<String, String>) -> 
         topics: Vec::new(),
         queues: Vec::new(),
         stream_events: Vec::new(),
+        policies: Vec::new(),
     };
     for (logical_id, resource) in raw.resources {
         let resource_error = |problem: String| TemplateError::Resource {
@@ -355,6 +420,20 @@ pub fn parse(text: &str, origin: &str, overrides: &BTreeMap<String, String>) -> 
                     spec.queues.push(named);
                 }
             }
+            "AWS::IAM::ManagedPolicy" => {
+                let policy: RawManagedPolicy = serde_yaml_ng::from_value(resource.properties).map_err(yaml_error)?;
+                let statements = policy
+                    .policy_document
+                    .statement
+                    .into_iter()
+                    .map(policy_statement)
+                    .collect::<Result<_, _>>()
+                    .map_err(resource_error)?;
+                spec.policies.push(PolicySpec {
+                    logical_id: logical_id.clone(),
+                    statements,
+                });
+            }
             "AWS::Serverless::Function" => {
                 let function: RawFunction = serde_yaml_ng::from_value(resource.properties).map_err(yaml_error)?;
                 for (name, event) in function.events {
@@ -380,6 +459,56 @@ pub fn parse(text: &str, origin: &str, overrides: &BTreeMap<String, String>) -> 
         }
     }
     Ok(spec)
+}
+
+fn policy_statement(raw: RawStatement) -> Result<PolicyStatement, String> {
+    let conditions = raw
+        .condition
+        .into_iter()
+        .map(|(operator, keys)| {
+            let keys = keys
+                .into_iter()
+                .map(|(key, values)| Ok((key, policy_values(&values)?)))
+                .collect::<Result<_, String>>()?;
+            Ok((operator, keys))
+        })
+        .collect::<Result<_, String>>()?;
+    Ok(PolicyStatement {
+        sid: raw.sid,
+        effect: raw.effect,
+        actions: policy_values(&raw.action)?,
+        resources: policy_values(&raw.resource)?,
+        conditions,
+    })
+}
+
+/// One policy value or a list of them, each as [`sub_form`] writes it; nothing for an absent one.
+fn policy_values(value: &Value) -> Result<Vec<String>, String> {
+    match value {
+        Value::Null => Ok(Vec::new()),
+        Value::Sequence(items) => items.iter().map(sub_form).collect(),
+        single => Ok(vec![sub_form(single)?]),
+    }
+}
+
+/// A policy string in `!Sub` syntax, left unresolved: a plain string or `!Sub` pattern as is,
+/// `!GetAtt A.B` as `${A.B}`, `!Ref A` as `${A}`.
+fn sub_form(value: &Value) -> Result<String, String> {
+    match value {
+        Value::String(text) => Ok(text.clone()),
+        Value::Bool(flag) => Ok(flag.to_string()),
+        Value::Number(number) => Ok(number.to_string()),
+        Value::Tagged(tagged) => match &tagged.value {
+            Value::String(text) if tagged.tag == "Sub" => Ok(text.clone()),
+            Value::String(name) if tagged.tag == "Ref" || tagged.tag == "GetAtt" => Ok(format!("${{{name}}}")),
+            Value::Sequence(parts) if tagged.tag == "GetAtt" => match parts.as_slice() {
+                [Value::String(resource), Value::String(attribute)] => Ok(format!("${{{resource}.{attribute}}}")),
+                _ => Err(format!("cannot read !GetAtt {parts:?} in a policy")),
+            },
+            _ => Err(format!("cannot read {} in a policy", tagged.tag)),
+        },
+        other => Err(format!("cannot read {other:?} in a policy")),
+    }
 }
 
 /// The table of `!GetAtt <Table>.StreamArn` (or its list form).
@@ -576,5 +705,257 @@ mod tests {
             .expect_err("unknown")
             .to_string();
         assert!(message.contains("Topic") && message.contains("Nope"), "{message}");
+    }
+
+    /// The queues API tasks create, as the policy names them.
+    const TASK_QUEUES: &str = "arn:${AWS::Partition}:sqs:${AWS::Region}:${AWS::AccountId}:${NamePrefix}-task-*";
+    /// The owner tag equals the caller's own id.
+    const CALLER: &str = "${aws:userid}";
+    const OWNER_ON_QUEUE: &str = "aws:ResourceTag/staleless:owner";
+    const OWNER_IN_REQUEST: &str = "aws:RequestTag/staleless:owner";
+    /// Every SQS action that reads, changes or deletes a queue or its messages.
+    const QUEUE_ACTIONS: [&str; 13] = [
+        "sqs:CreateQueue",
+        "sqs:TagQueue",
+        "sqs:UntagQueue",
+        "sqs:GetQueueAttributes",
+        "sqs:SetQueueAttributes",
+        "sqs:AddPermission",
+        "sqs:RemovePermission",
+        "sqs:ReceiveMessage",
+        "sqs:DeleteMessage",
+        "sqs:ChangeMessageVisibility",
+        "sqs:SendMessage",
+        "sqs:PurgeQueue",
+        "sqs:DeleteQueue",
+    ];
+    /// What a task never needs: the orphan sweep belongs to the fleet sweeper.
+    const NEVER_GRANTED: [&str; 5] = [
+        "sqs:UntagQueue",
+        "sqs:ListQueues",
+        "sqs:ListQueueTags",
+        "sqs:GetQueueUrl",
+        "sns:ListSubscriptionsByTopic",
+    ];
+    const ITEM_ACTIONS: [&str; 8] = [
+        "dynamodb:GetItem",
+        "dynamodb:BatchGetItem",
+        "dynamodb:Query",
+        "dynamodb:PutItem",
+        "dynamodb:UpdateItem",
+        "dynamodb:DeleteItem",
+        "dynamodb:BatchWriteItem",
+        "dynamodb:ConditionCheckItem",
+    ];
+
+    /// IAM's action matching: case-insensitive, `*` for any run of characters, `?` for one.
+    fn action_matches(pattern: &str, action: &str) -> bool {
+        fn glob(pattern: &[u8], text: &[u8]) -> bool {
+            match (pattern.split_first(), text.split_first()) {
+                (None, None) => true,
+                (Some((b'*', rest)), _) => glob(rest, text) || (!text.is_empty() && glob(pattern, &text[1..])),
+                (Some((p, rest)), Some((t, tail))) if *p == b'?' || p.eq_ignore_ascii_case(t) => glob(rest, tail),
+                _ => false,
+            }
+        }
+        glob(pattern.as_bytes(), action.as_bytes())
+    }
+
+    fn grants(statement: &PolicyStatement, action: &str) -> bool {
+        statement.effect == "Allow" && statement.actions.iter().any(|pattern| action_matches(pattern, action))
+    }
+
+    fn condition<'a>(statement: &'a PolicyStatement, operator: &str, key: &str) -> Option<&'a [String]> {
+        statement.conditions.get(operator)?.get(key).map(Vec::as_slice)
+    }
+
+    /// Whether the statement compares `key` with `value` alone.
+    fn condition_is(statement: &PolicyStatement, operator: &str, key: &str, value: &str) -> bool {
+        condition(statement, operator, key).is_some_and(|values| values == [value])
+    }
+
+    fn name(statement: &PolicyStatement) -> &str {
+        statement.sid.as_deref().unwrap_or("a statement without Sid")
+    }
+
+    /// Where `ApiTaskPolicy` grants more than the API needs or lets a task touch another task's
+    /// queue, one sentence per finding.
+    fn api_task_policy_problems(spec: &TemplateSpec) -> Vec<String> {
+        use staleless_protocol::keys::{ROLE_DEFINITION_INDEX, ROLE_PK_PREFIX, USER_PK_PREFIX};
+
+        let Some(policy) = spec.policy("ApiTaskPolicy") else {
+            return vec!["no ApiTaskPolicy".to_owned()];
+        };
+        let role_index = format!("${{AppRolesTable.Arn}}/index/{ROLE_DEFINITION_INDEX}");
+        let mut problems = Vec::new();
+        for statement in &policy.statements {
+            let sid = name(statement);
+            for action in NEVER_GRANTED.into_iter().filter(|action| grants(statement, action)) {
+                problems.push(format!("{sid} grants {action}"));
+            }
+
+            let owned = condition_is(statement, "StringEquals", OWNER_ON_QUEUE, CALLER);
+            let created = condition_is(statement, "StringEquals", OWNER_IN_REQUEST, CALLER);
+            for action in QUEUE_ACTIONS.into_iter().filter(|action| grants(statement, action)) {
+                if statement.resources.iter().any(|resource| resource != TASK_QUEUES) {
+                    problems.push(format!("{sid} grants {action} beyond the task queues"));
+                }
+                if !owned && !created {
+                    problems.push(format!("{sid} grants {action} without the owner tag equal to the caller"));
+                }
+                if action == "sqs:CreateQueue" && !created {
+                    problems.push(format!("{sid} grants sqs:CreateQueue without the caller as the owner tag"));
+                }
+                let only_unowned_or_own = condition_is(statement, "StringEqualsIfExists", OWNER_ON_QUEUE, CALLER)
+                    || condition_is(statement, "Null", OWNER_ON_QUEUE, "true");
+                if action == "sqs:TagQueue" && created && !only_unowned_or_own {
+                    problems.push(format!("{sid} grants sqs:TagQueue that can re-tag another task's queue"));
+                }
+                let keys = condition(statement, "ForAllValues:StringEquals", "aws:TagKeys");
+                let owner_key = keys.is_none_or(|keys| keys.iter().any(|key| key == "staleless:owner"));
+                if action == "sqs:TagQueue" && owned && owner_key {
+                    problems.push(format!("{sid} grants sqs:TagQueue that can change the owner tag"));
+                }
+            }
+
+            let on_users = |resource: &String| resource == "*" || resource.starts_with("${UsersTable.Arn}");
+            if statement.resources.iter().any(on_users) {
+                for action in ["dynamodb:PutItem", "dynamodb:DeleteItem", "dynamodb:BatchWriteItem"] {
+                    if grants(statement, action) {
+                        problems.push(format!("{sid} grants {action} on the users table"));
+                    }
+                }
+                if statement.actions.iter().any(|action| action.starts_with("dynamodb:"))
+                    && statement.resources.iter().any(|resource| resource.starts_with("${UsersTable.Arn}/"))
+                {
+                    problems.push(format!("{sid} grants access to an index or stream of the users table"));
+                }
+            }
+            for (table, prefix) in [("${UsersTable.Arn}", USER_PK_PREFIX), ("${AppRolesTable.Arn}", ROLE_PK_PREFIX)] {
+                let leading = format!("{prefix}*");
+                if statement.resources.iter().any(|resource| resource == table || resource == "*")
+                    && ITEM_ACTIONS.iter().any(|action| grants(statement, action))
+                    && !condition_is(statement, "ForAllValues:StringLike", "dynamodb:LeadingKeys", &leading)
+                {
+                    problems.push(format!("{sid} reaches items of {table} outside {prefix}"));
+                }
+            }
+            if grants(statement, "dynamodb:Scan") && statement.resources != [role_index.as_str()] {
+                problems.push(format!("{sid} grants dynamodb:Scan beyond {role_index}"));
+            }
+
+            if grants(statement, "sns:Subscribe")
+                && !(condition_is(statement, "StringEquals", "sns:Protocol", "sqs")
+                    && condition_is(statement, "StringLike", "sns:Endpoint", TASK_QUEUES))
+            {
+                problems.push(format!("{sid} grants sns:Subscribe for endpoints other than the task queues"));
+            }
+        }
+        problems
+    }
+
+    #[test]
+    fn the_api_task_policy_keeps_each_task_to_its_own_queue_and_items() {
+        let spec = parse(TEMPLATE, "template.yaml", &BTreeMap::new()).expect("template parses");
+        assert_eq!(api_task_policy_problems(&spec), Vec::<String>::new());
+        let statements = &spec.policy("ApiTaskPolicy").expect("policy").statements;
+        let receive = statements.iter().find(|s| grants(s, "sqs:ReceiveMessage")).expect("a task can receive");
+        assert_eq!(receive.resources, [TASK_QUEUES]);
+        assert!(statements.iter().any(|s| grants(s, "dynamodb:Scan")), "the role catalogue is listed");
+    }
+
+    #[test]
+    fn the_policy_check_catches_each_weakening() {
+        let cases = [
+            (
+                "receive from any task's queue",
+                "StringEquals:\n                aws:ResourceTag/staleless:owner",
+                "StringLike:\n                aws:ResourceTag/staleless:owner",
+                "UseOwnQueue grants sqs:ReceiveMessage without the owner tag",
+            ),
+            (
+                "create a queue for someone else",
+                r#"aws:RequestTag/staleless:owner: "${aws:userid}""#,
+                r#"aws:RequestTag/staleless:owner: "anyone""#,
+                "CreateOwnQueue grants sqs:CreateQueue without the caller",
+            ),
+            (
+                "re-tag another task's queue",
+                "StringEqualsIfExists:",
+                "StringNotEqualsIfExists:",
+                "CreateOwnQueue grants sqs:TagQueue that can re-tag another task's queue",
+            ),
+            (
+                "rewrite the owner tag with the heartbeat",
+                "aws:TagKeys:\n                  - staleless:heartbeat",
+                "aws:TagKeys:\n                  - staleless:owner",
+                "HeartbeatOwnQueue grants sqs:TagQueue that can change the owner tag",
+            ),
+            (
+                "list every queue",
+                "- sqs:DeleteQueue\n",
+                "- sqs:DeleteQueue\n              - sqs:ListQueues\n",
+                "UseOwnQueue grants sqs:ListQueues",
+            ),
+            (
+                "delete any queue",
+                "          - Sid: UseOwnQueue\n",
+                "          - Sid: Sweep\n            Effect: Allow\n            Action: sqs:DeleteQueue\n            Resource: \"*\"\n          - Sid: UseOwnQueue\n",
+                "Sweep grants sqs:DeleteQueue without the owner tag",
+            ),
+            (
+                "overwrite profiles",
+                "              - dynamodb:UpdateItem\n            Resource: !GetAtt UsersTable.Arn",
+                "              - dynamodb:UpdateItem\n              - dynamodb:PutItem\n            Resource: !GetAtt UsersTable.Arn",
+                "UserProfiles grants dynamodb:PutItem on the users table",
+            ),
+            (
+                "read the users GSIs",
+                "            Resource: !GetAtt UsersTable.Arn\n",
+                "            Resource:\n              - !GetAtt UsersTable.Arn\n              - !Sub \"${UsersTable.Arn}/index/*\"\n",
+                "UserProfiles grants access to an index or stream of the users table",
+            ),
+            (
+                "read any item of the users table",
+                r#"- "USER#*""#,
+                r#"- "*""#,
+                "UserProfiles reaches items of ${UsersTable.Arn} outside USER#",
+            ),
+            (
+                "scan the roles table",
+                r#"Resource: !Sub "${AppRolesTable.Arn}/index/RoleDefinitionIndex""#,
+                "Resource: !GetAtt AppRolesTable.Arn",
+                "ListRoleDefinitions grants dynamodb:Scan beyond",
+            ),
+            (
+                "subscribe a web hook",
+                "sns:Protocol: sqs",
+                "sns:Protocol: https",
+                "SubscribeTaskQueues grants sns:Subscribe for endpoints other",
+            ),
+        ];
+        for (what, from, to, expected) in cases {
+            let broken = TEMPLATE.replacen(from, to, 1);
+            assert_ne!(broken, TEMPLATE, "{what}: {from:?} is not in the template");
+            let spec = parse(&broken, "broken.yaml", &BTreeMap::new()).expect("still parses");
+            let problems = api_task_policy_problems(&spec);
+            assert!(problems.iter().any(|problem| problem.contains(expected)), "{what}: {problems:?}");
+        }
+    }
+
+    #[test]
+    fn policy_intrinsics_read_as_sub_patterns() {
+        let text = "Resources:\n  P:\n    Type: AWS::IAM::ManagedPolicy\n    Properties:\n      PolicyDocument:\n        Statement:\n          - Effect: Allow\n            Action: sns:Publish\n            Resource: [!Ref Topic, !GetAtt [Table, Arn], !GetAtt Queue.Arn, !Sub \"${Table.Arn}/index/*\"]\n            Condition:\n              Bool:\n                aws:SecureTransport: true\n";
+        let spec = parse(text, "t.yaml", &BTreeMap::new()).expect("parses");
+        let statement = &spec.policy("P").expect("policy").statements[0];
+        assert_eq!(statement.actions, ["sns:Publish"]);
+        assert_eq!(statement.resources, ["${Topic}", "${Table.Arn}", "${Queue.Arn}", "${Table.Arn}/index/*"]);
+        assert!(condition_is(statement, "Bool", "aws:SecureTransport", "true"));
+        assert!(action_matches("sqs:*", "sqs:ListQueues") && action_matches("SQS:list?ueues", "sqs:ListQueues"));
+        assert!(!action_matches("sqs:Get*", "sqs:ListQueues"));
+
+        let unreadable = text.replace("!Ref Topic", "!ImportValue Topic");
+        let message = parse(&unreadable, "t.yaml", &BTreeMap::new()).expect_err("unreadable").to_string();
+        assert!(message.contains("resource P") && message.contains("!ImportValue"), "{message}");
     }
 }
