@@ -1,7 +1,6 @@
 //! Serving: the HTTP server and the background tasks, started together and stopped together.
 
 use std::future::Future;
-use std::time::Duration;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -9,13 +8,12 @@ use tokio_util::task::TaskTracker;
 
 use crate::channel::listener::Listener;
 use crate::channel::queue;
-use crate::channel::sweeper::Sweeper;
 use crate::config::CacheMode;
 use crate::routes::router;
 use crate::state::AppState;
 
 /// Serves `state` on `listener` until `shutdown` completes, with the scheduled JWKS reload and (in
-/// `event` mode) the invalidation listener and sweeper running beside it; then drains requests, removes this task's queue
+/// `event` mode) the invalidation listener running beside it; then drains requests, removes this task's queue
 /// and subscription, and returns once every background task has stopped.
 ///
 /// # Errors
@@ -36,15 +34,6 @@ pub async fn run(
                 let listener = Listener::new(state.clone(), clients.clone(), topic_arn.clone(), &task_id);
                 tracing::info!(queue = listener.queue_name(), "starting the invalidation listener");
                 tracker.spawn(listener.run(cancel.clone()));
-                let config = &state.config.channel;
-                let sweeper = Sweeper::new(
-                    clients.clone(),
-                    topic_arn.clone(),
-                    config.queue_name_prefix.clone(),
-                    Duration::from_secs(config.queue_stale_after_secs),
-                    state.channel.clone(),
-                );
-                tracker.spawn(sweeper.run(Duration::from_secs(config.sweep_interval_secs.max(1)), cancel.clone()));
             }
             _ => {
                 tracing::warn!("event mode without a topic or AWS clients: every read goes through to DynamoDB");

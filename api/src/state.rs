@@ -21,6 +21,33 @@ pub struct ChannelClients {
     pub sqs: aws_sdk_sqs::Client,
     /// For the subscription to the topic.
     pub sns: aws_sdk_sns::Client,
+    /// For the task's own identity (`GetCallerIdentity`), the owner tag of its queue.
+    pub sts: aws_sdk_sts::Client,
+}
+
+impl ChannelClients {
+    /// Clients from `sdk` with the configured timeouts; SQS's allow for a long poll of `poll_wait`.
+    #[must_use]
+    pub fn from_sdk(
+        sdk: &aws_config::SdkConfig,
+        timeouts: &crate::config::AwsTimeouts,
+        poll_wait: std::time::Duration,
+    ) -> Self {
+        let calls = timeouts.for_calls();
+        Self {
+            sqs: aws_sdk_sqs::Client::from_conf(
+                aws_sdk_sqs::config::Builder::from(sdk)
+                    .timeout_config(timeouts.for_queue(poll_wait))
+                    .build(),
+            ),
+            sns: aws_sdk_sns::Client::from_conf(
+                aws_sdk_sns::config::Builder::from(sdk)
+                    .timeout_config(calls.clone())
+                    .build(),
+            ),
+            sts: aws_sdk_sts::Client::from_conf(aws_sdk_sts::config::Builder::from(sdk).timeout_config(calls).build()),
+        }
+    }
 }
 
 /// Why the service could not start.
@@ -121,14 +148,7 @@ impl AppState {
         );
         let profiles = Arc::new(DynamoProfiles::new(dynamodb.clone(), config.tables.users_table.clone()));
         let roles = Arc::new(DynamoRoles::new(dynamodb, config.tables.roles_table.clone()));
-        let clients = ChannelClients {
-            sqs: aws_sdk_sqs::Client::from_conf(
-                aws_sdk_sqs::config::Builder::from(sdk)
-                    .timeout_config(config.aws.for_queue(config.channel.poll_wait()))
-                    .build(),
-            ),
-            sns: aws_sdk_sns::Client::from_conf(aws_sdk_sns::config::Builder::from(sdk).timeout_config(calls).build()),
-        };
+        let clients = ChannelClients::from_sdk(sdk, &config.aws, config.channel.poll_wait());
         Ok(Self::new(config, profiles, roles, auth, Some(clients)))
     }
 

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use infra::jwt::LocalJwt;
 use serde_json::{Value, json};
-use staleless_api::auth::{AuthError, Authenticator, JwksLoadError, JwksSource, KeySetReload};
 use staleless_api::CacheMode;
+use staleless_api::auth::{AuthError, Authenticator, JwksLoadError, JwksSource, KeySetReload};
 use tokio_util::sync::CancellationToken;
 
 /// A JWKS file the test rewrites, in its own directory.
@@ -61,7 +61,9 @@ fn token_of(pair: &LocalJwt) -> String {
 async fn authenticator(source: JwksSource, refresh_secs: u64) -> Authenticator {
     let mut config = common::config(CacheMode::Event);
     config.jwt.jwks_refresh_secs = refresh_secs;
-    Authenticator::new(source, &config.jwt, 100).await.expect("authenticator")
+    Authenticator::new(source, &config.jwt, 100)
+        .await
+        .expect("authenticator")
 }
 
 #[tokio::test]
@@ -82,7 +84,10 @@ async fn rotation_adds_the_new_key_and_removing_the_old_one_refuses_its_cached_t
         KeySetReload::Replaced { keys: 2, removed: 0 }
     );
     assert!(auth.authenticate(&token_of(&new)).await.is_ok());
-    assert!(auth.authenticate(&old_token).await.is_ok(), "both keys verify during a rotation");
+    assert!(
+        auth.authenticate(&old_token).await.is_ok(),
+        "both keys verify during a rotation"
+    );
 
     // Then retires the old one: its tokens are refused at once, cached or not.
     file.publish(&[&new]);
@@ -146,7 +151,10 @@ async fn empty_or_unparsable_answers_keep_the_last_good_set() {
         KeySetReload::Kept(JwksLoadError::Unreachable(_))
     ));
     assert_eq!(auth.key_count(), 1);
-    assert!(auth.authenticate(&token).await.is_ok(), "still verifying with the last good set");
+    assert!(
+        auth.authenticate(&token).await.is_ok(),
+        "still verifying with the last good set"
+    );
 }
 
 #[tokio::test]
@@ -185,5 +193,8 @@ async fn an_unreachable_jwks_url_keeps_the_last_good_set() {
         auth.reload("scheduled").await,
         KeySetReload::Kept(JwksLoadError::Unreachable(_))
     ));
-    assert!(auth.authenticate(&token).await.is_ok(), "still verifying with the last good set");
+    assert!(
+        auth.authenticate(&token).await.is_ok(),
+        "still verifying with the last good set"
+    );
 }

@@ -103,7 +103,6 @@ impl Stack {
             .clone_from(&self.stack.task_queue_prefix);
         config.channel.poll_wait_secs = 1;
         config.channel.staleness_bound_secs = BOUND.as_secs();
-        config.channel.sweep_interval_secs = 3_600;
         config.jwt.jwks_url = None;
         config.jwt.jwks_file.clone_from(&self.jwks_file);
         config
@@ -119,6 +118,7 @@ impl Stack {
             state.channel_clients = Some(ChannelClients {
                 sqs: aws_sdk_sqs::Client::new(&sdk),
                 sns: aws_sdk_sns::Client::new(&sdk),
+                sts: aws_sdk_sts::Client::new(&sdk),
             });
         }
         let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -260,17 +260,10 @@ impl Instance {
         .await;
     }
 
-    /// `(profiles, roles)` from `/ready`: `cache` or `bypass`.
+    /// `(profiles, roles)` from `/admin/cache/stats`: `cache` or `bypass`.
     async fn reads(&self) -> (String, String) {
-        let body: Value = self
-            .http
-            .get(format!("{}/ready", self.base))
-            .send()
-            .await
-            .expect("ready")
-            .json()
-            .await
-            .expect("json");
+        let (status, body) = self.get("/admin/cache/stats", &token("admin", &["Admin"])).await;
+        assert_eq!(status, 200, "{body}");
         let mode = |cache: &str| body["reads"][cache].as_str().unwrap_or_default().to_owned();
         (mode("profiles"), mode("roles"))
     }
@@ -323,6 +316,27 @@ async fn two_instances_see_direct_writes_to_both_tables_and_clean_up_on_shutdown
             .get(&QueueAttributeName::SqsManagedSseEnabled)
             .map(String::as_str),
         Some("true")
+    );
+    // Tagged with its owner's identity: the task policy lets a task touch only such queues.
+    let tags = stack
+        .aws
+        .sqs()
+        .list_queue_tags()
+        .queue_url(&queues[0])
+        .send()
+        .await
+        .expect("tags")
+        .tags
+        .unwrap_or_default();
+    let caller = aws_sdk_sts::Client::new(stack.aws.sdk_config())
+        .get_caller_identity()
+        .send()
+        .await
+        .expect("identity");
+    assert_eq!(
+        tags.get(staleless_api::channel::queue::OWNER_TAG),
+        caller.user_id.as_ref(),
+        "{tags:?}"
     );
     assert_eq!(
         attributes
@@ -458,13 +472,12 @@ async fn a_stalled_channel_reads_through_stays_ready_then_recovers() {
         (api.user_name("alice").await == "Alice" && api.state.directory.stats().profiles.hits > hits).then_some(())
     })
     .await;
-    let before = api.state.directory.stats().profiles;
-
     proxy.switch_off();
     eventually("both caches to be bypassed", || async {
         (api.reads().await == ("bypass".to_owned(), "bypass".to_owned())).then_some(())
     })
     .await;
+    let before = api.state.directory.stats().profiles;
     assert!(
         api.ready().await,
         "a task that can read through stays in the load balancer"
@@ -787,6 +800,9 @@ async fn the_sweeper_removes_stale_queues_and_orphaned_subscriptions() {
     use staleless_api::channel::sweeper::{SweepReport, Sweeper};
 
     let stack = Stack::start().await;
+    // A live task, with the queue and subscription its listener made (subscribed first: moto
+    // stops delivering to subscribers after one whose queue is gone).
+    let live = stack.instance(None).await;
     let sqs = stack.aws.sqs();
     let prefix = &stack.stack.task_queue_prefix;
     let now = infra::jwt::unix_now();
@@ -817,15 +833,11 @@ async fn the_sweeper_removes_stale_queues_and_orphaned_subscriptions() {
         .await
         .expect("delete");
 
-    let state = AppState::from_aws(stack.config(), stack.aws.sdk_config())
-        .await
-        .expect("state");
     let sweeper = Sweeper::new(
-        state.channel_clients.clone().expect("clients"),
+        live.state.channel_clients.clone().expect("clients"),
         stack.stack.topic_arn.clone(),
         prefix.clone(),
         Duration::from_secs(600),
-        state.channel.clone(),
     );
     let report = sweeper.sweep_once().await.expect("sweep");
     assert_eq!(
@@ -838,11 +850,16 @@ async fn the_sweeper_removes_stale_queues_and_orphaned_subscriptions() {
 
     let mut remaining: Vec<String> = stack.task_queues().await;
     remaining.sort();
-    assert_eq!(remaining.len(), 2, "alive and untagged stay: {remaining:?}");
+    assert_eq!(
+        remaining.len(),
+        3,
+        "alive, untagged and the live task's stay: {remaining:?}"
+    );
+    let live_queue = live.state.channel.report().queue.expect("the live task's queue");
     assert!(
         remaining
             .iter()
-            .all(|url| url.ends_with("-alive") || url.ends_with("-untagged"))
+            .all(|url| url.ends_with("-alive") || url.ends_with("-untagged") || url.ends_with(&live_queue))
     );
     let endpoints: Vec<String> = stack
         .subscriptions()
@@ -850,12 +867,20 @@ async fn the_sweeper_removes_stale_queues_and_orphaned_subscriptions() {
         .into_iter()
         .map(|(_, endpoint)| endpoint)
         .collect();
-    assert_eq!(endpoints.len(), 2, "{endpoints:?}");
+    assert_eq!(endpoints.len(), 3, "{endpoints:?}");
     assert_eq!(
         sweeper.sweep_once().await.expect("sweep"),
         SweepReport::default(),
         "idempotent"
     );
+    // The live task still hears invalidations through the queue the sweeps left alone.
+    live.wait_trusted().await;
+    stack.rename_user("alice", "Alice After The Sweep").await;
+    eventually("the rename on the live task", || async {
+        (live.user_name("alice").await == "Alice After The Sweep").then_some(())
+    })
+    .await;
+    live.stop().await;
 }
 
 /// Role items under `ROLE#<role_id>`, read consistently: the definition (if any) and the IdP

@@ -78,14 +78,20 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
         &options.state_dir.join("checkpoints").join(&stack.prefix),
         &logs.join("relay.log"),
     )?;
-    let heartbeat = system::start_heartbeat(&bin_dir, &env, &logs.join("heartbeat.log"));
-    let mut pipeline = match heartbeat {
-        Ok(heartbeat) => vec![relay, heartbeat],
-        Err(err) => {
-            stop_all(&mut [], &mut [relay], &mut emulator).await;
-            return Err(err.into());
+    let mut pipeline = vec![relay];
+    let others = [
+        system::start_heartbeat(&bin_dir, &env, &logs.join("heartbeat.log")),
+        system::start_queue_sweeper(&bin_dir, &env, &logs.join("queue-sweeper.log")),
+    ];
+    for component in others {
+        match component {
+            Ok(component) => pipeline.push(component),
+            Err(err) => {
+                stop_all(&mut [], &mut pipeline, &mut emulator).await;
+                return Err(err.into());
+            }
         }
-    };
+    }
     let mut tasks = Vec::new();
     for (name, bind) in &options.api_binds {
         let log = logs.join(format!("{name}.log"));
@@ -106,7 +112,7 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
             eprintln!("error: {failed}; stopping the local stack");
         }
     }
-    println!("stopping: API tasks (deleting their queues), heartbeat writer, relay, emulator");
+    println!("stopping: API tasks (deleting their queues), queue sweeper, heartbeat writer, relay, emulator");
     stop_all(&mut tasks, &mut pipeline, &mut emulator).await;
     println!("stopped");
     Ok(())
@@ -182,7 +188,8 @@ fn print_banner(
     for component in pipeline {
         let role = match component.name() {
             "relay" => "streams -> stream-relay -> topic",
-            _ => "a heartbeat into each table every HEARTBEAT_INTERVAL_SECS; back to every task as ticks",
+            "heartbeat" => "a heartbeat into each table every HEARTBEAT_INTERVAL_SECS; back to every task as ticks",
+            _ => "removes queues and subscriptions of crashed tasks every SWEEP_INTERVAL_SECS",
         };
         println!("  {:<10} {role}  (log {})", component.name(), component.log().display());
     }
@@ -220,6 +227,8 @@ fn print_banner(
     );
     println!();
     println!("More tokens: target/debug/infra token --sub admin --roles Admin");
+    println!("  (--roles is the IdP's word: it is authorized and stored on the profile; without it the");
+    println!("  token has no roles claim and the roles stored on the profile apply)");
     println!("Press Ctrl-C to stop.");
 }
 

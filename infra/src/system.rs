@@ -323,6 +323,16 @@ pub fn start_relay(
     )
 }
 
+/// Starts the fleet's queue sweeper as its own process: `<bin_dir>/queue-sweeper` (the binary
+/// that runs as the scheduled `QueueSweeperFunction` on AWS), sweeping every
+/// `SWEEP_INTERVAL_SECS` of `env` (default 300 s) the queues left by crashed tasks.
+///
+/// # Errors
+/// [`SystemError`] when it cannot start.
+pub fn start_queue_sweeper(bin_dir: &Path, env: &[(String, String)], log: &Path) -> Result<Component, SystemError> {
+    Component::spawn("queue sweeper", &bin_dir.join("queue-sweeper"), &[], env, log)
+}
+
 /// Starts the heartbeat writer as its own process: `<bin_dir>/infra heartbeat`, beating every
 /// `HEARTBEAT_INTERVAL_SECS` of `env` (default 5 s) into the stack's two tables.
 ///

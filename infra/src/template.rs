@@ -801,15 +801,21 @@ mod tests {
                     problems.push(format!("{sid} grants {action} beyond the task queues"));
                 }
                 if !owned && !created {
-                    problems.push(format!("{sid} grants {action} without the owner tag equal to the caller"));
+                    problems.push(format!(
+                        "{sid} grants {action} without the owner tag equal to the caller"
+                    ));
                 }
                 if action == "sqs:CreateQueue" && !created {
-                    problems.push(format!("{sid} grants sqs:CreateQueue without the caller as the owner tag"));
+                    problems.push(format!(
+                        "{sid} grants sqs:CreateQueue without the caller as the owner tag"
+                    ));
                 }
                 let only_unowned_or_own = condition_is(statement, "StringEqualsIfExists", OWNER_ON_QUEUE, CALLER)
                     || condition_is(statement, "Null", OWNER_ON_QUEUE, "true");
                 if action == "sqs:TagQueue" && created && !only_unowned_or_own {
-                    problems.push(format!("{sid} grants sqs:TagQueue that can re-tag another task's queue"));
+                    problems.push(format!(
+                        "{sid} grants sqs:TagQueue that can re-tag another task's queue"
+                    ));
                 }
                 let keys = condition(statement, "ForAllValues:StringEquals", "aws:TagKeys");
                 let owner_key = keys.is_none_or(|keys| keys.iter().any(|key| key == "staleless:owner"));
@@ -826,14 +832,23 @@ mod tests {
                     }
                 }
                 if statement.actions.iter().any(|action| action.starts_with("dynamodb:"))
-                    && statement.resources.iter().any(|resource| resource.starts_with("${UsersTable.Arn}/"))
+                    && statement
+                        .resources
+                        .iter()
+                        .any(|resource| resource.starts_with("${UsersTable.Arn}/"))
                 {
                     problems.push(format!("{sid} grants access to an index or stream of the users table"));
                 }
             }
-            for (table, prefix) in [("${UsersTable.Arn}", USER_PK_PREFIX), ("${AppRolesTable.Arn}", ROLE_PK_PREFIX)] {
+            for (table, prefix) in [
+                ("${UsersTable.Arn}", USER_PK_PREFIX),
+                ("${AppRolesTable.Arn}", ROLE_PK_PREFIX),
+            ] {
                 let leading = format!("{prefix}*");
-                if statement.resources.iter().any(|resource| resource == table || resource == "*")
+                if statement
+                    .resources
+                    .iter()
+                    .any(|resource| resource == table || resource == "*")
                     && ITEM_ACTIONS.iter().any(|action| grants(statement, action))
                     && !condition_is(statement, "ForAllValues:StringLike", "dynamodb:LeadingKeys", &leading)
                 {
@@ -848,7 +863,9 @@ mod tests {
                 && !(condition_is(statement, "StringEquals", "sns:Protocol", "sqs")
                     && condition_is(statement, "StringLike", "sns:Endpoint", TASK_QUEUES))
             {
-                problems.push(format!("{sid} grants sns:Subscribe for endpoints other than the task queues"));
+                problems.push(format!(
+                    "{sid} grants sns:Subscribe for endpoints other than the task queues"
+                ));
             }
         }
         problems
@@ -859,9 +876,15 @@ mod tests {
         let spec = parse(TEMPLATE, "template.yaml", &BTreeMap::new()).expect("template parses");
         assert_eq!(api_task_policy_problems(&spec), Vec::<String>::new());
         let statements = &spec.policy("ApiTaskPolicy").expect("policy").statements;
-        let receive = statements.iter().find(|s| grants(s, "sqs:ReceiveMessage")).expect("a task can receive");
+        let receive = statements
+            .iter()
+            .find(|s| grants(s, "sqs:ReceiveMessage"))
+            .expect("a task can receive");
         assert_eq!(receive.resources, [TASK_QUEUES]);
-        assert!(statements.iter().any(|s| grants(s, "dynamodb:Scan")), "the role catalogue is listed");
+        assert!(
+            statements.iter().any(|s| grants(s, "dynamodb:Scan")),
+            "the role catalogue is listed"
+        );
     }
 
     #[test]
@@ -893,8 +916,8 @@ mod tests {
             ),
             (
                 "list every queue",
-                "- sqs:DeleteQueue\n",
-                "- sqs:DeleteQueue\n              - sqs:ListQueues\n",
+                "- sqs:DeleteMessage\n              - sqs:DeleteQueue\n",
+                "- sqs:DeleteMessage\n              - sqs:DeleteQueue\n              - sqs:ListQueues\n",
                 "UseOwnQueue grants sqs:ListQueues",
             ),
             (
@@ -939,7 +962,10 @@ mod tests {
             assert_ne!(broken, TEMPLATE, "{what}: {from:?} is not in the template");
             let spec = parse(&broken, "broken.yaml", &BTreeMap::new()).expect("still parses");
             let problems = api_task_policy_problems(&spec);
-            assert!(problems.iter().any(|problem| problem.contains(expected)), "{what}: {problems:?}");
+            assert!(
+                problems.iter().any(|problem| problem.contains(expected)),
+                "{what}: {problems:?}"
+            );
         }
     }
 
@@ -949,13 +975,21 @@ mod tests {
         let spec = parse(text, "t.yaml", &BTreeMap::new()).expect("parses");
         let statement = &spec.policy("P").expect("policy").statements[0];
         assert_eq!(statement.actions, ["sns:Publish"]);
-        assert_eq!(statement.resources, ["${Topic}", "${Table.Arn}", "${Queue.Arn}", "${Table.Arn}/index/*"]);
+        assert_eq!(
+            statement.resources,
+            ["${Topic}", "${Table.Arn}", "${Queue.Arn}", "${Table.Arn}/index/*"]
+        );
         assert!(condition_is(statement, "Bool", "aws:SecureTransport", "true"));
         assert!(action_matches("sqs:*", "sqs:ListQueues") && action_matches("SQS:list?ueues", "sqs:ListQueues"));
         assert!(!action_matches("sqs:Get*", "sqs:ListQueues"));
 
         let unreadable = text.replace("!Ref Topic", "!ImportValue Topic");
-        let message = parse(&unreadable, "t.yaml", &BTreeMap::new()).expect_err("unreadable").to_string();
-        assert!(message.contains("resource P") && message.contains("!ImportValue"), "{message}");
+        let message = parse(&unreadable, "t.yaml", &BTreeMap::new())
+            .expect_err("unreadable")
+            .to_string();
+        assert!(
+            message.contains("resource P") && message.contains("!ImportValue"),
+            "{message}"
+        );
     }
 }

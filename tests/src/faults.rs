@@ -402,9 +402,10 @@ fn repair_silent_fault(system: &LocalSystem, row: Row) {
 
 /// Waits until every task reads past both caches.
 async fn every_task_bypassing(system: &LocalSystem) -> anyhow::Result<()> {
+    let admin = system.admin_token();
     eventually(PATIENCE, "every task bypassing its caches", || async {
         for index in 0..system.task_urls.len() {
-            let (_, body) = system.get(index, "/ready", "").await?;
+            let (_, body) = system.get(index, "/admin/cache/stats", &admin).await?;
             if body["reads"] != serde_json::json!({"profiles": "bypass", "roles": "bypass"}) {
                 return Ok(false);
             }
@@ -421,7 +422,7 @@ async fn all_trusted_again(system: &LocalSystem) -> anyhow::Result<bool> {
     let admin = system.admin_token();
     let trusted = eventually(CHECK_PATIENCE, "every task trusting its caches again", || async {
         for index in 0..system.task_urls.len() {
-            let (status, body) = system.get(index, "/ready", "").await?;
+            let (status, body) = system.get(index, "/admin/cache/stats", &admin).await?;
             if status != 200 || body["reads"] != serde_json::json!({"profiles": "cache", "roles": "cache"}) {
                 return Ok(false);
             }

@@ -21,7 +21,7 @@ use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, QueueAttribute
 use staleless_protocol::{Invalidation, Source, decode};
 use tokio_util::sync::CancellationToken;
 
-use super::queue::{self, HEARTBEAT_TAG};
+use super::queue::{self, HEARTBEAT_TAG, OWNER_TAG};
 use super::{SOURCES, cache_of, heartbeats_missed, unix_now_ms};
 use crate::config::ChannelConfig;
 use crate::metrics as names;
@@ -78,7 +78,8 @@ where
     }
 }
 
-fn sns_error<E: std::error::Error + 'static>(operation: &'static str, err: &E) -> ChannelError {
+/// An SNS or STS call's error, described with its whole chain.
+fn described_error<E: std::error::Error + 'static>(operation: &'static str, err: &E) -> ChannelError {
     ChannelError::Call {
         operation,
         detail: DisplayErrorContext(err).to_string(),
@@ -130,6 +131,8 @@ pub struct Listener {
     /// How many times the queue was recreated under a new name (SQS refuses a deleted name for
     /// 60 s).
     generation: u32,
+    /// This task's `aws:userid`, the queue's owner tag; asked once, at the first set-up.
+    owner: Option<String>,
 }
 
 impl Listener {
@@ -145,7 +148,30 @@ impl Listener {
             config,
             base_name,
             generation: 0,
+            owner: None,
         }
+    }
+
+    /// This task's `aws:userid` (`<role id>:<session name>` for a task role), asked once.
+    async fn owner(&mut self) -> Result<String, ChannelError> {
+        if let Some(owner) = &self.owner {
+            return Ok(owner.clone());
+        }
+        let owner = self
+            .clients
+            .sts
+            .get_caller_identity()
+            .send()
+            .await
+            .map_err(|err| described_error("GetCallerIdentity", &err))?
+            .user_id
+            .filter(|id| !id.is_empty())
+            .ok_or_else(|| ChannelError::Call {
+                operation: "GetCallerIdentity",
+                detail: "no UserId".to_owned(),
+            })?;
+        self.owner = Some(owner.clone());
+        Ok(owner)
     }
 
     /// The name the queue gets (or got) first.
@@ -321,6 +347,7 @@ impl Listener {
     /// # Errors
     /// The first failing call.
     pub async fn create_and_subscribe(&mut self) -> Result<TaskQueue, ChannelError> {
+        let owner = self.owner().await?;
         let sqs = &self.clients.sqs;
         let retention = self
             .config
@@ -340,7 +367,8 @@ impl Listener {
                 .queue_name(&name)
                 .attributes(QueueAttributeName::MessageRetentionPeriod, retention.to_string())
                 .attributes(QueueAttributeName::SqsManagedSseEnabled, "true")
-                .tags(HEARTBEAT_TAG, unix_now_secs().to_string());
+                .tags(HEARTBEAT_TAG, unix_now_secs().to_string())
+                .tags(OWNER_TAG, &owner);
             if let Some(arn) = &expected_arn {
                 request = request.attributes(
                     QueueAttributeName::Policy,
@@ -408,7 +436,7 @@ impl Listener {
             .return_subscription_arn(true)
             .send()
             .await
-            .map_err(|err| sns_error("Subscribe", &err))?
+            .map_err(|err| described_error("Subscribe", &err))?
             .subscription_arn
             .unwrap_or_default())
     }

@@ -7,6 +7,10 @@ use serde_json::{Value, json};
 /// <https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_CreateQueue.html>
 pub const MAX_QUEUE_NAME_CHARS: usize = 80;
 
+/// Tag naming the task that created the queue: its `aws:userid` (from `GetCallerIdentity`). The
+/// task policy lets a task change, read from and delete only queues whose owner tag is its own
+/// id, and set that tag only to its own id.
+pub const OWNER_TAG: &str = "staleless:owner";
 /// Tag holding the Unix time (seconds) of the owner's last heartbeat.
 pub const HEARTBEAT_TAG: &str = "staleless:heartbeat";
 

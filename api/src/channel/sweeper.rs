@@ -1,19 +1,21 @@
 //! The sweeper: removes what crashed tasks left behind.
 //!
 //! A task that dies without its shutdown leaves a queue (filling up until retention drops the
-//! messages) and a subscription (every publish fans out to it). Every task sweeps now and then:
-//! queues of the prefix whose heartbeat tag is stale are unsubscribed and deleted, and
-//! subscriptions of the topic whose queue no longer exists are removed — in moto such a
-//! subscription even stops delivery to the subscribers after it (DESIGN.md §6).
+//! messages) and a subscription (every publish fans out to it). One sweeper serves the whole
+//! fleet — the `queue-sweeper` binary: a scheduled Lambda on AWS, a process in the local stack —
+//! so what each task costs does not grow with the number of tasks, and no task needs permission
+//! to touch another task's queue. Each sweep unsubscribes and deletes the queues of the prefix
+//! whose heartbeat tag is stale (a live task re-tags its own queue every
+//! `QUEUE_HEARTBEAT_INTERVAL_SECS`, far more often than `QUEUE_STALE_AFTER_SECS`), and removes
+//! subscriptions of the topic whose queue no longer exists — in moto such a subscription even
+//! stops delivery to the subscribers after it (DESIGN.md §6).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_sqs::types::QueueAttributeName;
 use tokio_util::sync::CancellationToken;
 
-use super::ChannelHealth;
 use super::listener::is_queue_missing;
 use super::queue::{self, HEARTBEAT_TAG};
 use crate::metrics as names;
@@ -39,8 +41,6 @@ pub struct Sweeper {
     prefix: String,
     /// A heartbeat older than this is a crashed task's.
     stale_after: Duration,
-    /// This task's own channel, whose queue is never swept.
-    own: Arc<ChannelHealth>,
 }
 
 fn describe<E: std::error::Error + 'static>(operation: &str, err: &E) -> String {
@@ -50,19 +50,12 @@ fn describe<E: std::error::Error + 'static>(operation: &str, err: &E) -> String 
 impl Sweeper {
     /// A sweeper of `prefix`'s queues and `topic_arn`'s subscriptions.
     #[must_use]
-    pub const fn new(
-        clients: ChannelClients,
-        topic_arn: String,
-        prefix: String,
-        stale_after: Duration,
-        own: Arc<ChannelHealth>,
-    ) -> Self {
+    pub const fn new(clients: ChannelClients, topic_arn: String, prefix: String, stale_after: Duration) -> Self {
         Self {
             clients,
             topic_arn,
             prefix,
             stale_after,
-            own,
         }
     }
 
@@ -86,16 +79,12 @@ impl Sweeper {
     /// # Errors
     /// A description of the first listing call that failed (removals are best effort).
     pub async fn sweep_once(&self) -> Result<SweepReport, String> {
-        let own = self.own.report().queue;
         let subscriptions = self.subscriptions().await?;
         let mut report = SweepReport::default();
         let mut removed: Vec<&str> = Vec::new();
         let name_prefix = format!("{}-", self.prefix);
 
         for url in self.queue_urls(&name_prefix).await? {
-            if own.as_deref().is_some_and(|own| url.ends_with(&format!("/{own}"))) {
-                continue;
-            }
             let tags = match self.clients.sqs.list_queue_tags().queue_url(&url).send().await {
                 Ok(output) => output.tags.unwrap_or_default(),
                 Err(_) => continue, // deleted meanwhile, or not ours to read

@@ -151,7 +151,8 @@ pub async fn delete_role(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// `GET /admin/cache/stats`: entries, hits and misses per cache, the mode and the channel.
+/// `GET /admin/cache/stats`: entries, hits and misses per cache, the mode, whether each cache is
+/// served or bypassed (`reads`), and the channel.
 ///
 /// # Errors
 /// 401, 403.
@@ -159,6 +160,7 @@ pub async fn cache_stats(State(state): State<AppState>, _admin: Admin) -> Result
     let data = state.directory.stats();
     Ok(Json(json!({
         "mode": state.directory.mode(),
+        "reads": super::ops::read_modes(&state),
         "channel": state.channel.report(),
         "caches": {
             "profiles": data.profiles,

@@ -10,7 +10,7 @@ use staleless_protocol::Source;
 
 use crate::state::AppState;
 
-/// `GET /health`: the process is up.
+/// `GET /health`: the process is up. Says nothing else: anyone can call it.
 pub async fn health() -> Json<serde_json::Value> {
     Json(json!({"status": "ok"}))
 }
@@ -18,25 +18,29 @@ pub async fn health() -> Json<serde_json::Value> {
 /// `GET /ready`: 200 while this task can serve — from a trusted cache, or by reading through to
 /// DynamoDB while a cache is past the freshness bound — so a pipeline outage degrades the fleet
 /// instead of emptying the load balancer. 503 only while starting (before its queue is set up)
-/// and while stopping. The body says which caches are served (`cache`) or bypassed (`bypass`).
+/// and while stopping. Anyone can call it, so the body is the status alone; which caches are
+/// served or bypassed is in `/admin/cache/stats` and `/metrics`.
 pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
-    let channel = &state.channel;
-    let mode = |source| {
-        if state.directory.mode() != crate::config::CacheMode::Event || channel.is_trusted(source) {
-            "cache"
-        } else {
-            "bypass"
-        }
-    };
-    let reads = json!({"profiles": mode(Source::Users), "roles": mode(Source::Roles)});
-    if channel.is_ready() {
-        (StatusCode::OK, Json(json!({"status": "ready", "reads": reads})))
+    if state.channel.is_ready() {
+        (StatusCode::OK, Json(json!({"status": "ready"})))
     } else {
         (
             StatusCode::SERVICE_UNAVAILABLE,
             Json(json!({"error": "not_ready", "message": "starting or stopping"})),
         )
     }
+}
+
+/// Whether each cache is served (`cache`) or bypassed until ticks return (`bypass`).
+pub(crate) fn read_modes(state: &AppState) -> serde_json::Value {
+    let mode = |source| {
+        if state.directory.mode() != crate::config::CacheMode::Event || state.channel.is_trusted(source) {
+            "cache"
+        } else {
+            "bypass"
+        }
+    };
+    json!({"profiles": mode(Source::Users), "roles": mode(Source::Roles)})
 }
 
 /// `GET /metrics`: Prometheus text format.
