@@ -50,7 +50,7 @@ pub enum AuthError {
     /// No `Authorization: Bearer …` header.
     #[error("missing bearer token")]
     Missing,
-    /// Not a JWT, a bad signature, a wrong algorithm or a claim of the wrong type.
+    /// Not a JWT, a bad signature, a wrong algorithm, a claim of the wrong type or an empty `sub`.
     #[error("invalid token")]
     Invalid,
     /// `exp` is in the past.
@@ -463,6 +463,11 @@ impl Authenticator {
             .claims;
         if !audience_matches(claims.aud.as_ref(), claims.client_id.as_deref(), &self.audience) {
             return Err(AuthError::WrongAudience);
+        }
+        // An empty `sub` would be cached and written under a bare `USER#`, a key the stream relay
+        // cannot map back to a user: that profile would never be invalidated.
+        if claims.sub.is_empty() {
+            return Err(AuthError::Invalid);
         }
         Ok(Identity {
             idp_roles: idp_roles(claims.custom_roles.as_deref(), claims.groups.as_deref()),

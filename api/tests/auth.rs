@@ -7,8 +7,8 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::{TestApp, assert_error, jwt};
-use infra::jwt::{LOCAL_AUDIENCE, LOCAL_ISSUER, claims, unix_now};
+use common::{TestApp, access_token_claims, assert_error, jwt};
+use infra::jwt::{LOCAL_ISSUER, claims, unix_now};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use staleless_api::CacheMode;
@@ -92,6 +92,11 @@ async fn refused_tokens_are_401_with_a_fixed_message() {
             signed(with(alice_claims(), "aud", json!("another-api"))),
             "token audience not accepted",
         ),
+        (
+            "empty sub",
+            signed(with(alice_claims(), "sub", json!(""))),
+            "invalid token",
+        ),
         ("alg none", format!("{header_none}.{body}."), "invalid token"),
         ("HS256 with the public key", hs256_with_public_key, "invalid token"),
         (
@@ -129,13 +134,7 @@ async fn refused_tokens_are_401_with_a_fixed_message() {
 #[tokio::test]
 async fn cognito_access_tokens_use_client_id_and_groups() {
     let app = TestApp::new(CacheMode::Event).await;
-    let mut access = alice_claims();
-    let object = access.as_object_mut().expect("object");
-    object.remove("aud");
-    object.remove("custom:roles");
-    object.insert("client_id".into(), json!(LOCAL_AUDIENCE));
-    object.insert("cognito:groups".into(), json!(["Staff"]));
-    object.insert("token_use".into(), json!("access"));
+    let access = access_token_claims(alice_claims());
     assert_eq!(access["iss"], LOCAL_ISSUER);
     assert_eq!(status_of(&app, &jwt().sign(&access)).await.0, StatusCode::OK);
 }

@@ -687,3 +687,6 @@ mod tests {
         assert_eq!(table_of_stream_arn("not an arn"), None);
     }
 }
+
+#[cfg(test)]
+mod properties;

@@ -9,7 +9,7 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use http_body_util::BodyExt as _;
 use infra::jwt::LocalJwt;
-use serde_json::Value;
+use serde_json::{Value, json};
 use staleless_api::auth::{Authenticator, JwksSource};
 use staleless_api::model::{Profile, RoleDefinition, UserStatus};
 use staleless_api::store::MemoryStore;
@@ -42,6 +42,19 @@ pub fn token_without_roles(sub: &str) -> String {
         sub,
         Duration::from_secs(3_600),
     )
+}
+
+/// `id_token` (claims as [`infra::jwt::claims`] makes them) as a Cognito access token has them:
+/// `client_id` instead of `aud`, `cognito:groups` (`Staff`) instead of `custom:roles`.
+pub fn access_token_claims(mut id_token: Value) -> Value {
+    if let Some(fields) = id_token.as_object_mut() {
+        fields.remove("aud");
+        fields.remove("custom:roles");
+        fields.insert("client_id".into(), json!(infra::jwt::LOCAL_AUDIENCE));
+        fields.insert("cognito:groups".into(), json!(["Staff"]));
+        fields.insert("token_use".into(), json!("access"));
+    }
+    id_token
 }
 
 /// The configuration tests start from.
