@@ -10,7 +10,7 @@
 //! - [`cache`]: [`cache::KeyedCache`], single-flight fills that never outlive a racing
 //!   invalidation.
 //! - [`directory`]: the store layer routes use: caches per mode, read-your-writes.
-//! - [`channel`]: the task's invalidation queue — health, listener, sweeper.
+//! - [`channel`]: the task's invalidation queue — health, listener — and the fleet's sweeper.
 //! - [`state`]: [`AppState`], shared by requests and background tasks.
 //! - [`routes`]: [`router`] and the handlers of every route.
 //! - [`server`]: [`run`] (serve until shutdown, with the background tasks) and
@@ -19,7 +19,8 @@
 //! - [`telemetry`]: JSON logs.
 //!
 //! The `staleless-api` binary only reads the configuration, sets up logging, binds and calls
-//! [`run`].
+//! [`run`]. The `queue-sweeper` binary runs [`channel::sweeper::Sweeper`] for the whole fleet (a
+//! scheduled Lambda on AWS, a process locally).
 
 pub mod auth;
 pub mod cache;

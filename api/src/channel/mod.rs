@@ -6,7 +6,8 @@
 //! - [`listener`]: creates and subscribes the queue, long-polls and applies messages, records
 //!   ticks, heals a subscription removed or altered out of band, recreates a queue deleted out of
 //!   band, and removes it all on shutdown.
-//! - [`sweeper`]: removes queues left by crashed tasks, and subscriptions whose queue is gone.
+//! - [`sweeper`]: the fleet sweeper (the `queue-sweeper` binary, not run by tasks): removes queues
+//!   left by crashed tasks, and subscriptions whose queue is gone.
 //!
 //! **The bound.** A successful receive proves only that this task's queue answers. What proves
 //! the whole path — table, stream, event source mapping, relay, topic, subscription, queue — is a
