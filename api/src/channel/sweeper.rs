@@ -84,8 +84,13 @@ impl Sweeper {
         let mut removed: Vec<&str> = Vec::new();
         let name_prefix = format!("{}-", self.prefix);
 
-        for url in self.queue_urls(&name_prefix).await? {
-            let tags = match self.clients.sqs.list_queue_tags().queue_url(&url).send().await {
+        let urls = self.queue_urls(&name_prefix).await?;
+        // Queues the listing shows exist; only a subscription whose queue it does not show costs
+        // a GetQueueUrl (the listing is eventually consistent), so a sweep costs O(tasks) calls.
+        let queue_name = |url: &str| url.rsplit('/').next().unwrap_or_default().to_owned();
+        let mut listed: std::collections::HashSet<String> = urls.iter().map(|url| queue_name(url)).collect();
+        for url in &urls {
+            let tags = match self.clients.sqs.list_queue_tags().queue_url(url).send().await {
                 Ok(output) => output.tags.unwrap_or_default(),
                 Err(_) => continue, // deleted meanwhile, or not ours to read
             };
@@ -100,7 +105,7 @@ impl Sweeper {
                 .clients
                 .sqs
                 .get_queue_attributes()
-                .queue_url(&url)
+                .queue_url(url)
                 .attribute_names(QueueAttributeName::QueueArn)
                 .send()
                 .await
@@ -115,8 +120,9 @@ impl Sweeper {
                     }
                 }
             }
-            match self.clients.sqs.delete_queue().queue_url(&url).send().await {
+            match self.clients.sqs.delete_queue().queue_url(url).send().await {
                 Ok(_) => {
+                    listed.remove(&queue_name(url));
                     report.stale_queues += 1;
                     metrics::counter!(names::SWEPT, "kind" => "queue").increment(1);
                     tracing::info!(queue = %url, "deleted the queue of a task whose heartbeat stopped");
@@ -131,6 +137,9 @@ impl Sweeper {
             let Some(name) = queue::queue_name_from_arn(endpoint).filter(|name| name.starts_with(&name_prefix)) else {
                 continue;
             };
+            if listed.contains(name) {
+                continue;
+            }
             let lookup = self.clients.sqs.get_queue_url().queue_name(name).send().await;
             if let Err(err) = lookup
                 && is_queue_missing(err.as_service_error().and_then(ProvideErrorMetadata::code))
