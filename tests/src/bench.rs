@@ -296,6 +296,11 @@ pub struct StalenessOptions {
     pub background_rps_per_task: u32,
     /// Give up on one write after this long.
     pub patience: Duration,
+    /// `Some(interval)`: start one write every `interval` (an open-loop load, the same at any
+    /// fleet size, as long as `concurrency` covers the writes in flight); `None`: each write starts
+    /// as soon as one of the `concurrency` before it is done (a closed loop, as fast as the stack
+    /// allows).
+    pub pace: Option<Duration>,
 }
 
 /// Makes `options.writes` profile changes with the SDK (`UpdateItem`, as an operator script
@@ -345,11 +350,15 @@ pub async fn staleness(
     let dynamodb = system.aws.dynamodb();
     let run = uuid::Uuid::new_v4().simple().to_string();
     let started = Instant::now();
+    let paced_from = tokio::time::Instant::now();
     let outcomes: Vec<anyhow::Result<(Option<Duration>, Duration)>> = futures::stream::iter(0..options.writes)
         .map(|write| {
             let user = write % users.ids.len();
             let (dynamodb, run) = (dynamodb.clone(), &run);
             async move {
+                if let Some(pace) = options.pace {
+                    tokio::time::sleep_until(paced_from + pace * u32::try_from(write).unwrap_or(u32::MAX)).await;
+                }
                 let (id, token) = (&users.ids[user], &users.tokens[user]);
                 // Cache the old value on every task first.
                 let warmed =

@@ -62,10 +62,16 @@ impl FleetCalls {
         self.sweep.values().sum::<u64>() as f64 * SWEEPS_PER_HOUR / self.tasks.max(1) as f64
     }
 
-    /// Start-up calls per task (once per task lifetime).
+    /// Start-up management calls per task (once per task lifetime): the receives of tasks
+    /// already running while the others start are not start-up work.
     #[must_use]
-    pub fn startup_per_task(&self) -> f64 {
-        self.startup.values().sum::<u64>() as f64 / self.tasks.max(1) as f64
+    pub fn startup_management_per_task(&self) -> f64 {
+        self.startup
+            .iter()
+            .filter(|(action, _)| is_management(action))
+            .map(|(_, count)| count)
+            .sum::<u64>() as f64
+            / self.tasks.max(1) as f64
     }
 
     fn rate(&self, calls: u64) -> f64 {
@@ -235,12 +241,16 @@ mod tests {
                 ("DeleteMessageBatch".to_owned(), 500),
                 ("TagQueue".to_owned(), 60),
             ]),
-            startup: Counts::from([("CreateQueue".to_owned(), 10), ("Subscribe".to_owned(), 10)]),
+            startup: Counts::from([
+                ("CreateQueue".to_owned(), 10),
+                ("Subscribe".to_owned(), 10),
+                ("ReceiveMessage".to_owned(), 7),
+            ]),
             sweep: Counts::from([("ListQueues".to_owned(), 1), ("ListQueueTags".to_owned(), 10)]),
         };
         assert!((calls.per_task_hour("ReceiveMessage") - 1_000.0).abs() < 1e-9);
         assert!((calls.per_task_hour_where(is_management) - 60.0).abs() < 1e-9);
-        assert!((calls.startup_per_task() - 2.0).abs() < 1e-9);
+        assert!((calls.startup_management_per_task() - 2.0).abs() < 1e-9);
         assert!((calls.sweeper_per_task_hour() - 11.0 * 12.0 / 10.0).abs() < 1e-9);
         assert_eq!(
             difference(&calls.startup, &merged(&calls.startup, &calls.sweep)),

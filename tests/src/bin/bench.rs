@@ -12,8 +12,9 @@
 //! saturation), `BENCH_TTL_SECS` (2, the TTL of the `ttl` staleness run), `BENCH_PROFILES`
 //! (100000), `BENCH_OUT` (`BENCHMARKS.md`; `-` for none); for the fleet part,
 //! `BENCH_FLEET_SIZES` (`2,10,30` tasks whose SQS/SNS calls are counted), `BENCH_FLEET_SECS`
-//! (180, the steady-state window per size), `BENCH_FLEET_STALENESS_SIZES` (`3,30`) and
-//! `BENCH_FLEET_WRITES` (300 writes per staleness run).
+//! (300, the steady-state window per size), `BENCH_FLEET_STALENESS_SIZES` (`3,30`),
+//! `BENCH_FLEET_WRITES` (300 writes per staleness run) and `BENCH_FLEET_WRITE_RATE` (2 writes/s,
+//! the same open-loop load at every size).
 //!
 //! `bench fleet` (`scripts/bench fleet`) runs only the fleet part and replaces only its section
 //! of `BENCHMARKS.md`.
@@ -64,6 +65,8 @@ struct Settings {
     fleet_staleness_sizes: Vec<usize>,
     /// Writes per fleet staleness run.
     fleet_writes: usize,
+    /// Writes per second of each fleet staleness run (open loop).
+    fleet_write_rate: f64,
 }
 
 fn env_sizes(name: &str, default: &[usize]) -> Vec<usize> {
@@ -109,9 +112,14 @@ impl Settings {
             profiles: usize::try_from(env_number("BENCH_PROFILES", 100_000)).unwrap_or(100_000),
             out,
             fleet_sizes: env_sizes("BENCH_FLEET_SIZES", &[2, 10, 30]),
-            fleet_secs: env_number("BENCH_FLEET_SECS", 180).max(10),
+            fleet_secs: env_number("BENCH_FLEET_SECS", 300).max(10),
             fleet_staleness_sizes: env_sizes("BENCH_FLEET_STALENESS_SIZES", &[3, 30]),
             fleet_writes: usize::try_from(env_number("BENCH_FLEET_WRITES", 300)).unwrap_or(300),
+            fleet_write_rate: std::env::var("BENCH_FLEET_WRITE_RATE")
+                .ok()
+                .and_then(|rate| rate.parse().ok())
+                .filter(|rate: &f64| *rate > 0.0)
+                .unwrap_or(2.0),
         }
     }
 
@@ -123,7 +131,11 @@ impl Settings {
             staleness_sizes: self.fleet_staleness_sizes.clone(),
             staleness: StalenessOptions {
                 writes: self.fleet_writes,
-                concurrency: self.write_concurrency,
+                // Open loop: one write every 1 / rate s at every fleet size, so both sizes get the
+                // same write load (a closed loop would write as fast as each stack allows, and the
+                // emulator, one Python process, serves every task's receives).
+                concurrency: 16,
+                pace: Some(Duration::from_secs_f64(1.0 / self.fleet_write_rate)),
                 // Coarser than the three-task run: 30 tasks polled every 5 ms per write in flight
                 // would load the 2 cores more than the path being measured.
                 poll: Duration::from_millis(10),
@@ -290,13 +302,18 @@ fn render_fleet(settings: &Settings, report: &FleetReport, elapsed: Duration, ma
             by_action.join(", ")
         )
     });
-    row(&mut page, "start-up calls, once per task", &|c| {
+    row(&mut page, "start-up management calls, once per task", &|c| {
         let by_action: Vec<String> = c
             .startup
             .iter()
+            .filter(|(action, _)| fleet::is_management(action))
             .map(|(action, count)| format!("{action} {count}"))
             .collect();
-        format!("{:.1} ({} for the fleet)", c.startup_per_task(), by_action.join(", "))
+        format!(
+            "{:.1} ({} for the fleet)",
+            c.startup_management_per_task(),
+            by_action.join(", ")
+        )
     });
     row(&mut page, "fleet sweeper: calls per sweep (whole fleet)", &|c| {
         let by_action: Vec<String> = c
@@ -310,6 +327,13 @@ fn render_fleet(settings: &Settings, report: &FleetReport, elapsed: Duration, ma
         format!("{:.1}", c.sweeper_per_task_hour())
     });
     page.push('\n');
+    let _ = writeln!(
+        page,
+        "Staleness under the same open-loop write load at each size: {} SDK `UpdateItem`s at {} writes/s, each \
+         read first on every task (so it is cached everywhere), then polled on every task every 10 ms until all \
+         serve it; 10 background reads per second per task.\n",
+        settings.fleet_writes, settings.fleet_write_rate
+    );
     page.push_str(
         "| staleness, write ack → every task serves it | p50 | p99 | max | writes |\n|---|---|---|---|---|\n",
     );
@@ -516,6 +540,7 @@ fn event_staleness_options(settings: &Settings, concurrency: usize) -> Staleness
         poll: Duration::from_millis(5),
         background_rps_per_task: 100,
         patience: Duration::from_secs(30),
+        pace: None,
     }
 }
 
@@ -528,6 +553,7 @@ fn ttl_staleness_options(settings: &Settings) -> StalenessOptions {
         poll: Duration::from_millis(20),
         background_rps_per_task: 100,
         patience: Duration::from_secs(settings.ttl_secs * 3 + 10),
+        pace: None,
     }
 }
 
