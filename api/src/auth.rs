@@ -227,6 +227,11 @@ fn removed_kids<'a>(old: &'a KeySet, new: &KeySet) -> Vec<&'a str> {
         .collect()
 }
 
+/// The `staleless_jwks_keys` gauge: the keys in use.
+fn record_key_count(keys: usize) {
+    metrics::gauge!(names::JWKS_KEYS).set(u32::try_from(keys).unwrap_or(u32::MAX));
+}
+
 /// What one reload of the key set did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum KeySetReload {
@@ -381,7 +386,7 @@ impl Authenticator {
                 });
             }
         };
-        metrics::gauge!(names::JWKS_KEYS).set(u32::try_from(keys.len()).unwrap_or(u32::MAX));
+        record_key_count(keys.len());
         let mut validation = Validation::new(Algorithm::RS256);
         validation.set_issuer(&[&config.issuer]);
         validation.set_required_spec_claims(&["exp", "iss", "sub"]);
@@ -508,25 +513,26 @@ impl Authenticator {
                 return KeySetReload::Kept(err);
             }
         };
-        let Ok(mut current) = self.keys.write() else {
-            return KeySetReload::Kept(JwksLoadError::Unparsable("key set lock poisoned".to_owned()));
-        };
+        let mut current = self.keys.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         let removed = removed_kids(&current, &fresh);
+        let fresh_keys = fresh.len();
+        let outcome = KeySetReload::Replaced {
+            keys: fresh_keys,
+            removed: removed.len(),
+        };
         if !removed.is_empty() {
             tracing::info!(trigger, removed = ?removed, "keys left the JWKS; their tokens are refused from now on");
             metrics::counter!(names::JWKS_KEYS_REMOVED).increment(removed.len() as u64);
-        }
-        let outcome = KeySetReload::Replaced {
-            keys: fresh.len(),
-            removed: removed.len(),
-        };
-        *current = fresh;
-        drop(current);
-        if let KeySetReload::Replaced { removed: 1.., .. } = outcome {
+            // Bumped before the new set is visible: a verification that read an old key and
+            // finishes after this point is not cached.
             self.key_removals.fetch_add(1, Ordering::AcqRel);
+            *current = fresh;
+            drop(current);
             self.verified.invalidate_all();
+        } else {
+            *current = fresh;
         }
-        metrics::gauge!(names::JWKS_KEYS).set(u32::try_from(self.key_count()).unwrap_or(u32::MAX));
+        record_key_count(fresh_keys);
         tracing::debug!(trigger, ?outcome, "JWKS reloaded");
         outcome
     }
