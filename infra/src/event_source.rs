@@ -1,21 +1,30 @@
 //! The local stand-in for Lambda's DynamoDB event source mapping: polls both tables' streams,
-//! applies the template's `FilterCriteria`, hands each batch to the stream relay in-process,
-//! and honours its `batchItemFailures`.
+//! applies the template's `FilterCriteria`, invokes the relay function with each batch as
+//! Lambda serializes it, and honours its `batchItemFailures`, the template's retry limits,
+//! bisection and on-failure destination.
 //!
-//! - [`run`] / [`spawn`]: the whole mapping for a provisioned stack, publishing to its topic.
-//! - [`run_with`]: the same over any [`StreamReader`] and [`Relay`] (tests use a fake stream).
-//! - [`filter`], [`convert`], [`checkpoint`], [`reader`]: pattern matching, SDK record → Lambda
-//!   record, on-disk progress, and the three DynamoDB Streams calls.
+//! - [`run`] / [`spawn`]: the whole mapping for a provisioned stack: the relay's Lambda binary
+//!   through the `Invoke` API of the local Lambda ([`LambdaTarget`]), or the relay library
+//!   in-process when none is given.
+//! - [`run_with`]: the same over any [`StreamReader`] and [`Target`] (tests use a fake stream
+//!   and a fake function).
+//! - [`filter`], [`convert`], [`checkpoint`], [`reader`], [`invoke`], [`failure`]: pattern
+//!   matching, SDK record → Lambda record, on-disk progress, the three DynamoDB Streams calls,
+//!   the two ways to invoke the relay, and the rules for failed batches.
 //!
 //! Like Lambda it reads each shard in order, one batch at a time, children only after their
-//! parent is finished; a failed batch is re-read from the reported record after a backoff.
-//! Unlike Lambda it never gives up on a batch (there is no dead-letter queue locally: a record
-//! that cannot be published stays due until it can be), and it starts at `TRIM_HORIZON` by
+//! parent is finished. A batch the function fails (raises, crashes, times out) is bisected down
+//! to the record; a record it reports is retried from; after `MaximumRetryAttempts` retries (or
+//! past `MaximumRecordAgeInSeconds`) the records are given up to the on-failure queue with the
+//! message AWS sends, and the shard moves on. When Lambda cannot run the function at all, the
+//! batch waits, uncounted. Unlike the template's `LATEST`, it starts at `TRIM_HORIZON` by
 //! default so that a write made right after [`spawn`] is never missed.
 
 pub mod checkpoint;
 pub mod convert;
+pub mod failure;
 pub mod filter;
+pub mod invoke;
 pub mod reader;
 
 use std::collections::BTreeMap;
@@ -23,8 +32,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use async_trait::async_trait;
 use aws_config::SdkConfig;
 use aws_sdk_dynamodbstreams::types::Record;
+use chrono::{DateTime, Utc};
 use stream_relay::{Mapper, Relay, SnsPublisher};
 use tokio::task::{JoinHandle, JoinSet};
 use tokio::time::Instant;
@@ -33,7 +44,9 @@ use tokio_util::sync::CancellationToken;
 use crate::provision::Provisioned;
 use crate::template::{self, TemplateError, TemplateSpec};
 use checkpoint::{Checkpoint, CheckpointFile};
+use failure::{Condition, Decision, DiscardContext, DiscardedBatch, FailurePolicy, Outcome, RetryState};
 use filter::{FilterPattern, PatternError};
+use invoke::{InProcessInvoker, Invocation, Invoker, LambdaInvoker};
 use reader::{Position, SdkStreamReader, ShardInfo, StreamError, StreamReader};
 
 /// Pause between polls of a stream that had nothing new. DynamoDB Streams has no long poll, so
@@ -47,6 +60,20 @@ pub const DEFAULT_BATCH_SIZE: u32 = 100;
 pub const MAX_BATCH_SIZE: u32 = 1_000;
 /// Logical id of the relay function in `template.yaml`, whose DynamoDB events are reproduced.
 pub const RELAY_FUNCTION: &str = "StreamRelayFunction";
+/// Logical id of the on-failure queue the local stack provisions.
+pub const DEAD_LETTER_QUEUE: &str = "RelayDeadLetterQueue";
+/// How long an `Invoke` may outlast the function's timeout before the mapping stops waiting: the
+/// local Lambda answers a timed-out invocation itself, so this only bounds one that never does.
+const INVOKE_GRACE: Duration = Duration::from_secs(5);
+
+/// The relay function behind a Lambda `Invoke` endpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LambdaTarget {
+    /// The Lambda API (`http://127.0.0.1:<port>` of `cargo lambda watch`).
+    pub endpoint: String,
+    /// `FunctionName` of the invocations.
+    pub function_name: String,
+}
 
 /// Where a stream without a checkpoint starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -77,8 +104,12 @@ pub struct EventSourceOptions {
     pub shard_refresh_interval: Duration,
     /// `RELAY_IGNORED_ATTRIBUTES` of the in-process relay.
     pub ignored_attributes: Vec<String>,
-    /// The template whose `FilterCriteria` and `BatchSize` apply.
+    /// The template whose `FilterCriteria`, `BatchSize` and retry settings apply.
     pub template_path: PathBuf,
+    /// Invoke the relay function through Lambda's API; `None`: the relay library in-process.
+    pub lambda: Option<LambdaTarget>,
+    /// The function's timeout, when not the template's (the local Lambda is told the same).
+    pub function_timeout: Option<Duration>,
 }
 
 impl EventSourceOptions {
@@ -97,6 +128,8 @@ impl EventSourceOptions {
                 stream_relay::config::DEFAULT_IGNORED_ATTRIBUTES,
             ),
             template_path: template::default_template_path(),
+            lambda: None,
+            function_timeout: None,
         }
     }
 }
@@ -149,6 +182,65 @@ pub struct StreamSource {
     pub batch_size: u32,
     /// A record is forwarded when any matches; none means every record.
     pub filters: Vec<FilterPattern>,
+    /// Retries, bisection and record age.
+    pub policy: FailurePolicy,
+    /// Failed batches are described to the on-failure destination (else only logged, as Lambda
+    /// skips them without one).
+    pub on_failure: bool,
+}
+
+/// Where the mapping sends what it invokes and what it gives up.
+pub struct Target {
+    /// Runs the relay function.
+    pub invoker: Arc<dyn Invoker>,
+    /// The function's ARN, for the on-failure messages.
+    pub function_arn: String,
+    /// The on-failure destination, when the template names one.
+    pub on_failure: Option<Arc<dyn FailureDestination>>,
+}
+
+impl Target {
+    /// The relay library in-process, with no on-failure destination (discards are only logged).
+    #[must_use]
+    pub fn in_process(relay: Arc<Relay>) -> Self {
+        Self {
+            invoker: Arc::new(InProcessInvoker(relay)),
+            function_arn: "arn:aws:lambda:us-east-1:123456789012:function:stream-relay".to_owned(),
+            on_failure: None,
+        }
+    }
+}
+
+/// An on-failure destination: receives the message of each discarded batch.
+#[async_trait]
+pub trait FailureDestination: Send + Sync {
+    /// Sends one message.
+    ///
+    /// # Errors
+    /// A description of the failure; the batch is kept and the send retried.
+    async fn send(&self, message: String) -> Result<(), String>;
+}
+
+/// The relay's dead-letter queue.
+pub struct SqsDestination {
+    /// SQS client.
+    pub client: aws_sdk_sqs::Client,
+    /// Queue URL.
+    pub queue_url: String,
+}
+
+#[async_trait]
+impl FailureDestination for SqsDestination {
+    async fn send(&self, message: String) -> Result<(), String> {
+        self.client
+            .send_message()
+            .queue_url(&self.queue_url)
+            .message_body(message)
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|err| aws_sdk_sqs::error::DisplayErrorContext(err).to_string())
+    }
 }
 
 /// The relay's stream event sources in `spec`, bound to `stack`'s tables.
@@ -177,7 +269,17 @@ pub fn stream_sources(
                 });
             }
         };
+        if let Some(queue) = event.on_failure_queue.as_deref()
+            && queue != DEAD_LETTER_QUEUE
+        {
+            return Err(EventSourceError::Source {
+                event: event.name.clone(),
+                problem: format!("sends failures to {queue}; the local stack provisions only {DEAD_LETTER_QUEUE}"),
+            });
+        }
         sources.push(StreamSource {
+            policy: FailurePolicy::of(event),
+            on_failure: event.on_failure_queue.is_some(),
             table: table.clone(),
             stream_arn: stream_arn.clone(),
             batch_size: batch_size
@@ -214,15 +316,48 @@ pub async fn run(
     let parameters = BTreeMap::from([("NamePrefix".to_owned(), stack.prefix.clone())]);
     let spec = template::load(&options.template_path, &parameters)?;
     let sources = stream_sources(&spec, stack, options.batch_size)?;
-    let mapper = Mapper::new(
-        &stack.users_table,
-        &stack.roles_table,
-        options.ignored_attributes.clone(),
-    );
-    let publisher = SnsPublisher::new(aws_sdk_sns::Client::new(config), &stack.topic_arn);
-    let relay = Arc::new(Relay::new(mapper, Arc::new(publisher)));
+    let function = spec.function(RELAY_FUNCTION);
+    let invoker: Arc<dyn Invoker> = match &options.lambda {
+        Some(lambda) => {
+            let timeout = options
+                .function_timeout
+                .or_else(|| function.map(|function| Duration::from_secs(function.timeout_secs)))
+                .unwrap_or(Duration::from_secs(3));
+            let client = LambdaInvoker::client_for(config, &lambda.endpoint, timeout, INVOKE_GRACE);
+            Arc::new(LambdaInvoker::new(client, &lambda.function_name))
+        }
+        None => {
+            let mapper = Mapper::new(
+                &stack.users_table,
+                &stack.roles_table,
+                options.ignored_attributes.clone(),
+            );
+            let publisher = SnsPublisher::new(aws_sdk_sns::Client::new(config), &stack.topic_arn);
+            Arc::new(InProcessInvoker(Arc::new(Relay::new(mapper, Arc::new(publisher)))))
+        }
+    };
+    let function_name = options
+        .lambda
+        .as_ref()
+        .map_or_else(|| format!("{}-stream-relay", stack.prefix), |lambda| lambda.function_name.clone());
+    let target = Target {
+        invoker,
+        function_arn: function_arn(&stack.users_stream_arn, &function_name),
+        on_failure: Some(Arc::new(SqsDestination {
+            client: aws_sdk_sqs::Client::new(config),
+            queue_url: stack.dead_letter_queue_url.clone(),
+        })),
+    };
     let reader = Arc::new(SdkStreamReader::new(aws_sdk_dynamodbstreams::Client::new(config)));
-    run_with(reader, relay, sources, &options, shutdown).await
+    run_with(reader, Arc::new(target), sources, &options, shutdown).await
+}
+
+/// `arn:aws:lambda:<region>:<account>:function:<name>`, in the stream's region and account.
+fn function_arn(stream_arn: &str, function_name: &str) -> String {
+    let mut parts = stream_arn.split(':').skip(3);
+    let region = parts.next().unwrap_or("us-east-1");
+    let account = parts.next().unwrap_or("123456789012");
+    format!("arn:aws:lambda:{region}:{account}:function:{function_name}")
 }
 
 /// [`run`] on a task of its own.
@@ -238,13 +373,13 @@ pub fn spawn(
     tokio::spawn(async move { run(&config, &stack, options, shutdown).await })
 }
 
-/// Polls `sources` through `reader` and hands batches to `relay` until `shutdown`.
+/// Polls `sources` through `reader` and invokes `target` with batches until `shutdown`.
 ///
 /// # Errors
 /// [`EventSourceError::CheckpointDir`] when the checkpoint directory cannot be created.
 pub async fn run_with(
     reader: Arc<dyn StreamReader>,
-    relay: Arc<Relay>,
+    target: Arc<Target>,
     sources: Vec<StreamSource>,
     options: &EventSourceOptions,
     shutdown: CancellationToken,
@@ -267,7 +402,7 @@ pub async fn run_with(
             shards: BTreeMap::new(),
             next_refresh: Instant::now(),
             reader: reader.clone(),
-            relay: relay.clone(),
+            target: target.clone(),
             options: options.clone(),
             source,
         };
@@ -296,6 +431,8 @@ struct ShardCursor {
     backoff: Duration,
     /// Closed and read to its end.
     finished: bool,
+    /// Failures of the record at the head, and the bisected batch size.
+    retry: RetryState,
 }
 
 /// The poller of one stream.
@@ -303,7 +440,7 @@ struct StreamPoller {
     /// The stream calls.
     reader: Arc<dyn StreamReader>,
     /// Where batches go.
-    relay: Arc<Relay>,
+    target: Arc<Target>,
     /// Which stream, and how it is filtered and batched.
     source: StreamSource,
     /// Intervals and backoffs.
@@ -320,19 +457,19 @@ struct StreamPoller {
     next_refresh: Instant,
 }
 
-/// What happened to a batch handed to the relay.
-enum Delivery {
-    /// Every record is acknowledged.
-    Done,
-    /// Records from `retry_from` on must be re-read; `acknowledged` is the last one before it.
-    Failed {
-        acknowledged: Option<String>,
-        retry_from: Option<String>,
-    },
-}
-
 fn sequence_number(record: &Record) -> Option<&str> {
     record.dynamodb.as_ref()?.sequence_number.as_deref()
+}
+
+/// When the record was written (`ApproximateCreationDateTime`); now when the stream omits it, so
+/// that such a record never counts as expired.
+fn arrival(record: &Record) -> DateTime<Utc> {
+    record
+        .dynamodb
+        .as_ref()
+        .and_then(|change| change.approximate_creation_date_time)
+        .and_then(|at| DateTime::<Utc>::from_timestamp(at.secs(), at.subsec_nanos()))
+        .unwrap_or_else(Utc::now)
 }
 
 impl StreamPoller {
@@ -422,6 +559,7 @@ impl StreamPoller {
                     not_before: None,
                     backoff: Duration::ZERO,
                     finished: saved.is_some_and(|saved| saved.finished),
+                    retry: RetryState::default(),
                 },
             );
         }
@@ -478,31 +616,148 @@ impl StreamPoller {
             self.advance(shard_id, None, page.next_iterator).await;
             return false;
         }
-        match self.deliver(&page.records).await {
-            Delivery::Done => {
-                let last = page.records.iter().rev().find_map(sequence_number).map(str::to_owned);
-                self.advance(shard_id, last, page.next_iterator).await;
+        // A bisected batch is retried a part at a time.
+        let limit = self
+            .shards
+            .get(shard_id)
+            .and_then(|cursor| cursor.retry.limit)
+            .unwrap_or(usize::MAX);
+        let whole_page = page.records.len() <= limit;
+        let records = &page.records[..page.records.len().min(limit)];
+        let arrivals: Vec<DateTime<Utc>> = records.iter().map(arrival).collect();
+        let expired = failure::expired_prefix(&self.source.policy, &arrivals, Utc::now());
+        if expired > 0 {
+            return self
+                .discard(shard_id, &records[..expired], Condition::RecordAgeExceeded, 0, false)
+                .await;
+        }
+        let outcome = self.deliver(records).await;
+        let Some(mut retry) = self.shards.get(shard_id).map(|cursor| cursor.retry) else {
+            return false;
+        };
+        let decision = failure::decide(&self.source.policy, &mut retry, records.len(), outcome);
+        if let Some(cursor) = self.shards.get_mut(shard_id) {
+            cursor.retry = retry;
+        }
+        match decision {
+            Decision::Done => {
+                let last = records.iter().rev().find_map(sequence_number).map(str::to_owned);
+                if whole_page {
+                    self.advance(shard_id, last, page.next_iterator).await;
+                } else {
+                    self.advance_within_page(shard_id, last).await;
+                }
                 true
             }
-            Delivery::Failed {
-                acknowledged,
-                retry_from,
-            } => {
-                if let Some(seq) = &acknowledged {
-                    self.acknowledge(shard_id, seq).await;
+            Decision::Retry { acknowledged, pause } => {
+                self.retry_from(shard_id, records, acknowledged).await;
+                if pause {
+                    let pause = self.back_off(shard_id);
+                    tracing::warn!(table = %self.source.table, shard = shard_id, attempts = retry.attempts,
+                        pause_ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX),
+                        "batch not done; re-reading from its first failed record after a pause");
+                    false
+                } else {
+                    tracing::warn!(table = %self.source.table, shard = shard_id, batch = records.len() - acknowledged,
+                        next = retry.limit, "function error: bisecting the batch");
+                    true
                 }
-                if let Some(cursor) = self.shards.get_mut(shard_id) {
-                    cursor.iterator = None;
-                    if let Some(seq) = retry_from.clone() {
-                        cursor.resume = Position::At(seq);
-                    }
-                }
-                let pause = self.back_off(shard_id);
-                tracing::warn!(table = %self.source.table, shard = shard_id, retry_from = retry_from.as_deref(),
-                    pause_ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX),
-                    "relay reported a batch item failure; re-reading from it after a pause");
-                false
             }
+            Decision::Discard {
+                acknowledged,
+                end,
+                condition,
+                invoke_count,
+            } => {
+                self.retry_from(shard_id, records, acknowledged).await;
+                let function_error = matches!(
+                    outcome,
+                    Outcome::Failed {
+                        function_error: true,
+                        ..
+                    }
+                );
+                self.discard(shard_id, &records[acknowledged..end], condition, invoke_count, function_error)
+                    .await
+            }
+        }
+    }
+
+    /// Acknowledges `records[..acknowledged]` and makes the next read start at the record after.
+    async fn retry_from(&mut self, shard_id: &str, records: &[Record], acknowledged: usize) {
+        if let Some(seq) = records[..acknowledged].iter().rev().find_map(sequence_number) {
+            let seq = seq.to_owned();
+            self.acknowledge(shard_id, &seq).await;
+        }
+        if let Some(cursor) = self.shards.get_mut(shard_id) {
+            cursor.iterator = None;
+            if let Some(seq) = records[acknowledged..].iter().find_map(sequence_number) {
+                cursor.resume = Position::At(seq.to_owned());
+            }
+        }
+    }
+
+    /// Gives `records` up: describes them to the on-failure destination (as Lambda does), then
+    /// acknowledges them so the shard moves on. `true` when done (poll again at once); when the
+    /// destination refuses, nothing is acknowledged and the shard backs off.
+    async fn discard(
+        &mut self,
+        shard_id: &str,
+        records: &[Record],
+        condition: Condition,
+        invoke_count: u32,
+        function_error: bool,
+    ) -> bool {
+        let (Some(first), Some(last)) = (records.first(), records.last()) else {
+            return true;
+        };
+        let start = sequence_number(first).unwrap_or_default().to_owned();
+        let end = sequence_number(last).unwrap_or_default().to_owned();
+        let batch = DiscardedBatch {
+            shard_id: shard_id.to_owned(),
+            stream_arn: self.source.stream_arn.clone(),
+            start_sequence_number: start.clone(),
+            end_sequence_number: end.clone(),
+            first_arrival: arrival(first),
+            last_arrival: arrival(last),
+            batch_size: records.len(),
+        };
+        let context = DiscardContext {
+            function_arn: self.target.function_arn.clone(),
+            condition,
+            invoke_count,
+            function_error: function_error.then(|| "Unhandled".to_owned()),
+            request_id: uuid::Uuid::new_v4().to_string(),
+        };
+        let destination = self.target.on_failure.as_ref().filter(|_| self.source.on_failure);
+        if let Some(destination) = destination {
+            let message = failure::on_failure_message(&batch, &context, Utc::now()).to_string();
+            if let Err(err) = destination.send(message).await {
+                tracing::warn!(table = %self.source.table, shard = shard_id, error = %err,
+                    "cannot send a discarded batch to the on-failure destination; keeping it");
+                self.back_off(shard_id);
+                return false;
+            }
+        }
+        tracing::error!(table = %self.source.table, shard = shard_id, condition = condition.as_str(),
+            start_sequence_number = %start, end_sequence_number = %end, records = records.len(), invoke_count,
+            to_destination = destination.is_some(), "gave up a batch, as Lambda does past the template's limits");
+        self.advance_within_page(shard_id, Some(end)).await;
+        if let Some(cursor) = self.shards.get_mut(shard_id) {
+            cursor.retry = RetryState::default();
+        }
+        true
+    }
+
+    /// Moves past part of a page (up to `last`): the rest of it is read again after `last`.
+    async fn advance_within_page(&mut self, shard_id: &str, last: Option<String>) {
+        if let Some(seq) = &last {
+            self.acknowledge(shard_id, seq).await;
+        }
+        if let Some(cursor) = self.shards.get_mut(shard_id) {
+            cursor.iterator = None;
+            cursor.backoff = Duration::ZERO;
+            cursor.not_before = None;
         }
     }
 
@@ -562,8 +817,8 @@ impl StreamPoller {
         cursor.backoff
     }
 
-    /// Converts, filters and hands a page to the relay, as Lambda would invoke the function.
-    async fn deliver(&self, records: &[Record]) -> Delivery {
+    /// Converts and filters records and invokes the function with them, as Lambda would.
+    async fn deliver(&self, records: &[Record]) -> Outcome {
         let mut batch = Vec::with_capacity(records.len());
         for record in records {
             match convert::lambda_record(record, &self.source.stream_arn) {
@@ -575,29 +830,39 @@ impl StreamPoller {
             }
         }
         if batch.is_empty() {
-            return Delivery::Done;
+            return Outcome::Done;
         }
-        let outcome = self.relay.handle_records(&batch, 0).await;
-        let Some(failure) = outcome.response.batch_item_failures.first() else {
-            return Delivery::Done;
-        };
-        // Like Lambda: an identifier that names no record of the batch fails the whole batch.
-        let position = failure
-            .item_identifier
-            .as_deref()
-            .and_then(|failed| {
-                records
-                    .iter()
-                    .position(|record| sequence_number(record) == Some(failed))
-            })
-            .unwrap_or(0);
-        Delivery::Failed {
-            acknowledged: records[..position]
-                .iter()
-                .rev()
-                .find_map(sequence_number)
-                .map(str::to_owned),
-            retry_from: records[position..].iter().find_map(sequence_number).map(str::to_owned),
+        match self.target.invoker.invoke(batch).await {
+            Invocation::Returned(response) => {
+                let Some(failure) = response.batch_item_failures.first() else {
+                    return Outcome::Done;
+                };
+                // Like Lambda: an identifier that names no record of the batch fails the whole batch.
+                let position = failure
+                    .item_identifier
+                    .as_deref()
+                    .and_then(|failed| {
+                        records
+                            .iter()
+                            .position(|record| sequence_number(record) == Some(failed))
+                    })
+                    .unwrap_or(0);
+                Outcome::Failed {
+                    position,
+                    function_error: false,
+                }
+            }
+            Invocation::FunctionError(detail) => {
+                tracing::warn!(table = %self.source.table, %detail, "the relay function failed");
+                Outcome::Failed {
+                    position: 0,
+                    function_error: true,
+                }
+            }
+            Invocation::NotInvoked(detail) => {
+                tracing::warn!(table = %self.source.table, %detail, "Lambda did not run the relay function");
+                Outcome::NotInvoked
+            }
         }
     }
 

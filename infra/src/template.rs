@@ -2,9 +2,10 @@
 //! provisions, so that local tables, streams and topic cannot drift from what `sam deploy` creates.
 //!
 //! Only what the emulator needs is read: DynamoDB tables (keys, attribute types, GSIs, stream view
-//! type, TTL attribute), SNS topics, SQS queues, and the functions' DynamoDB event sources
-//! (stream, batch size, starting position, filter patterns) that the local event source mapping
-//! reproduces. Names written with `!Sub "${NamePrefix}-..."`
+//! type, TTL attribute), SNS topics, SQS queues, the functions' DynamoDB event sources (stream,
+//! batch size, starting position, filter patterns, retries, bisection, on-failure destination)
+//! that the local event source mapping reproduces, and the functions themselves (binary, timeout,
+//! environment) that the local Lambda runs. Names written with `!Sub "${NamePrefix}-..."`
 //! or `!Ref NamePrefix` are resolved against the parameters given (defaults from the template).
 //!
 //! IAM managed policies are read too, not to provision them (the emulator enforces no IAM) but
@@ -135,6 +136,40 @@ pub struct StreamEventSpec {
     pub starting_position: Option<String>,
     /// `FilterCriteria.Filters[].Pattern`, each a JSON text; a record passes if any matches.
     pub filter_patterns: Vec<String>,
+    /// `MaximumRetryAttempts`: retries of a failing batch before it goes to `on_failure`
+    /// (`-1` or unset: until the records expire).
+    pub maximum_retry_attempts: Option<i64>,
+    /// `MaximumRecordAgeInSeconds`: older records go to `on_failure` unprocessed (`-1` or
+    /// unset: never).
+    pub maximum_record_age_secs: Option<i64>,
+    /// `BisectBatchOnFunctionError`: a batch whose invocation fails is split in two.
+    pub bisect_on_function_error: bool,
+    /// `FunctionResponseTypes` holds `ReportBatchItemFailures`.
+    pub report_batch_item_failures: bool,
+    /// Logical id of the `DestinationConfig.OnFailure` queue (from `!GetAtt <Queue>.Arn`).
+    pub on_failure_queue: Option<String>,
+}
+
+/// A value of a function's `Environment.Variables`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EnvValue {
+    /// A literal, or a parameter's value (`!Ref Parameter`, `!Sub` of parameters).
+    Text(String),
+    /// `!Ref <Resource>`: its physical id (a table's name, a topic's ARN), known once provisioned.
+    ResourceRef(String),
+}
+
+/// An `AWS::Serverless::Function`: what the local Lambda needs to run it as Lambda would.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionSpec {
+    /// Logical id (`StreamRelayFunction`).
+    pub logical_id: String,
+    /// `Metadata.BuildProperties.Binary` (the `rust-cargolambda` binary), when set.
+    pub binary: Option<String>,
+    /// `Timeout`, or `Globals.Function.Timeout`; Lambda's default of 3 s when neither is set.
+    pub timeout_secs: u64,
+    /// `Environment.Variables`.
+    pub environment: BTreeMap<String, EnvValue>,
 }
 
 /// One statement of an IAM policy. Intrinsics read the way `!Sub` writes them, unresolved:
@@ -175,6 +210,8 @@ pub struct TemplateSpec {
     pub queues: Vec<NamedResource>,
     /// DynamoDB stream event sources of the template's functions.
     pub stream_events: Vec<StreamEventSpec>,
+    /// The serverless functions.
+    pub functions: Vec<FunctionSpec>,
     /// IAM managed policies, for tests that check permissions as data; nothing provisions them.
     pub policies: Vec<PolicySpec>,
 }
@@ -192,6 +229,12 @@ impl TemplateSpec {
         self.topics.iter().find(|topic| topic.logical_id == logical_id)
     }
 
+    /// The function with this logical id.
+    #[must_use]
+    pub fn function(&self, logical_id: &str) -> Option<&FunctionSpec> {
+        self.functions.iter().find(|function| function.logical_id == logical_id)
+    }
+
     /// The managed policy with this logical id.
     #[must_use]
     pub fn policy(&self, logical_id: &str) -> Option<&PolicySpec> {
@@ -204,7 +247,22 @@ impl TemplateSpec {
 struct RawTemplate {
     #[serde(default)]
     parameters: BTreeMap<String, RawParameter>,
+    #[serde(default)]
+    globals: RawGlobals,
     resources: BTreeMap<String, RawResource>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+struct RawGlobals {
+    #[serde(default)]
+    function: RawFunctionGlobals,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+struct RawFunctionGlobals {
+    timeout: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -219,6 +277,8 @@ struct RawResource {
     kind: String,
     #[serde(rename = "Properties", default)]
     properties: Value,
+    #[serde(rename = "Metadata", default)]
+    metadata: Value,
 }
 
 #[derive(Deserialize)]
@@ -261,6 +321,16 @@ struct RawStream {
 struct RawFunction {
     #[serde(default)]
     events: BTreeMap<String, RawResource>,
+    timeout: Option<u64>,
+    #[serde(default)]
+    environment: RawEnvironment,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(rename_all = "PascalCase")]
+struct RawEnvironment {
+    #[serde(default)]
+    variables: BTreeMap<String, Value>,
 }
 
 #[derive(Deserialize)]
@@ -270,6 +340,25 @@ struct RawStreamEvent {
     batch_size: Option<u32>,
     starting_position: Option<String>,
     filter_criteria: Option<RawFilterCriteria>,
+    maximum_retry_attempts: Option<i64>,
+    maximum_record_age_in_seconds: Option<i64>,
+    #[serde(default)]
+    bisect_batch_on_function_error: bool,
+    #[serde(default)]
+    function_response_types: Vec<String>,
+    destination_config: Option<RawDestinationConfig>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawDestinationConfig {
+    on_failure: Option<RawDestination>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawDestination {
+    destination: Value,
 }
 
 #[derive(Deserialize)]
@@ -318,6 +407,9 @@ struct RawStatement {
     condition: BTreeMap<String, BTreeMap<String, Value>>,
 }
 
+/// Lambda's timeout when a function and the template's globals set none.
+const LAMBDA_DEFAULT_TIMEOUT_SECS: u64 = 3;
+
 /// The repository's `template.yaml` (or `STALELESS_TEMPLATE`).
 #[must_use]
 pub fn default_template_path() -> PathBuf {
@@ -365,6 +457,7 @@ pub fn parse(text: &str, origin: &str, overrides: &BTreeMap<String, String>) -> 
         topics: Vec::new(),
         queues: Vec::new(),
         stream_events: Vec::new(),
+        functions: Vec::new(),
         policies: Vec::new(),
     };
     for (logical_id, resource) in raw.resources {
@@ -436,6 +529,27 @@ pub fn parse(text: &str, origin: &str, overrides: &BTreeMap<String, String>) -> 
             }
             "AWS::Serverless::Function" => {
                 let function: RawFunction = serde_yaml_ng::from_value(resource.properties).map_err(yaml_error)?;
+                let environment = function
+                    .environment
+                    .variables
+                    .iter()
+                    .map(|(key, value)| Ok((key.clone(), env_value(value, &parameters)?)))
+                    .collect::<Result<_, String>>()
+                    .map_err(resource_error)?;
+                spec.functions.push(FunctionSpec {
+                    logical_id: logical_id.clone(),
+                    binary: resource
+                        .metadata
+                        .get("BuildProperties")
+                        .and_then(|properties| properties.get("Binary"))
+                        .and_then(Value::as_str)
+                        .map(str::to_owned),
+                    timeout_secs: function
+                        .timeout
+                        .or(raw.globals.function.timeout)
+                        .unwrap_or(LAMBDA_DEFAULT_TIMEOUT_SECS),
+                    environment,
+                });
                 for (name, event) in function.events {
                     if event.kind != "DynamoDB" {
                         continue;
@@ -445,13 +559,26 @@ pub fn parse(text: &str, origin: &str, overrides: &BTreeMap<String, String>) -> 
                     spec.stream_events.push(StreamEventSpec {
                         function: logical_id.clone(),
                         table_logical_id: stream_table(&raw.stream).map_err(event_error)?,
-                        name,
+                        name: name.clone(),
                         batch_size: raw.batch_size,
                         starting_position: raw.starting_position,
                         filter_patterns: raw
                             .filter_criteria
                             .map(|criteria| criteria.filters.into_iter().map(|filter| filter.pattern).collect())
                             .unwrap_or_default(),
+                        maximum_retry_attempts: raw.maximum_retry_attempts,
+                        maximum_record_age_secs: raw.maximum_record_age_in_seconds,
+                        bisect_on_function_error: raw.bisect_batch_on_function_error,
+                        report_batch_item_failures: raw
+                            .function_response_types
+                            .iter()
+                            .any(|kind| kind == "ReportBatchItemFailures"),
+                        on_failure_queue: raw
+                            .destination_config
+                            .and_then(|config| config.on_failure)
+                            .map(|destination| get_att(&destination.destination, "Arn"))
+                            .transpose()
+                            .map_err(event_error)?,
                     });
                 }
             }
@@ -513,27 +640,50 @@ fn sub_form(value: &Value) -> Result<String, String> {
 
 /// The table of `!GetAtt <Table>.StreamArn` (or its list form).
 fn stream_table(value: &Value) -> Result<String, String> {
+    get_att(value, "StreamArn")
+}
+
+/// The resource of `!GetAtt <Resource>.<attribute>` (either form), refusing any other attribute.
+fn get_att(value: &Value, attribute: &str) -> Result<String, String> {
     let Value::Tagged(tagged) = value else {
-        return Err(format!("Stream must be !GetAtt <Table>.StreamArn, found {value:?}"));
+        return Err(format!("expected !GetAtt <Resource>.{attribute}, found {value:?}"));
     };
     if tagged.tag != "GetAtt" {
         return Err(format!(
-            "Stream must be !GetAtt <Table>.StreamArn, found !{}",
+            "expected !GetAtt <Resource>.{attribute}, found !{}",
             tagged.tag
         ));
     }
-    let (table, attribute) = match &tagged.value {
-        Value::String(text) => text.split_once('.').ok_or("!GetAtt needs <Table>.StreamArn")?,
+    let (resource, found) = match &tagged.value {
+        Value::String(text) => text
+            .split_once('.')
+            .ok_or_else(|| format!("!GetAtt needs <Resource>.{attribute}"))?,
         Value::Sequence(parts) => match parts.as_slice() {
-            [Value::String(table), Value::String(attribute)] => (table.as_str(), attribute.as_str()),
-            _ => return Err("!GetAtt needs [<Table>, StreamArn]".into()),
+            [Value::String(resource), Value::String(found)] => (resource.as_str(), found.as_str()),
+            _ => return Err(format!("!GetAtt needs [<Resource>, {attribute}]")),
         },
         other => return Err(format!("cannot read !GetAtt {other:?}")),
     };
-    if attribute != "StreamArn" {
-        return Err(format!("Stream reads {table}.{attribute}, expected {table}.StreamArn"));
+    if found != attribute {
+        return Err(format!("reads {resource}.{found}, expected {resource}.{attribute}"));
     }
-    Ok(table.to_owned())
+    Ok(resource.to_owned())
+}
+
+/// An environment variable's value: a `!Ref` to a parameter or a plain string/number is known
+/// now; a `!Ref` to a resource is left for whoever knows the provisioned stack.
+fn env_value(value: &Value, parameters: &BTreeMap<String, String>) -> Result<EnvValue, String> {
+    match value {
+        Value::Number(number) => Ok(EnvValue::Text(number.to_string())),
+        Value::Bool(flag) => Ok(EnvValue::Text(flag.to_string())),
+        Value::Tagged(tagged) if tagged.tag == "Ref" => {
+            let name = tagged.value.as_str().ok_or("!Ref needs a name")?;
+            Ok(parameters
+                .get(name)
+                .map_or_else(|| EnvValue::ResourceRef(name.to_owned()), |value| EnvValue::Text(value.clone())))
+        }
+        other => resolve_name(other, parameters).map(EnvValue::Text),
+    }
 }
 
 /// Resolves a plain string, `!Ref Parameter` or `!Sub "...${Parameter}..."`.
@@ -654,6 +804,47 @@ mod tests {
                 ),
             ]
         );
+    }
+
+    #[test]
+    fn reads_how_lambda_retries_and_where_failures_go() {
+        let spec = parse(TEMPLATE, "template.yaml", &BTreeMap::new()).expect("template parses");
+        for event in spec.stream_events.iter().filter(|event| event.function == "StreamRelayFunction") {
+            assert_eq!(event.maximum_retry_attempts, Some(10), "{}", event.name);
+            assert_eq!(event.maximum_record_age_secs, Some(3600), "{}", event.name);
+            assert!(event.bisect_on_function_error, "{}", event.name);
+            assert!(event.report_batch_item_failures, "{}", event.name);
+            assert_eq!(event.on_failure_queue.as_deref(), Some("RelayDeadLetterQueue"));
+        }
+    }
+
+    #[test]
+    fn reads_the_relay_function_as_lambda_runs_it() {
+        let spec = parse(TEMPLATE, "template.yaml", &prefix("p")).expect("template parses");
+        let relay = spec.function("StreamRelayFunction").expect("relay function");
+        assert_eq!(relay.binary.as_deref(), Some("stream-relay"));
+        assert_eq!(relay.timeout_secs, 30, "from Globals");
+        assert_eq!(
+            relay.environment.get("USERS_TABLE"),
+            Some(&EnvValue::ResourceRef("UsersTable".into()))
+        );
+        assert_eq!(
+            relay.environment.get("INVALIDATION_TOPIC_ARN"),
+            Some(&EnvValue::ResourceRef("InvalidationTopic".into()))
+        );
+        assert_eq!(
+            relay.environment.get("RELAY_IGNORED_ATTRIBUTES"),
+            Some(&EnvValue::Text("lastLoginAt".into())),
+            "a parameter's default"
+        );
+        let text = "Resources:\n  F:\n    Type: AWS::Serverless::Function\n    Properties:\n      Timeout: 9\n      Environment:\n        Variables:\n          N: 7\n          S: !Sub \"${AWS::NoValue}\"\n";
+        let message = parse(text, "t.yaml", &BTreeMap::new()).expect_err("unresolvable").to_string();
+        assert!(message.contains("AWS::NoValue"), "{message}");
+        let text = "Resources:\n  F:\n    Type: AWS::Serverless::Function\n    Properties:\n      Environment:\n        Variables:\n          N: 7\n";
+        let spec = parse(text, "t.yaml", &BTreeMap::new()).expect("parses");
+        let function = spec.function("F").expect("F");
+        assert_eq!((function.timeout_secs, function.binary.as_deref()), (3, None), "Lambda's default");
+        assert_eq!(function.environment.get("N"), Some(&EnvValue::Text("7".into())));
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! The local event source mapping over a fake stream: shard splits (which moto never does),
-//! checkpoints across restarts, and batch item failures re-read from the reported record.
+//! checkpoints across restarts, batch item failures re-read from the reported record, and a
+//! failing function's batches bisected down to the record given up to the on-failure queue.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -12,7 +13,9 @@ use aws_sdk_dynamodbstreams::types::{AttributeValue, OperationType, Record, Stre
 use infra::event_source::checkpoint::{Checkpoint, CheckpointFile};
 use infra::event_source::filter::FilterPattern;
 use infra::event_source::reader::{Position, RecordPage, ShardInfo, StreamError, StreamReader};
-use infra::event_source::{EventSourceOptions, StreamSource, run_with};
+use infra::event_source::failure::FailurePolicy;
+use infra::event_source::invoke::{Invocation, Invoker};
+use infra::event_source::{EventSourceOptions, FailureDestination, StreamSource, Target, run_with};
 use staleless_protocol::{Invalidation, compare_sequence_numbers};
 use stream_relay::{Mapper, MemoryPublisher, PublishError, Relay};
 use tokio_util::sync::CancellationToken;
@@ -170,6 +173,8 @@ fn source(batch_size: u32) -> StreamSource {
         filters: vec![
             FilterPattern::compile(r#"{"dynamodb":{"Keys":{"PK":{"S":[{"prefix":"USER#"}]}}}}"#).expect("pattern"),
         ],
+        policy: FailurePolicy::default(),
+        on_failure: false,
     }
 }
 
@@ -218,7 +223,8 @@ fn start(
 ) {
     let shutdown = CancellationToken::new();
     let (stream, options, token) = (stream.clone(), options(dir), shutdown.clone());
-    let task = tokio::spawn(async move { run_with(stream, relay, vec![source(100)], &options, token).await });
+    let target = Arc::new(Target::in_process(relay));
+    let task = tokio::spawn(async move { run_with(stream, target, vec![source(100)], &options, token).await });
     (shutdown, task)
 }
 
@@ -308,5 +314,167 @@ async fn a_batch_item_failure_is_re_read_from_the_reported_record() {
         checkpoint.shards["shard-0"].sequence_number.as_deref(),
         Some(format!("{:021}", 30).as_str())
     );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A relay function that fails (as a raised error would) every invocation whose batch holds the
+/// poison user, and records the batch sizes it was invoked with.
+struct PoisonedFunction {
+    poison: String,
+    invocations: Mutex<Vec<Vec<String>>>,
+}
+
+#[async_trait]
+impl Invoker for PoisonedFunction {
+    async fn invoke(&self, records: Vec<aws_lambda_events::event::dynamodb::EventRecord>) -> Invocation {
+        let users: Vec<String> = records
+            .iter()
+            .filter_map(|record| record.change.keys.get("PK"))
+            .filter_map(|pk| match pk {
+                serde_dynamo::AttributeValue::S(text) => Some(text.trim_start_matches("USER#").to_owned()),
+                _ => None,
+            })
+            .collect();
+        let poisoned = users.contains(&self.poison);
+        self.invocations.lock().expect("lock").push(users);
+        if poisoned {
+            Invocation::FunctionError("Unhandled: poison".into())
+        } else {
+            Invocation::Returned(aws_lambda_events::event::streams::DynamoDbEventResponse::default())
+        }
+    }
+}
+
+/// Messages sent to the on-failure destination.
+#[derive(Default)]
+struct MemoryDestination(Mutex<Vec<serde_json::Value>>);
+
+#[async_trait]
+impl FailureDestination for MemoryDestination {
+    async fn send(&self, message: String) -> Result<(), String> {
+        let value = serde_json::from_str(&message).map_err(|err| err.to_string())?;
+        self.0.lock().expect("lock").push(value);
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn a_failing_batch_is_bisected_to_the_poison_record_which_alone_goes_to_the_destination() {
+    let dir = scratch_dir();
+    let stream = Arc::new(FakeStream::default());
+    stream.with_shard("shard-0", None, 1..=40);
+    let function = Arc::new(PoisonedFunction {
+        poison: "u-23".into(),
+        invocations: Mutex::new(Vec::new()),
+    });
+    let destination = Arc::new(MemoryDestination::default());
+    let target = Arc::new(Target {
+        invoker: function.clone(),
+        function_arn: "arn:aws:lambda:us-east-1:123456789012:function:relay".into(),
+        on_failure: Some(destination.clone()),
+    });
+    let mut source = source(100);
+    source.policy = FailurePolicy {
+        max_retry_attempts: Some(2),
+        max_record_age: None,
+        bisect_on_function_error: true,
+    };
+    source.on_failure = true;
+    let shutdown = CancellationToken::new();
+    let (reader, options, token) = (stream.clone(), options(&dir), shutdown.clone());
+    let task = tokio::spawn(async move { run_with(reader, target, vec![source], &options, token).await });
+
+    // Every other record is delivered in a batch that succeeded.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let delivered: BTreeSet<String> = {
+            let invocations = function.invocations.lock().expect("lock");
+            invocations
+                .iter()
+                .filter(|batch| !batch.contains(&"u-23".to_owned()))
+                .flatten()
+                .cloned()
+                .collect()
+        };
+        if delivered.len() == 39 && !destination.0.lock().expect("lock").is_empty() {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "delivered {delivered:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    shutdown.cancel();
+    task.await.expect("join").expect("run");
+
+    let invocations = function.invocations.lock().expect("lock").clone();
+    let sizes: Vec<usize> = invocations.iter().map(Vec::len).collect();
+    assert_eq!(&sizes[..3], [40, 20, 20], "halves, the good one first: {sizes:?}");
+    for pair in invocations.windows(2) {
+        if pair[0].contains(&"u-23".to_owned()) && pair[0].len() > 1 {
+            assert_eq!(pair[1].len(), pair[0].len() / 2, "halved after a function error: {sizes:?}");
+            assert_eq!(pair[1][0], pair[0][0], "from the same record: {invocations:?}");
+        }
+    }
+    let poison_alone = invocations.iter().filter(|batch| batch.as_slice() == ["u-23"]).count();
+    assert_eq!(poison_alone, 3, "the record alone: the first try and two retries: {sizes:?}");
+
+    let messages = destination.0.lock().expect("lock").clone();
+    assert_eq!(messages.len(), 1, "{messages:?}");
+    let message = &messages[0];
+    assert_eq!(message["requestContext"]["condition"], "RetryAttemptsExhausted");
+    assert_eq!(message["requestContext"]["approximateInvokeCount"], 3);
+    assert_eq!(message["responseContext"]["functionError"], "Unhandled");
+    let batch = &message["DDBStreamBatchInfo"];
+    assert_eq!(batch["batchSize"], 1);
+    assert_eq!(batch["shardId"], "shard-0");
+    assert_eq!(batch["streamArn"], STREAM);
+    assert_eq!(batch["startSequenceNumber"], format!("{:021}", 23));
+    assert_eq!(batch["endSequenceNumber"], format!("{:021}", 23));
+
+    let checkpoint = CheckpointFile::new(&dir, "fake-users")
+        .load(STREAM)
+        .await
+        .expect("checkpoint");
+    assert_eq!(
+        checkpoint.shards["shard-0"].sequence_number.as_deref(),
+        Some(format!("{:021}", 40).as_str()),
+        "the shard moved past the parked record"
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn records_older_than_the_maximum_age_are_discarded_unprocessed() {
+    let dir = scratch_dir();
+    let stream = Arc::new(FakeStream::default());
+    // The fake records were written in November 2024: far older than an hour.
+    stream.with_shard("shard-0", None, 1..=5);
+    let function = Arc::new(PoisonedFunction {
+        poison: "none".into(),
+        invocations: Mutex::new(Vec::new()),
+    });
+    let destination = Arc::new(MemoryDestination::default());
+    let target = Arc::new(Target {
+        invoker: function.clone(),
+        function_arn: "arn:aws:lambda:us-east-1:123456789012:function:relay".into(),
+        on_failure: Some(destination.clone()),
+    });
+    let mut source = source(100);
+    source.policy.max_record_age = Some(Duration::from_secs(3600));
+    source.on_failure = true;
+    let shutdown = CancellationToken::new();
+    let (reader, options, token) = (stream.clone(), options(&dir), shutdown.clone());
+    let task = tokio::spawn(async move { run_with(reader, target, vec![source], &options, token).await });
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while destination.0.lock().expect("lock").is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "nothing discarded");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    shutdown.cancel();
+    task.await.expect("join").expect("run");
+    let messages = destination.0.lock().expect("lock").clone();
+    assert_eq!(messages[0]["requestContext"]["condition"], "RecordAgeExceeded");
+    assert_eq!(messages[0]["DDBStreamBatchInfo"]["batchSize"], 5);
+    assert_eq!(messages[0]["responseContext"].get("functionError"), None);
+    assert!(function.invocations.lock().expect("lock").is_empty(), "never invoked");
     let _ = std::fs::remove_dir_all(dir);
 }

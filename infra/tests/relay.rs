@@ -10,7 +10,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, PutRequest, TransactWriteItem, WriteRequest};
 use infra::event_source::reader::SdkStreamReader;
-use infra::event_source::{self, EventSourceError, EventSourceOptions};
+use infra::event_source::failure::FailurePolicy;
+use infra::event_source::{self, EventSourceError, EventSourceOptions, Target};
 use infra::local_aws::SubscribedQueue;
 use infra::{LocalAws, Provisioned, template};
 use staleless_protocol::{Invalidation, SOURCE_ATTRIBUTE, Source};
@@ -358,11 +359,17 @@ async fn with_the_topic_gone_batches_fail_and_every_key_arrives_once_it_is_back(
     ));
     let parameters = BTreeMap::from([("NamePrefix".to_owned(), harness.stack.prefix.clone())]);
     let spec = template::load(&template::default_template_path(), &parameters).expect("template");
-    let sources = event_source::stream_sources(&spec, &harness.stack, None).expect("sources");
+    let mut sources = event_source::stream_sources(&spec, &harness.stack, None).expect("sources");
+    for source in &mut sources {
+        // Lambda's default, retrying until the records expire: this test is about what the
+        // mapping keeps, not about the template's limits (tests/tests/lambda.rs covers those).
+        source.policy = FailurePolicy::default();
+    }
     let reader = Arc::new(SdkStreamReader::new(harness.aws.streams()));
     let options = harness.options();
     let shutdown = harness.shutdown.clone();
-    let mapping = tokio::spawn(async move { event_source::run_with(reader, relay, sources, &options, shutdown).await });
+    let target = Arc::new(Target::in_process(relay));
+    let mapping = tokio::spawn(async move { event_source::run_with(reader, target, sources, &options, shutdown).await });
 
     harness.put(Source::Users, "USER#before", "PROFILE", &[]).await;
     harness.receive_until(&[(Source::Users, "before")]).await;
