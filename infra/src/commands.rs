@@ -72,13 +72,19 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
         .map(|(key, value)| (key.to_owned(), value)),
     );
 
-    let relay = system::start_relay(
-        &bin_dir,
-        &env,
-        &options.state_dir.join("checkpoints").join(&stack.prefix),
-        &logs.join("relay.log"),
-    )?;
-    let mut pipeline = vec![relay];
+    let checkpoint_dir = options.state_dir.join("checkpoints").join(&stack.prefix);
+    let relay = system::start_relay(system::RelaySetup {
+        bin_dir: &bin_dir,
+        stack: &stack,
+        env: &env,
+        checkpoint_dir: &checkpoint_dir,
+        logs: &logs,
+        function: system::FunctionProgram::from_env(&bin_dir),
+    })
+    .await?;
+    let spawner = relay.spawner.clone();
+    // Stopped in reverse: the mapping stops invoking before the function and Lambda go.
+    let mut pipeline = vec![relay.lambda, relay.function, relay.event_source];
     let others = [
         system::start_heartbeat(&bin_dir, &env, &logs.join("heartbeat.log")),
         system::start_queue_sweeper(&bin_dir, &env, &logs.join("queue-sweeper.log")),
@@ -108,20 +114,31 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
 
     tokio::select! {
         () = shutdown_signal() => {}
-        failed = watch_children(&mut tasks, &mut pipeline) => {
+        failed = watch_children(&mut tasks, &mut pipeline, &spawner) => {
             eprintln!("error: {failed}; stopping the local stack");
         }
     }
-    println!("stopping: API tasks (deleting their queues), queue sweeper, heartbeat writer, relay, emulator");
+    println!("stopping: API tasks (deleting their queues), queue sweeper, heartbeat writer, relay (event source, function, Lambda), emulator");
     stop_all(&mut tasks, &mut pipeline, &mut emulator).await;
     println!("stopped");
     Ok(())
 }
 
-/// Resolves when a child exits on its own, naming it.
-async fn watch_children(tasks: &mut [ApiTask], pipeline: &mut [Component]) -> String {
+/// Resolves when a child exits on its own, naming it. A relay function that exits (killed, or
+/// crashed) is replaced by a new one, as Lambda starts a new execution environment.
+async fn watch_children(tasks: &mut [ApiTask], pipeline: &mut [Component], spawner: &system::FunctionSpawner) -> String {
     loop {
         for component in pipeline.iter_mut() {
+            if component.name() == "relay"
+                && let Some(status) = component.exited()
+            {
+                eprintln!("the relay function exited ({status}); starting a new execution environment");
+                match spawner.start(&[]) {
+                    Ok(function) => *component = function,
+                    Err(err) => return format!("cannot restart the relay function: {err}"),
+                }
+                continue;
+            }
             if let Some(status) = component.exited() {
                 return format!(
                     "the {} exited ({status}), see {}",
@@ -187,11 +204,13 @@ fn print_banner(
     println!("  topic      {}", stack.topic_arn);
     for component in pipeline {
         let role = match component.name() {
-            "relay" => "streams -> stream-relay -> topic",
+            "lambda" => "the local Lambda (cargo lambda watch): Runtime and Invoke APIs",
+            "relay" => "the stream-relay Lambda binary, invoked by the event source",
+            "event source" => "streams -> Invoke(stream-relay) as Lambda's event source mapping; -> DLQ",
             "heartbeat" => "a heartbeat into each table every HEARTBEAT_INTERVAL_SECS; back to every task as ticks",
             _ => "removes queues and subscriptions of crashed tasks every SWEEP_INTERVAL_SECS",
         };
-        println!("  {:<10} {role}  (log {})", component.name(), component.log().display());
+        println!("  {:<12} {role}  (log {})", component.name(), component.log().display());
     }
     for task in tasks {
         println!(
@@ -233,17 +252,12 @@ fn print_banner(
 }
 
 /// Runs the local event source mapping with the relay until Ctrl-C or SIGTERM.
-pub async fn relay(
-    config: &aws_config::SdkConfig,
-    stack: &Provisioned,
-    checkpoint_dir: PathBuf,
-    poll_interval_ms: u64,
-) -> anyhow::Result<()> {
-    let mut options = EventSourceOptions::new(checkpoint_dir);
-    options.poll_interval = Duration::from_millis(poll_interval_ms);
+pub async fn relay(config: &aws_config::SdkConfig, stack: &Provisioned, options: EventSourceOptions) -> anyhow::Result<()> {
+    let options_lambda = options.lambda.as_ref().map(|lambda| lambda.endpoint.clone());
     let shutdown = CancellationToken::new();
     let mut mapping = event_source::spawn(config, stack, options, shutdown.clone());
-    tracing::info!(users = %stack.users_table, roles = %stack.roles_table, topic = %stack.topic_arn, "relay running");
+    tracing::info!(users = %stack.users_table, roles = %stack.roles_table, topic = %stack.topic_arn,
+        lambda = options_lambda.as_deref().unwrap_or("in-process"), "event source mapping running");
     tokio::select! {
         () = shutdown_signal() => shutdown.cancel(),
         // The mapping only returns early when it cannot start (template, checkpoint directory).

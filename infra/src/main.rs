@@ -42,7 +42,8 @@ enum Command {
         #[arg(long, env = "API_B_ADDR", default_value = "127.0.0.1:8082")]
         api_b: String,
     },
-    /// Run the local event source mapping with the stream relay (what Lambda does on AWS).
+    /// Run the local event source mapping (what Lambda does on AWS): invoke the relay function
+    /// through the local Lambda with `--invoke-endpoint`, else the relay library in-process.
     ///
     /// AWS settings come from the environment like every other binary here (`AWS_ENDPOINT_URL`,
     /// per-service `AWS_ENDPOINT_URL_SNS`…, `AWS_REGION`, credentials): `source .local/stack.env`.
@@ -56,6 +57,16 @@ enum Command {
         /// Pause after an empty poll of a shard, in milliseconds (20: write → queue p99 under 50 ms).
         #[arg(long, env = "RELAY_POLL_INTERVAL_MS", default_value_t = 20)]
         poll_interval_ms: u64,
+        /// Lambda API to invoke the relay function through (the local Lambda, `cargo lambda
+        /// watch`); without it the relay library runs in this process.
+        #[arg(long, env = "RELAY_INVOKE_ENDPOINT")]
+        invoke_endpoint: Option<String>,
+        /// `FunctionName` of the invocations.
+        #[arg(long, env = "RELAY_FUNCTION_NAME", default_value = infra::system::RELAY_FUNCTION_NAME)]
+        function_name: String,
+        /// The function's timeout in seconds, when not the template's `Timeout`.
+        #[arg(long, env = "RELAY_FUNCTION_TIMEOUT_SECS")]
+        function_timeout_secs: Option<u64>,
     },
     /// Write a heartbeat into both tables every interval until Ctrl-C: the same writer the
     /// scheduled Lambda runs on AWS. Its items come back to every API task as ticks.
@@ -344,12 +355,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             prefix,
             checkpoint_dir,
             poll_interval_ms,
+            invoke_endpoint,
+            function_name,
+            function_timeout_secs,
         } => {
             let config = stream_relay::aws_config_with_timeouts().await;
             let spec = template::load(&template::default_template_path(), &parameters(&prefix))?;
             // Idempotent: finds the stack's stream ARNs (and creates what is missing).
             let stack = infra::provision::provision(&config, &spec, &prefix).await?;
-            commands::relay(&config, &stack, checkpoint_dir, poll_interval_ms).await
+            let mut options = infra::event_source::EventSourceOptions::new(checkpoint_dir);
+            options.poll_interval = std::time::Duration::from_millis(poll_interval_ms);
+            options.lambda = invoke_endpoint.map(|endpoint| infra::event_source::LambdaTarget {
+                endpoint,
+                function_name,
+            });
+            options.function_timeout = function_timeout_secs.map(std::time::Duration::from_secs);
+            commands::relay(&config, &stack, options).await
         }
         Command::Heartbeat { interval_secs } => {
             let config = stream_relay::aws_config_with_timeouts().await;

@@ -1,7 +1,13 @@
-//! The whole local system as separate processes: the relay (`infra relay`: the local event source
-//! mapping calling the stream relay), the heartbeat writer (`infra heartbeat`) and any number of
-//! API tasks (`staleless-api`), each with its own log file, all pointed at one emulator and one
-//! provisioned stack.
+//! The whole local system as separate processes, each with its own log file, all pointed at one
+//! emulator and one provisioned stack:
+//!
+//! - the relay as Lambda runs it: the local Lambda service ([`start_lambda_service`]:
+//!   `cargo lambda watch --only-lambda-apis`, Lambda's Runtime and Invoke APIs), the relay's
+//!   Lambda binary polling it ([`start_relay_function`], configured from the template's
+//!   `Environment`), and the event source mapping invoking it ([`start_event_source`]:
+//!   `infra relay --invoke-endpoint`);
+//! - the heartbeat writer (`infra heartbeat`), the fleet's queue sweeper (`queue-sweeper`);
+//! - any number of API tasks (`staleless-api`).
 //!
 //! `infra up` uses this for the README's run command and the end-to-end tests use it to run the
 //! real binaries, so both exercise exactly the same wiring. Children run in their own process
@@ -300,27 +306,296 @@ impl ApiTask {
     }
 }
 
-/// Starts the relay as its own process: `<bin_dir>/infra relay`, with checkpoints in
-/// `checkpoint_dir` so that a restart resumes where it stopped.
+/// Name of the relay function in the local Lambda: its binary, which `cargo lambda watch` serves
+/// under `/2015-03-31/functions/stream-relay/invocations`.
+pub const RELAY_FUNCTION_NAME: &str = "stream-relay";
+
+/// How long a local Lambda service may take to listen.
+const LAMBDA_SERVICE_START: Duration = Duration::from_secs(30);
+
+/// The relay's Lambda binary and how to run it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FunctionProgram {
+    /// The executable: `target/debug/stream-relay`, or a `bootstrap` built for Lambda.
+    pub program: PathBuf,
+    /// Runs it through this first (e.g. `qemu-aarch64-static -L <sysroot>` for an arm64
+    /// `bootstrap` on an x86-64 machine); empty to run it directly.
+    pub launcher: Vec<String>,
+}
+
+impl FunctionProgram {
+    /// `RELAY_FUNCTION_BINARY` when set (with `RELAY_FUNCTION_LAUNCHER`, space-separated), else
+    /// `<bin_dir>/stream-relay`: the same `main.rs` the deployed `bootstrap` is built from.
+    #[must_use]
+    pub fn from_env(bin_dir: &Path) -> Self {
+        let program = std::env::var_os("RELAY_FUNCTION_BINARY")
+            .map_or_else(|| bin_dir.join("stream-relay"), PathBuf::from);
+        let launcher = std::env::var("RELAY_FUNCTION_LAUNCHER")
+            .map(|text| text.split_whitespace().map(str::to_owned).collect())
+            .unwrap_or_default();
+        Self { program, launcher }
+    }
+}
+
+/// The `cargo-lambda` executable: `CARGO_LAMBDA`, else the project virtualenv's (installed by
+/// `scripts/run` and `scripts/test`), else the one on `PATH`.
+#[must_use]
+pub fn cargo_lambda_program() -> PathBuf {
+    if let Some(explicit) = std::env::var_os("CARGO_LAMBDA") {
+        return PathBuf::from(explicit);
+    }
+    let venv = crate::emulator::project_root().join(".venv").join("bin").join("cargo-lambda");
+    if venv.exists() { venv } else { PathBuf::from("cargo-lambda") }
+}
+
+/// Starts the local Lambda service: `cargo lambda watch --only-lambda-apis` on `127.0.0.1:port`,
+/// serving Lambda's Runtime API to the function process and its `Invoke` API to the event source
+/// mapping; an invocation not answered within `function_timeout` fails as a timeout, as on
+/// Lambda. Waits until it listens.
+///
+/// # Errors
+/// [`SystemError`] when it cannot start or does not listen in time.
+pub async fn start_lambda_service(port: u16, function_timeout: Duration, log: &Path) -> Result<Component, SystemError> {
+    // `watch` reads the manifest only to know the function names (the relay crate's binaries);
+    // with `--only-lambda-apis` it never builds or starts anything itself.
+    let manifest = crate::emulator::project_root().join("stream-relay").join("Cargo.toml");
+    let manifest = manifest.to_string_lossy();
+    let port_text = port.to_string();
+    let timeout = function_timeout.as_secs().max(1).to_string();
+    let args = [
+        "lambda",
+        "watch",
+        "--only-lambda-apis",
+        "--manifest-path",
+        &manifest,
+        "--invoke-address",
+        "127.0.0.1",
+        "--invoke-port",
+        &port_text,
+        "--timeout",
+        &timeout,
+    ];
+    let mut service = Component::spawn("lambda", &cargo_lambda_program(), &args, &[], log)?;
+    let deadline = Instant::now() + LAMBDA_SERVICE_START;
+    loop {
+        if let Some(status) = service.exited() {
+            return Err(SystemError::NotReady {
+                name: "lambda".into(),
+                reason: format!("exited with {status}"),
+                log: log.to_path_buf(),
+            });
+        }
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
+            return Ok(service);
+        }
+        if Instant::now() > deadline {
+            service.kill();
+            return Err(SystemError::NotReady {
+                name: "lambda".into(),
+                reason: format!("not listening on port {port} after {LAMBDA_SERVICE_START:?}"),
+                log: log.to_path_buf(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The relay function's environment as Lambda sets it: `base` (the AWS endpoint, region and
+/// credentials a local process needs; on AWS the role and the runtime provide them), then the
+/// template's `Environment.Variables` resolved against `stack`, then the variables Lambda's
+/// runtime reads (`AWS_LAMBDA_RUNTIME_API` pointing at the local Lambda on `port`).
+///
+/// # Errors
+/// When the template has no relay function, or refers to a resource the local stack lacks.
+pub fn relay_function_env(
+    spec: &crate::template::TemplateSpec,
+    stack: &Provisioned,
+    base: &[(String, String)],
+    port: u16,
+) -> Result<Vec<(String, String)>, String> {
+    use crate::template::EnvValue;
+
+    let function = spec
+        .function(crate::event_source::RELAY_FUNCTION)
+        .ok_or("the template has no StreamRelayFunction")?;
+    let mut env = base.to_vec();
+    for (key, value) in &function.environment {
+        let value = match value {
+            EnvValue::Text(text) => text.clone(),
+            EnvValue::ResourceRef(resource) => match resource.as_str() {
+                "UsersTable" => stack.users_table.clone(),
+                "AppRolesTable" => stack.roles_table.clone(),
+                "InvalidationTopic" => stack.topic_arn.clone(),
+                other => return Err(format!("{key}: !Ref {other} is not provisioned locally")),
+            },
+        };
+        env.push((key.clone(), value));
+    }
+    let runtime_api = format!("http://127.0.0.1:{port}/.rt/{RELAY_FUNCTION_NAME}");
+    env.extend(
+        [
+            ("AWS_LAMBDA_RUNTIME_API", runtime_api.as_str()),
+            ("AWS_LAMBDA_FUNCTION_NAME", RELAY_FUNCTION_NAME),
+            ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256"),
+        ]
+        .map(|(key, value)| (key.to_owned(), value.to_owned())),
+    );
+    Ok(env)
+}
+
+/// Starts one execution environment of the relay function: its Lambda binary, polling the local
+/// Lambda for invocations with `env` (see [`relay_function_env`]). A killed one is replaced by
+/// starting another, as Lambda starts a new environment.
 ///
 /// # Errors
 /// [`SystemError`] when it cannot start.
-pub fn start_relay(
+pub fn start_relay_function(
+    function: &FunctionProgram,
+    env: &[(String, String)],
+    log: &Path,
+) -> Result<Component, SystemError> {
+    let program_text = function.program.to_string_lossy().into_owned();
+    match function.launcher.split_first() {
+        Some((launcher, launcher_args)) => {
+            let mut args: Vec<&str> = launcher_args.iter().map(String::as_str).collect();
+            args.push(&program_text);
+            Component::spawn("relay", Path::new(launcher), &args, env, log)
+        }
+        None => Component::spawn("relay", &function.program, &[], env, log),
+    }
+}
+
+/// Starts the local event source mapping as its own process: `<bin_dir>/infra relay`, invoking
+/// the relay function through the local Lambda at `lambda_endpoint` (in-process when `None`),
+/// with checkpoints in `checkpoint_dir` so that a restart resumes where it stopped.
+///
+/// # Errors
+/// [`SystemError`] when it cannot start.
+pub fn start_event_source(
     bin_dir: &Path,
     env: &[(String, String)],
     checkpoint_dir: &Path,
+    lambda_endpoint: Option<&str>,
     log: &Path,
 ) -> Result<Component, SystemError> {
     let checkpoint = checkpoint_dir.to_string_lossy();
     let mut env = env.to_vec();
     env.push(("LOG_FORMAT".to_owned(), "json".to_owned()));
-    Component::spawn(
-        "relay",
-        &bin_dir.join("infra"),
-        &["relay", "--checkpoint-dir", &checkpoint],
-        &env,
-        log,
-    )
+    let mut args = vec!["relay", "--checkpoint-dir", &checkpoint];
+    if let Some(endpoint) = lambda_endpoint {
+        args.extend(["--invoke-endpoint", endpoint, "--function-name", RELAY_FUNCTION_NAME]);
+    }
+    Component::spawn("event source", &bin_dir.join("infra"), &args, &env, log)
+}
+
+/// What the relay's three processes are started with.
+#[derive(Debug, Clone)]
+pub struct RelaySetup<'a> {
+    /// `target/debug` (for `infra`).
+    pub bin_dir: &'a Path,
+    /// The stack whose streams are read and whose topic is published to.
+    pub stack: &'a Provisioned,
+    /// Environment of the event source mapping and, under the template's own variables, of the
+    /// function (the stack's AWS endpoint and credentials; `AWS_ENDPOINT_URL_SNS` to route the
+    /// function's publishes through a proxy).
+    pub env: &'a [(String, String)],
+    /// Where the event source mapping keeps its checkpoints.
+    pub checkpoint_dir: &'a Path,
+    /// Where the three log files go (`lambda.log`, `relay.log`, `event-source.log`).
+    pub logs: &'a Path,
+    /// The function's binary. Its timeout is `RELAY_FUNCTION_TIMEOUT_SECS` of `env`, else the
+    /// template's `Timeout`.
+    pub function: FunctionProgram,
+}
+
+/// The relay running as Lambda runs it.
+#[derive(Debug)]
+pub struct RelayProcesses {
+    /// The local Lambda service (`cargo lambda watch --only-lambda-apis`).
+    pub lambda: Component,
+    /// The relay function's execution environment (its Lambda binary).
+    pub function: Component,
+    /// The event source mapping invoking it (`infra relay --invoke-endpoint`).
+    pub event_source: Component,
+    /// Starts further execution environments of the function.
+    pub spawner: FunctionSpawner,
+}
+
+/// Starts execution environments of the relay function, each as [`start_relay_function`] does.
+#[derive(Debug, Clone)]
+pub struct FunctionSpawner {
+    /// The binary.
+    program: FunctionProgram,
+    /// Its environment.
+    env: Vec<(String, String)>,
+    /// Its log file.
+    log: PathBuf,
+}
+
+/// Starts the relay as Lambda runs it: the local Lambda service on a free port, the relay
+/// function configured from the template, and the event source mapping invoking it.
+///
+/// # Errors
+/// [`SystemError`] when a process cannot start or the template cannot be read.
+pub async fn start_relay(setup: RelaySetup<'_>) -> Result<RelayProcesses, SystemError> {
+    let template_error = |reason: String| SystemError::NotReady {
+        name: "relay".into(),
+        reason,
+        log: setup.logs.join("relay.log"),
+    };
+    let parameters = std::collections::BTreeMap::from([("NamePrefix".to_owned(), setup.stack.prefix.clone())]);
+    let spec = crate::template::load(&crate::template::default_template_path(), &parameters)
+        .map_err(|err| template_error(err.to_string()))?;
+    let from_env = setup
+        .env
+        .iter()
+        .rev()
+        .find(|(key, _)| key == "RELAY_FUNCTION_TIMEOUT_SECS")
+        .and_then(|(_, value)| value.parse().ok());
+    let timeout_secs = from_env.unwrap_or_else(|| {
+        spec.function(crate::event_source::RELAY_FUNCTION)
+            .map_or(3, |function| function.timeout_secs)
+    });
+    let timeout = Duration::from_secs(timeout_secs);
+    let port = crate::emulator::free_port().map_err(|err| template_error(format!("no free port: {err}")))?;
+    let lambda = start_lambda_service(port, timeout, &setup.logs.join("lambda.log")).await?;
+    let function_env = relay_function_env(&spec, setup.stack, setup.env, port).map_err(template_error)?;
+    let function_log = setup.logs.join("relay.log");
+    let function = start_relay_function(&setup.function, &function_env, &function_log)?;
+    let mut event_source_env = setup.env.to_vec();
+    event_source_env.push(("RELAY_FUNCTION_TIMEOUT_SECS".to_owned(), timeout_secs.to_string()));
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let event_source = start_event_source(
+        setup.bin_dir,
+        &event_source_env,
+        setup.checkpoint_dir,
+        Some(&endpoint),
+        &setup.logs.join("event-source.log"),
+    )?;
+    Ok(RelayProcesses {
+        lambda,
+        function,
+        event_source,
+        spawner: FunctionSpawner {
+            program: setup.function,
+            env: function_env,
+            log: function_log,
+        },
+    })
+}
+
+impl FunctionSpawner {
+    /// Starts a new execution environment of the function (after a kill), with `extra_env` on
+    /// top of its environment.
+    ///
+    /// # Errors
+    /// [`SystemError`] when it cannot start.
+    pub fn start(&self, extra_env: &[(String, String)]) -> Result<Component, SystemError> {
+        let mut env = self.env.clone();
+        env.extend(extra_env.iter().cloned());
+        start_relay_function(&self.program, &env, &self.log)
+    }
 }
 
 /// Starts the fleet's queue sweeper as its own process: `<bin_dir>/queue-sweeper` (the binary

@@ -1,5 +1,6 @@
-//! Harness for the end-to-end tests: the real binaries (`infra relay`, two `staleless-api`
-//! tasks) against a moto server of their own, with a uniquely named stack.
+//! Harness for the end-to-end tests: the real binaries (the relay's Lambda binary under the local
+//! Lambda, invoked by the event source mapping `infra relay`; the heartbeat writer; two
+//! `staleless-api` tasks) against a moto server of their own, with a uniquely named stack.
 //!
 //! - [`LocalSystem`]: starts and stops the whole system and talks to its tasks over HTTP.
 //! - [`faults`]: the fault matrix rows, shared by the tests and the `fault-matrix` command.
@@ -24,6 +25,9 @@ use serde_json::Value;
 /// machine. It bounds how long a failing test hangs; it is not a speed assertion.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
+/// The relay function's timeout in the end-to-end tests.
+pub const RELAY_FUNCTION_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// The whole local system.
 pub struct LocalSystem {
     /// The emulator and SDK clients.
@@ -34,8 +38,14 @@ pub struct LocalSystem {
     pub jwt: LocalJwt,
     /// The proxy in front of SNS for the relay, when asked for.
     pub sns_proxy: Option<infra::proxy::SwitchableProxy>,
-    /// The relay process; `None` while killed.
+    /// The relay function's process (its Lambda binary); `None` while killed.
     pub relay: Option<Component>,
+    /// The local Lambda service the function polls and the event source mapping invokes.
+    pub lambda: Option<Component>,
+    /// The event source mapping (`infra relay --invoke-endpoint`).
+    pub event_source: Option<Component>,
+    /// Starts new execution environments of the relay function.
+    relay_spawner: Option<system::FunctionSpawner>,
     /// The heartbeat writer process; `None` while stopped.
     pub heartbeat: Option<Component>,
     /// The API task processes; `None` while stopped.
@@ -108,7 +118,7 @@ impl LocalSystem {
         let key_dir = state_dir.join("jwt");
         let jwt = LocalJwt::load_or_generate(&key_dir)?;
         let bin_dir = system::binaries_dir();
-        for binary in ["infra", "staleless-api"] {
+        for binary in ["infra", "staleless-api", "stream-relay"] {
             if !bin_dir.join(binary).exists() {
                 bail!(
                     "{} is not built: run `cargo build --workspace --bins` first",
@@ -132,6 +142,9 @@ impl LocalSystem {
                     options.heartbeat_interval.as_secs_f64().to_string(),
                 ),
                 ("STALENESS_BOUND_SECS", options.staleness_bound.as_secs().to_string()),
+                // A killed relay's invocation in flight fails after this (the template's 30 s
+                // would outlast the tests' patience); the relay itself answers in milliseconds.
+                ("RELAY_FUNCTION_TIMEOUT_SECS", RELAY_FUNCTION_TIMEOUT.as_secs().to_string()),
             ]
             .map(|(key, value)| (key.to_owned(), value)),
         );
@@ -154,6 +167,9 @@ impl LocalSystem {
             jwt,
             sns_proxy,
             relay: None,
+            lambda: None,
+            event_source: None,
+            relay_spawner: None,
             heartbeat: None,
             tasks: Vec::new(),
             task_urls: Vec::new(),
@@ -164,7 +180,7 @@ impl LocalSystem {
             http: reqwest::Client::new(),
             hears_ticks: options.cache_mode == "event",
         };
-        system.start_relay()?;
+        system.start_relay_processes().await?;
         system.start_heartbeat()?;
         for index in 0..options.tasks {
             let port = infra::emulator::free_port()?;
@@ -235,22 +251,36 @@ impl LocalSystem {
         Ok(())
     }
 
-    /// (Re)starts the relay; it resumes from its on-disk checkpoints.
+    /// Starts the relay as Lambda runs it: the local Lambda, the function, the event source.
+    async fn start_relay_processes(&mut self) -> anyhow::Result<()> {
+        let relay = system::start_relay(system::RelaySetup {
+            bin_dir: &self.bin_dir,
+            stack: &self.stack,
+            env: &self.relay_env,
+            checkpoint_dir: &self.state_dir.join("checkpoints"),
+            logs: &self.logs_dir(),
+            function: system::FunctionProgram::from_env(&self.bin_dir),
+        })
+        .await?;
+        self.lambda = Some(relay.lambda);
+        self.relay = Some(relay.function);
+        self.event_source = Some(relay.event_source);
+        self.relay_spawner = Some(relay.spawner);
+        Ok(())
+    }
+
+    /// Starts a new execution environment of the relay function (after [`Self::kill_relay`]);
+    /// the event source mapping's next invocation reaches it.
     ///
     /// # Errors
     /// When the process cannot start.
     pub fn start_relay(&mut self) -> anyhow::Result<()> {
-        let relay = system::start_relay(
-            &self.bin_dir,
-            &self.relay_env,
-            &self.state_dir.join("checkpoints"),
-            &self.state_dir.join("logs").join("relay.log"),
-        )?;
-        self.relay = Some(relay);
+        let spawner = self.relay_spawner.as_ref().context("the relay was never started")?;
+        self.relay = Some(spawner.start(&[])?);
         Ok(())
     }
 
-    /// Kills the relay at once, as a crash would.
+    /// Kills the relay function at once, as a crash would (an invocation in flight times out).
     pub fn kill_relay(&mut self) {
         if let Some(mut relay) = self.relay.take() {
             relay.kill();
@@ -298,8 +328,8 @@ impl LocalSystem {
         Ok(index)
     }
 
-    /// Stops the relay and starts it again with `extra_env` on top of its environment (e.g. an
-    /// `AWS_ENDPOINT_URL_SNS` through a counting proxy); it resumes from its checkpoints.
+    /// Stops the relay function and starts a new one with `extra_env` on top of its environment
+    /// (e.g. an `AWS_ENDPOINT_URL_SNS` through a counting proxy).
     ///
     /// # Errors
     /// When the process cannot start.
@@ -307,14 +337,8 @@ impl LocalSystem {
         if let Some(mut relay) = self.relay.take() {
             relay.stop().await;
         }
-        let mut env = self.relay_env.clone();
-        env.extend(extra_env.iter().cloned());
-        self.relay = Some(system::start_relay(
-            &self.bin_dir,
-            &env,
-            &self.state_dir.join("checkpoints"),
-            &self.state_dir.join("logs").join("relay.log"),
-        )?);
+        let spawner = self.relay_spawner.as_ref().context("the relay was never started")?;
+        self.relay = Some(spawner.start(extra_env)?);
         Ok(())
     }
 
@@ -468,8 +492,10 @@ impl LocalSystem {
         if let Some(mut heartbeat) = self.heartbeat.take() {
             heartbeat.stop().await;
         }
-        if let Some(mut relay) = self.relay.take() {
-            relay.stop().await;
+        for component in [self.event_source.take(), self.relay.take(), self.lambda.take()] {
+            if let Some(mut component) = component {
+                component.stop().await;
+            }
         }
         self.aws.stop();
         let _ = std::fs::remove_dir_all(&self.state_dir);
