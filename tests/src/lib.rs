@@ -78,6 +78,9 @@ pub struct SystemOptions {
     /// Route the relay's SNS calls through a [`infra::proxy::SwitchableProxy`] (see
     /// [`LocalSystem::sns_proxy`]).
     pub sns_through_proxy: bool,
+    /// Extra environment of the relay's processes (the event source mapping and the function):
+    /// `STALELESS_TEMPLATE`, `RELAY_FUNCTION_TIMEOUT_SECS`, `RELAY_FUNCTION_BINARY`…
+    pub relay_env: Vec<(String, String)>,
     /// The tasks' freshness bound `B` (`STALENESS_BOUND_SECS`).
     pub staleness_bound: Duration,
     /// The heartbeat writer's interval `H` (`HEARTBEAT_INTERVAL_SECS`).
@@ -97,6 +100,7 @@ impl Default for SystemOptions {
             cache_mode: "event".to_owned(),
             task_env: Vec::new(),
             sns_through_proxy: false,
+            relay_env: Vec::new(),
             staleness_bound: Self::TEST_BOUND,
             heartbeat_interval: Duration::from_millis(500),
         }
@@ -157,6 +161,7 @@ impl LocalSystem {
         if let Some(proxy) = &sns_proxy {
             relay_env.push(("AWS_ENDPOINT_URL_SNS".to_owned(), proxy.url().to_owned()));
         }
+        relay_env.extend(options.relay_env.iter().cloned());
         let mut task_env = env;
         task_env.push(("CACHE_MODE".to_owned(), options.cache_mode.clone()));
         task_env.extend(options.task_env.iter().cloned());
