@@ -38,3 +38,28 @@ require_cargo() {
         exit 1
     fi
 }
+
+# ensure_arm64_launcher: prints how to run an arm64 Linux binary here (nothing on an arm64 host;
+# `qemu-aarch64-static -L <sysroot>` elsewhere), installing Debian's qemu-user-static and
+# libc6-arm64-cross when they are missing and apt-get can run. Prints nothing and returns 1 when
+# it cannot be had.
+ensure_arm64_launcher() {
+    if [ "$(uname -m)" = aarch64 ]; then
+        return 0
+    fi
+    local sysroot=/usr/aarch64-linux-gnu
+    if ! command -v qemu-aarch64-static >/dev/null 2>&1 || [ ! -e "$sysroot/lib/ld-linux-aarch64.so.1" ]; then
+        local sudo=""
+        if [ "$(id -u)" != 0 ]; then
+            if sudo -n true 2>/dev/null; then sudo="sudo -n"; else return 1; fi
+        fi
+        command -v apt-get >/dev/null 2>&1 || return 1
+        echo "==> apt-get install qemu-user-static libc6-arm64-cross (to run the arm64 Lambda bootstrap)" >&2
+        local packages=(qemu-user-static libc6-arm64-cross)
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null 2>&1 ||
+            { $sudo apt-get update -qq >/dev/null 2>&1 &&
+                DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${packages[@]}" >/dev/null 2>&1; } ||
+            return 1
+    fi
+    echo "qemu-aarch64-static -L $sysroot"
+}

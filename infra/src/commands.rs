@@ -52,7 +52,8 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
     let key_dir = options.state_dir.join("jwt");
     let local_jwt = LocalJwt::load_or_generate(&key_dir).context("cannot prepare the local JWT key pair")?;
     let env_file = options.state_dir.join("stack.env");
-    write_env_file(&env_file, &endpoint, &stack)?;
+    system::write_stack_env(&env_file, &endpoint, &stack)
+        .with_context(|| format!("cannot write {}", env_file.display()))?;
 
     let bin_dir = system::binaries_dir();
     let mut env = system::stack_env(&endpoint, &stack);
@@ -168,14 +169,6 @@ async fn stop_all(tasks: &mut [ApiTask], pipeline: &mut [Component], emulator: &
         component.stop().await;
     }
     emulator.stop();
-}
-
-fn write_env_file(path: &Path, endpoint: &str, stack: &Provisioned) -> anyhow::Result<()> {
-    let exports: String = system::stack_env(endpoint, stack)
-        .into_iter()
-        .map(|(key, value)| format!("export {key}={value}\n"))
-        .collect();
-    std::fs::write(path, exports).with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn print_banner(

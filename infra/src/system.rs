@@ -97,6 +97,20 @@ pub fn stack_env(endpoint: &str, stack: &Provisioned) -> Vec<(String, String)> {
     .collect()
 }
 
+/// Writes `.local/stack.env`: [`stack_env`] as `export` lines, so that `source`-ing it points any
+/// AWS client at the local stack (the Rust SDK and the AWS CLI v2 read `AWS_REGION` and
+/// `AWS_ENDPOINT_URL`; boto3 and the AWS CLI read `AWS_DEFAULT_REGION`).
+///
+/// # Errors
+/// When the file cannot be written.
+pub fn write_stack_env(path: &Path, endpoint: &str, stack: &Provisioned) -> std::io::Result<()> {
+    let exports: String = stack_env(endpoint, stack)
+        .into_iter()
+        .map(|(key, value)| format!("export {key}={value}\n"))
+        .collect();
+    std::fs::write(path, exports)
+}
+
 /// A child process of the local system, stopped (SIGTERM, then SIGKILL) when dropped.
 #[derive(Debug)]
 pub struct Component {
