@@ -4,12 +4,14 @@
 //!
 //! - [`LocalSystem`]: starts and stops the whole system and talks to its tasks over HTTP.
 //! - [`faults`]: the fault matrix rows, shared by the tests and the `fault-matrix` command.
-//! - [`bench`], [`bench_proxy`], [`fleet`]: the measurements of the `bench` command (`scripts/bench`).
+//! - [`bench`], [`bench_proxy`], [`fleet`], [`invoke_bench`]: the measurements of the `bench`
+//!   command (`scripts/bench`).
 
 pub mod bench;
 pub mod bench_proxy;
 pub mod faults;
 pub mod fleet;
+pub mod invoke_bench;
 
 use std::future::Future;
 use std::path::PathBuf;
