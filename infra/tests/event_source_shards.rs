@@ -358,13 +358,17 @@ impl FailureDestination for MemoryDestination {
     }
 }
 
-#[tokio::test]
-async fn a_failing_batch_is_bisected_to_the_poison_record_which_alone_goes_to_the_destination() {
-    let dir = scratch_dir();
-    let stream = Arc::new(FakeStream::default());
-    stream.with_shard("shard-0", None, 1..=40);
+/// A mapping running over `stream` into a [`PoisonedFunction`], discarding to memory.
+struct Poisoned {
+    function: Arc<PoisonedFunction>,
+    destination: Arc<MemoryDestination>,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<(), infra::event_source::EventSourceError>>,
+}
+
+fn start_poisoned(stream: &Arc<FakeStream>, dir: &Path, poison: &str, policy: FailurePolicy) -> Poisoned {
     let function = Arc::new(PoisonedFunction {
-        poison: "u-23".into(),
+        poison: poison.into(),
         invocations: Mutex::new(Vec::new()),
     });
     let destination = Arc::new(MemoryDestination::default());
@@ -374,15 +378,35 @@ async fn a_failing_batch_is_bisected_to_the_poison_record_which_alone_goes_to_th
         on_failure: Some(destination.clone()),
     });
     let mut source = source(100);
-    source.policy = FailurePolicy {
+    source.policy = policy;
+    source.on_failure = true;
+    let shutdown = CancellationToken::new();
+    let (reader, options, token) = (stream.clone(), options(dir), shutdown.clone());
+    let task = tokio::spawn(async move { run_with(reader, target, vec![source], &options, token).await });
+    Poisoned {
+        function,
+        destination,
+        shutdown,
+        task,
+    }
+}
+
+#[tokio::test]
+async fn a_failing_batch_is_bisected_to_the_poison_record_which_alone_goes_to_the_destination() {
+    let dir = scratch_dir();
+    let stream = Arc::new(FakeStream::default());
+    stream.with_shard("shard-0", None, 1..=40);
+    let policy = FailurePolicy {
         max_retry_attempts: Some(2),
         max_record_age: None,
         bisect_on_function_error: true,
     };
-    source.on_failure = true;
-    let shutdown = CancellationToken::new();
-    let (reader, options, token) = (stream.clone(), options(&dir), shutdown.clone());
-    let task = tokio::spawn(async move { run_with(reader, target, vec![source], &options, token).await });
+    let Poisoned {
+        function,
+        destination,
+        shutdown,
+        task,
+    } = start_poisoned(&stream, &dir, "u-23", policy);
 
     // Every other record is delivered in a batch that succeeded.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
@@ -448,22 +472,16 @@ async fn records_older_than_the_maximum_age_are_discarded_unprocessed() {
     let stream = Arc::new(FakeStream::default());
     // The fake records were written in November 2024: far older than an hour.
     stream.with_shard("shard-0", None, 1..=5);
-    let function = Arc::new(PoisonedFunction {
-        poison: "none".into(),
-        invocations: Mutex::new(Vec::new()),
-    });
-    let destination = Arc::new(MemoryDestination::default());
-    let target = Arc::new(Target {
-        invoker: function.clone(),
-        function_arn: "arn:aws:lambda:us-east-1:123456789012:function:relay".into(),
-        on_failure: Some(destination.clone()),
-    });
-    let mut source = source(100);
-    source.policy.max_record_age = Some(Duration::from_secs(3600));
-    source.on_failure = true;
-    let shutdown = CancellationToken::new();
-    let (reader, options, token) = (stream.clone(), options(&dir), shutdown.clone());
-    let task = tokio::spawn(async move { run_with(reader, target, vec![source], &options, token).await });
+    let policy = FailurePolicy {
+        max_record_age: Some(Duration::from_secs(3600)),
+        ..FailurePolicy::default()
+    };
+    let Poisoned {
+        function,
+        destination,
+        shutdown,
+        task,
+    } = start_poisoned(&stream, &dir, "none", policy);
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while destination.0.lock().expect("lock").is_empty() {
         assert!(tokio::time::Instant::now() < deadline, "nothing discarded");

@@ -444,6 +444,39 @@ impl LocalSystem {
         Ok(started.elapsed())
     }
 
+    /// Renames `user` straight in the users table (as an operator's script would) and waits until
+    /// every task serves the new name to `token`; returns the time the slowest task took.
+    ///
+    /// # Errors
+    /// When the write fails or a task does not catch up within [`PATIENCE`].
+    pub async fn rename_everywhere(&self, user: &str, token: &str, name: &str) -> anyhow::Result<Duration> {
+        let change = infra::operator::UserChange {
+            name: Some(name.to_owned()),
+            ..infra::operator::UserChange::default()
+        };
+        infra::operator::put_user(&self.aws.dynamodb(), &self.stack.users_table, user, &change).await?;
+        self.until_all_tasks("/users/me", token, |status, body| status == 200 && body["name"] == name)
+            .await
+    }
+
+    /// The relay function's log line saying it is ready (its configuration as it read it), once
+    /// the log also shows an invocation relayed.
+    ///
+    /// # Errors
+    /// When the function never started or no invocation reached it.
+    pub fn relay_ready_line(&self) -> anyhow::Result<Value> {
+        let log = std::fs::read_to_string(self.logs_dir().join("relay.log"))?;
+        let ready = log
+            .lines()
+            .find(|line| line.contains("stream relay ready"))
+            .context("the relay function never started")?;
+        anyhow::ensure!(
+            log.contains("relayed stream batch"),
+            "no invocation reached the relay function"
+        );
+        Ok(serde_json::from_str(ready)?)
+    }
+
     /// The sum of the Prometheus samples of `name` on task `index` whose labels contain every
     /// `label="value"` pair of `labels`.
     ///
