@@ -42,6 +42,8 @@ pub struct Identity {
     pub idp_roles: Option<Vec<String>>,
     /// `exp`, seconds since the Unix epoch.
     pub expires_at: u64,
+    /// `iat`, seconds since the Unix epoch, when present: orders two tokens' roles claims.
+    pub issued_at: Option<i64>,
 }
 
 /// Why a token was refused; each maps to a fixed 401 message.
@@ -261,6 +263,9 @@ enum Audience {
 struct Claims {
     sub: String,
     exp: u64,
+    /// A NumericDate: an integer from Cognito, but fractions are allowed.
+    #[serde(default)]
+    iat: Option<f64>,
     #[serde(default)]
     aud: Option<Audience>,
     #[serde(default)]
@@ -480,6 +485,9 @@ impl Authenticator {
             email: claims.email.map(|email| email.to_lowercase()),
             name: claims.name,
             expires_at: claims.exp,
+            // Whole seconds, saturating: the order of two claims is all it is used for.
+            #[allow(clippy::cast_possible_truncation)]
+            issued_at: claims.iat.map(|iat| iat.floor() as i64),
         })
     }
 

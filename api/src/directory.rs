@@ -360,8 +360,17 @@ impl Directory {
     /// whether or not the write succeeded. The write is conditional (only when different), so
     /// tasks that see the same new token at once write it once; every task learns it through
     /// the stream, and this one at once.
-    pub async fn align_roles(&self, profile: &Arc<Profile>, token_roles: &[String]) -> Arc<Profile> {
-        let outcome = match self.profiles.align_roles(&profile.user_id, token_roles).await {
+    pub async fn align_roles(
+        &self,
+        profile: &Arc<Profile>,
+        token_roles: &[String],
+        issued_at: Option<i64>,
+    ) -> Arc<Profile> {
+        let outcome = match self
+            .profiles
+            .align_roles(&profile.user_id, token_roles, issued_at)
+            .await
+        {
             Ok(true) => "written",
             Ok(false) => "already_current",
             Err(err) => {
@@ -373,6 +382,7 @@ impl Directory {
         self.profile_cache.invalidate(profile.user_id.as_str());
         let mut aligned = Profile::clone(profile);
         token_roles.clone_into(&mut aligned.roles);
+        aligned.roles_issued_at = issued_at;
         Arc::new(aligned)
     }
 
@@ -456,6 +466,7 @@ mod tests {
             picture: None,
             status: UserStatus::Active,
             created_at: "2026-01-01T00:00:00.000Z".to_owned(),
+            roles_issued_at: None,
         }
     }
 
@@ -504,6 +515,7 @@ mod tests {
             email: None,
             name: Some("Ada Lovelace".into()),
             roles: Some(vec!["Staff".into()]),
+            roles_issued_at: Some(1_700_000_000),
             picture: None,
             now: "2026-01-02T00:00:00.000Z".into(),
         };

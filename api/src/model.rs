@@ -56,9 +56,24 @@ pub struct Profile {
     /// ISO-8601 creation time.
     #[serde(default)]
     pub created_at: String,
+    /// `iat` (Unix seconds) of the token whose roles claim set `roles`; absent when an operator
+    /// set them. A token issued before it cannot change them back: see [`claim_is_current`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub roles_issued_at: Option<i64>,
     // `lastLoginAt` is written by every sync but deliberately not part of the model: a change to
     // it alone never invalidates (the relay ignores it), so a cached copy would be wrong by
     // design, and leaving it out keeps 100,000 cached profiles smaller.
+}
+
+/// Whether a token issued at `issued_at` (its `iat`; `None` counts as the oldest) may speak for
+/// the roles of `profile`: unless a token issued later already set them. The IdP's newest word
+/// decides, so a demotion cannot be undone by presenting a token from before it, which is still
+/// valid until its `exp`.
+#[must_use]
+pub fn claim_is_current(profile: &Profile, issued_at: Option<i64>) -> bool {
+    profile
+        .roles_issued_at
+        .is_none_or(|stored| issued_at.unwrap_or(i64::MIN) >= stored)
 }
 
 /// An AppRole: the item `PK = ROLE#<roleId>`, `SK = DEFINITION`.

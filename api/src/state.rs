@@ -10,7 +10,8 @@ use crate::channel::ChannelHealth;
 use crate::config::{CacheMode, Config};
 use crate::directory::Directory;
 use crate::error::AppError;
-use crate::model::Profile;
+use crate::metrics as names;
+use crate::model::{Profile, claim_is_current};
 use crate::permissions::{self, Access};
 use crate::store::{DynamoProfiles, DynamoRoles, ProfileStore, RoleStore};
 
@@ -175,11 +176,21 @@ impl AppState {
         let identity = self.auth.authenticate(token).await.map_err(AppError::Unauthorized)?;
         let mut profile = self.directory.profile(&identity.user_id).await?;
         // The token's roles claim is the IdP's word: a demotion or promotion takes effect with
-        // the first request that carries it, not at the next sync.
+        // the first request that carries it, not at the next sync — unless a token issued later
+        // already said otherwise (a token from before a demotion stays valid until its `exp`, and
+        // must not undo it): then the stored roles, the newer word, decide.
         if let (Some(stored), Some(token_roles)) = (&profile, identity.idp_roles.as_deref())
             && !permissions::same_roles(&stored.roles, token_roles)
         {
-            profile = Some(self.directory.align_roles(stored, token_roles).await);
+            if claim_is_current(stored, identity.issued_at) {
+                profile = Some(
+                    self.directory
+                        .align_roles(stored, token_roles, identity.issued_at)
+                        .await,
+                );
+            } else {
+                metrics::counter!(names::PROFILE_ROLES_ALIGNED, "outcome" => "superseded").increment(1);
+            }
         }
         let access = match &profile {
             Some(profile) => Some(self.directory.access(profile).await?),

@@ -231,7 +231,8 @@ fn expected(claims: &Map<String, Value>, now: u64, leeway: u64) -> Option<Result
     let present = |name: &str| claims.get(name).filter(|value| !value.is_null());
     let strings = |value: &Value| value.as_array().is_some_and(|items| items.iter().all(Value::is_string));
 
-    // The service's own claims: `sub` and `exp` required, the optional ones of the right type.
+    // The service's own claims: `sub` and `exp` required, the optional ones (`iat` among them) of
+    // the right type.
     let (Some(Value::String(sub)), Some(exp)) = (claims.get("sub"), claims.get("exp").and_then(Value::as_u64)) else {
         return Some(Err(Invalid));
     };
@@ -239,7 +240,9 @@ fn expected(claims: &Map<String, Value>, now: u64, leeway: u64) -> Option<Result
         && ["client_id", "email", "name", "custom:roles"]
             .iter()
             .all(|name| present(name).is_none_or(Value::is_string))
-        && present("cognito:groups").is_none_or(strings);
+        && present("cognito:groups").is_none_or(strings)
+        // `iat` orders two tokens' roles claims: any number (a NumericDate may have a fraction).
+        && present("iat").is_none_or(Value::is_number);
     if !typed {
         return Some(Err(Invalid));
     }

@@ -1019,3 +1019,74 @@ async fn concurrent_role_writes_through_two_instances_lose_no_acknowledged_chang
     a.stop().await;
     b.stop().await;
 }
+
+/// The stored roles follow the newest token's word in DynamoDB itself: a conditional write, so no
+/// task (nor two racing) can store the roles of a token issued before the ones stored.
+#[tokio::test]
+async fn stored_roles_follow_the_newest_token_in_dynamodb() {
+    use staleless_api::store::{DynamoProfiles, ProfileStore, ProfileSync};
+
+    let mut aws = LocalAws::start().expect("emulator");
+    let stack = aws.provision_unique().await.expect("provision");
+    let profiles = DynamoProfiles::new(aws.dynamodb(), stack.users_table.clone());
+    let roles = |names: &[&str]| names.iter().map(|name| (*name).to_owned()).collect::<Vec<_>>();
+    let sync = |name: &str, claim: &[&str], issued_at: i64| ProfileSync {
+        user_id: "ivy".into(),
+        email: Some("ivy@example.com".into()),
+        name: Some(name.into()),
+        roles: Some(roles(claim)),
+        roles_issued_at: Some(issued_at),
+        picture: None,
+        now: "2026-12-01T00:00:00.000Z".into(),
+    };
+    let created = profiles
+        .sync_profile(&sync("Ivy", &["Staff", "Admin"], 1_000))
+        .await
+        .expect("sync");
+    assert_eq!(
+        (created.roles.clone(), created.roles_issued_at),
+        (roles(&["Staff", "Admin"]), Some(1_000))
+    );
+
+    assert!(
+        profiles
+            .align_roles("ivy", &roles(&["Staff"]), Some(2_000))
+            .await
+            .expect("align"),
+        "a newer token writes"
+    );
+    assert!(
+        !profiles
+            .align_roles("ivy", &roles(&["Staff", "Admin"]), Some(1_500))
+            .await
+            .expect("align"),
+        "an older token does not"
+    );
+    assert!(
+        !profiles
+            .align_roles("ivy", &roles(&["Staff", "Admin"]), None)
+            .await
+            .expect("align"),
+        "nor one without iat"
+    );
+    // A sync with the older token updates what it owns but not the roles.
+    let synced = profiles
+        .sync_profile(&sync("Ivy Old Token", &["Staff", "Admin"], 1_500))
+        .await
+        .expect("sync");
+    assert_eq!(synced.name, "Ivy Old Token");
+    assert_eq!(
+        (synced.roles.clone(), synced.roles_issued_at),
+        (roles(&["Staff"]), Some(2_000))
+    );
+    let stored = profiles.get_profile("ivy").await.expect("read").expect("profile");
+    assert_eq!((stored.roles, stored.roles_issued_at), (roles(&["Staff"]), Some(2_000)));
+    assert!(
+        !profiles
+            .align_roles("nobody", &roles(&["Admin"]), Some(3_000))
+            .await
+            .expect("align"),
+        "never creates"
+    );
+    aws.stop();
+}

@@ -2,6 +2,8 @@
 
 mod common;
 
+use std::time::Duration;
+
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -510,6 +512,59 @@ async fn a_sync_is_read_back_at_once_and_an_out_of_band_change_after_its_invalid
 
 /// The token's roles claim is the IdP's word: it authorizes the request and is stored, without a
 /// sync; a token without the claim is authorized with the stored roles (the operator's path).
+/// A token from before a demotion is still valid until its `exp`; presenting it must not undo
+/// the demotion for the tokens after it, nor for those without a roles claim.
+#[tokio::test]
+async fn a_token_issued_before_a_demotion_cannot_undo_it() {
+    let app = TestApp::new(CacheMode::Event).await;
+    app.store
+        .put_profile_directly(common::profile("ivy", &["Staff"], UserStatus::Active));
+    let stored = |app: &TestApp| {
+        let profile = app.store.profile_directly("ivy").expect("profile");
+        (profile.roles, profile.roles_issued_at)
+    };
+    // An hour ago the IdP said Admin; a minute ago it said Staff only.
+    let old_admin = common::token_issued_ago("ivy", &["Staff", "Admin"], Duration::from_secs(3_000));
+    let demoted = common::token_issued_ago("ivy", &["Staff"], Duration::from_secs(60));
+    // The old token first: nothing newer is stored yet, so it is the IdP's latest word.
+    assert_eq!(
+        app.send("GET", "/admin/roles", Some(&old_admin), None).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(stored(&app).0, ["Staff", "Admin"]);
+    assert_error(
+        &app.send("GET", "/admin/roles", Some(&demoted), None).await,
+        StatusCode::FORBIDDEN,
+    );
+    let (roles, issued_at) = stored(&app);
+    assert_eq!(roles, ["Staff"]);
+    let demoted_at = issued_at.expect("the demoting token's iat is stored");
+
+    // The old token again: refused, and the stored roles stay the newer word.
+    assert_error(
+        &app.send("GET", "/admin/roles", Some(&old_admin), None).await,
+        StatusCode::FORBIDDEN,
+    );
+    assert_eq!(stored(&app), (vec!["Staff".to_owned()], Some(demoted_at)));
+    // Nor can a sync with it bring Admin back.
+    let (status, body) = app.send("POST", "/users/me/sync", Some(&old_admin), None).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["roles"], serde_json::json!(["Staff"]), "{body}");
+    assert_eq!(stored(&app), (vec!["Staff".to_owned()], Some(demoted_at)));
+    assert_error(
+        &app.send("GET", "/admin/roles", Some(&common::token_without_roles("ivy")), None)
+            .await,
+        StatusCode::FORBIDDEN,
+    );
+    // A token issued after the demotion speaks for the IdP again.
+    let promoted = token("ivy", &["Staff", "Admin"]);
+    assert_eq!(
+        app.send("GET", "/admin/roles", Some(&promoted), None).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(stored(&app).0, ["Staff", "Admin"]);
+}
+
 #[tokio::test]
 async fn the_roles_claim_of_the_token_decides_and_is_stored_without_a_sync() {
     let app = TestApp::new(CacheMode::Event).await;
@@ -602,7 +657,12 @@ impl ProfileStore for BrokenStore {
         Err(self.0.clone())
     }
 
-    async fn align_roles(&self, _user_id: &str, _roles: &[String]) -> Result<bool, StoreError> {
+    async fn align_roles(
+        &self,
+        _user_id: &str,
+        _roles: &[String],
+        _issued_at: Option<i64>,
+    ) -> Result<bool, StoreError> {
         Err(self.0.clone())
     }
 }

@@ -119,7 +119,9 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
             eprintln!("error: {failed}; stopping the local stack");
         }
     }
-    println!("stopping: API tasks (deleting their queues), queue sweeper, heartbeat writer, relay (event source, function, Lambda), emulator");
+    println!(
+        "stopping: API tasks (deleting their queues), queue sweeper, heartbeat writer, relay (event source, function, Lambda), emulator"
+    );
     stop_all(&mut tasks, &mut pipeline, &mut emulator).await;
     println!("stopped");
     Ok(())
@@ -127,7 +129,11 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
 
 /// Resolves when a child exits on its own, naming it. A relay function that exits (killed, or
 /// crashed) is replaced by a new one, as Lambda starts a new execution environment.
-async fn watch_children(tasks: &mut [ApiTask], pipeline: &mut [Component], spawner: &system::FunctionSpawner) -> String {
+async fn watch_children(
+    tasks: &mut [ApiTask],
+    pipeline: &mut [Component],
+    spawner: &system::FunctionSpawner,
+) -> String {
     loop {
         for component in pipeline.iter_mut() {
             if component.name() == "relay"
@@ -245,7 +251,11 @@ fn print_banner(
 }
 
 /// Runs the local event source mapping with the relay until Ctrl-C or SIGTERM.
-pub async fn relay(config: &aws_config::SdkConfig, stack: &Provisioned, options: EventSourceOptions) -> anyhow::Result<()> {
+pub async fn relay(
+    config: &aws_config::SdkConfig,
+    stack: &Provisioned,
+    options: EventSourceOptions,
+) -> anyhow::Result<()> {
     let options_lambda = options.lambda.as_ref().map(|lambda| lambda.endpoint.clone());
     let shutdown = CancellationToken::new();
     let mut mapping = event_source::spawn(config, stack, options, shutdown.clone());

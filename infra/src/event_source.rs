@@ -336,10 +336,10 @@ pub async fn run(
             Arc::new(InProcessInvoker(Arc::new(Relay::new(mapper, Arc::new(publisher)))))
         }
     };
-    let function_name = options
-        .lambda
-        .as_ref()
-        .map_or_else(|| format!("{}-stream-relay", stack.prefix), |lambda| lambda.function_name.clone());
+    let function_name = options.lambda.as_ref().map_or_else(
+        || format!("{}-stream-relay", stack.prefix),
+        |lambda| lambda.function_name.clone(),
+    );
     let target = Target {
         invoker,
         function_arn: function_arn(&stack.users_stream_arn, &function_name),
@@ -677,8 +677,14 @@ impl StreamPoller {
                         ..
                     }
                 );
-                self.discard(shard_id, &records[acknowledged..end], condition, invoke_count, function_error)
-                    .await
+                self.discard(
+                    shard_id,
+                    &records[acknowledged..end],
+                    condition,
+                    invoke_count,
+                    function_error,
+                )
+                .await
             }
         }
     }

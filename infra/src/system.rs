@@ -342,8 +342,8 @@ impl FunctionProgram {
     /// `<bin_dir>/stream-relay`: the same `main.rs` the deployed `bootstrap` is built from.
     #[must_use]
     pub fn from_env(bin_dir: &Path) -> Self {
-        let program = std::env::var_os("RELAY_FUNCTION_BINARY")
-            .map_or_else(|| bin_dir.join("stream-relay"), PathBuf::from);
+        let program =
+            std::env::var_os("RELAY_FUNCTION_BINARY").map_or_else(|| bin_dir.join("stream-relay"), PathBuf::from);
         let launcher = std::env::var("RELAY_FUNCTION_LAUNCHER")
             .map(|text| text.split_whitespace().map(str::to_owned).collect())
             .unwrap_or_default();
@@ -358,8 +358,15 @@ pub fn cargo_lambda_program() -> PathBuf {
     if let Some(explicit) = std::env::var_os("CARGO_LAMBDA") {
         return PathBuf::from(explicit);
     }
-    let venv = crate::emulator::project_root().join(".venv").join("bin").join("cargo-lambda");
-    if venv.exists() { venv } else { PathBuf::from("cargo-lambda") }
+    let venv = crate::emulator::project_root()
+        .join(".venv")
+        .join("bin")
+        .join("cargo-lambda");
+    if venv.exists() {
+        venv
+    } else {
+        PathBuf::from("cargo-lambda")
+    }
 }
 
 /// Starts the local Lambda service: `cargo lambda watch --only-lambda-apis` on `127.0.0.1:port`,

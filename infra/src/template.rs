@@ -678,9 +678,10 @@ fn env_value(value: &Value, parameters: &BTreeMap<String, String>) -> Result<Env
         Value::Bool(flag) => Ok(EnvValue::Text(flag.to_string())),
         Value::Tagged(tagged) if tagged.tag == "Ref" => {
             let name = tagged.value.as_str().ok_or("!Ref needs a name")?;
-            Ok(parameters
-                .get(name)
-                .map_or_else(|| EnvValue::ResourceRef(name.to_owned()), |value| EnvValue::Text(value.clone())))
+            Ok(parameters.get(name).map_or_else(
+                || EnvValue::ResourceRef(name.to_owned()),
+                |value| EnvValue::Text(value.clone()),
+            ))
         }
         other => resolve_name(other, parameters).map(EnvValue::Text),
     }
@@ -809,7 +810,11 @@ mod tests {
     #[test]
     fn reads_how_lambda_retries_and_where_failures_go() {
         let spec = parse(TEMPLATE, "template.yaml", &BTreeMap::new()).expect("template parses");
-        for event in spec.stream_events.iter().filter(|event| event.function == "StreamRelayFunction") {
+        for event in spec
+            .stream_events
+            .iter()
+            .filter(|event| event.function == "StreamRelayFunction")
+        {
             assert_eq!(event.maximum_retry_attempts, Some(10), "{}", event.name);
             assert_eq!(event.maximum_record_age_secs, Some(3600), "{}", event.name);
             assert!(event.bisect_on_function_error, "{}", event.name);
@@ -838,12 +843,18 @@ mod tests {
             "a parameter's default"
         );
         let text = "Resources:\n  F:\n    Type: AWS::Serverless::Function\n    Properties:\n      Timeout: 9\n      Environment:\n        Variables:\n          N: 7\n          S: !Sub \"${AWS::NoValue}\"\n";
-        let message = parse(text, "t.yaml", &BTreeMap::new()).expect_err("unresolvable").to_string();
+        let message = parse(text, "t.yaml", &BTreeMap::new())
+            .expect_err("unresolvable")
+            .to_string();
         assert!(message.contains("AWS::NoValue"), "{message}");
         let text = "Resources:\n  F:\n    Type: AWS::Serverless::Function\n    Properties:\n      Environment:\n        Variables:\n          N: 7\n";
         let spec = parse(text, "t.yaml", &BTreeMap::new()).expect("parses");
         let function = spec.function("F").expect("F");
-        assert_eq!((function.timeout_secs, function.binary.as_deref()), (3, None), "Lambda's default");
+        assert_eq!(
+            (function.timeout_secs, function.binary.as_deref()),
+            (3, None),
+            "Lambda's default"
+        );
         assert_eq!(function.environment.get("N"), Some(&EnvValue::Text("7".into())));
     }
 

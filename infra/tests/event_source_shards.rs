@@ -11,10 +11,10 @@ use async_trait::async_trait;
 use aws_sdk_dynamodbstreams::primitives::DateTime;
 use aws_sdk_dynamodbstreams::types::{AttributeValue, OperationType, Record, StreamRecord, StreamViewType};
 use infra::event_source::checkpoint::{Checkpoint, CheckpointFile};
-use infra::event_source::filter::FilterPattern;
-use infra::event_source::reader::{Position, RecordPage, ShardInfo, StreamError, StreamReader};
 use infra::event_source::failure::FailurePolicy;
+use infra::event_source::filter::FilterPattern;
 use infra::event_source::invoke::{Invocation, Invoker};
+use infra::event_source::reader::{Position, RecordPage, ShardInfo, StreamError, StreamReader};
 use infra::event_source::{EventSourceOptions, FailureDestination, StreamSource, Target, run_with};
 use staleless_protocol::{Invalidation, compare_sequence_numbers};
 use stream_relay::{Mapper, MemoryPublisher, PublishError, Relay};
@@ -434,12 +434,19 @@ async fn a_failing_batch_is_bisected_to_the_poison_record_which_alone_goes_to_th
     assert_eq!(&sizes[..3], [40, 20, 20], "halves, the good one first: {sizes:?}");
     for pair in invocations.windows(2) {
         if pair[0].contains(&"u-23".to_owned()) && pair[0].len() > 1 {
-            assert_eq!(pair[1].len(), pair[0].len() / 2, "halved after a function error: {sizes:?}");
+            assert_eq!(
+                pair[1].len(),
+                pair[0].len() / 2,
+                "halved after a function error: {sizes:?}"
+            );
             assert_eq!(pair[1][0], pair[0][0], "from the same record: {invocations:?}");
         }
     }
     let poison_alone = invocations.iter().filter(|batch| batch.as_slice() == ["u-23"]).count();
-    assert_eq!(poison_alone, 3, "the record alone: the first try and two retries: {sizes:?}");
+    assert_eq!(
+        poison_alone, 3,
+        "the record alone: the first try and two retries: {sizes:?}"
+    );
 
     let messages = destination.0.lock().expect("lock").clone();
     assert_eq!(messages.len(), 1, "{messages:?}");

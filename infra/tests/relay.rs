@@ -9,8 +9,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, PutRequest, TransactWriteItem, WriteRequest};
-use infra::event_source::reader::SdkStreamReader;
 use infra::event_source::failure::FailurePolicy;
+use infra::event_source::reader::SdkStreamReader;
 use infra::event_source::{self, EventSourceError, EventSourceOptions, Target};
 use infra::local_aws::SubscribedQueue;
 use infra::{LocalAws, Provisioned, template};
@@ -369,7 +369,8 @@ async fn with_the_topic_gone_batches_fail_and_every_key_arrives_once_it_is_back(
     let options = harness.options();
     let shutdown = harness.shutdown.clone();
     let target = Arc::new(Target::in_process(relay));
-    let mapping = tokio::spawn(async move { event_source::run_with(reader, target, sources, &options, shutdown).await });
+    let mapping =
+        tokio::spawn(async move { event_source::run_with(reader, target, sources, &options, shutdown).await });
 
     harness.put(Source::Users, "USER#before", "PROFILE", &[]).await;
     harness.receive_until(&[(Source::Users, "before")]).await;

@@ -179,10 +179,7 @@ mod tests {
             .map(|record| format!("{:?}", record.change.keys.get("PK")))
             .collect();
         assert_eq!(users.len(), 3);
-        assert!(
-            batch
-                .iter()
-                .all(|record| record.event_source_arn.as_deref() == Some("arn:aws:dynamodb:us-east-1:123456789012:table/t/stream/s"))
-        );
+        assert!(batch.iter().all(|record| record.event_source_arn.as_deref()
+            == Some("arn:aws:dynamodb:us-east-1:123456789012:table/t/stream/s")));
     }
 }

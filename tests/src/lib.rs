@@ -150,7 +150,10 @@ impl LocalSystem {
                 ("STALENESS_BOUND_SECS", options.staleness_bound.as_secs().to_string()),
                 // A killed relay's invocation in flight fails after this (the template's 30 s
                 // would outlast the tests' patience); the relay itself answers in milliseconds.
-                ("RELAY_FUNCTION_TIMEOUT_SECS", RELAY_FUNCTION_TIMEOUT.as_secs().to_string()),
+                (
+                    "RELAY_FUNCTION_TIMEOUT_SECS",
+                    RELAY_FUNCTION_TIMEOUT.as_secs().to_string(),
+                ),
             ]
             .map(|(key, value)| (key.to_owned(), value)),
         );

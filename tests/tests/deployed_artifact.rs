@@ -50,7 +50,9 @@ async fn the_sam_built_bootstrap_relays_changes_to_both_tasks() -> anyhow::Resul
             let (status, body) = system.get(task, "/users/me", &alice).await?;
             anyhow::ensure!(status == 200 && body["name"] == "Alice", "task {task}: {status} {body}");
         }
-        system.rename_everywhere("alice", &alice, "Alice Through The Artifact").await?;
+        system
+            .rename_everywhere("alice", &alice, "Alice Through The Artifact")
+            .await?;
         let ready = system.relay_ready_line()?;
         anyhow::ensure!(ready["users_table"] == system.stack.users_table.as_str(), "{ready}");
         anyhow::Ok(())

@@ -19,7 +19,10 @@ fn template_with_one_retry(dir: &std::path::Path) -> anyhow::Result<std::path::P
     );
     std::fs::create_dir_all(dir)?;
     let path = dir.join("template.yaml");
-    std::fs::write(&path, template.replace("MaximumRetryAttempts: 10", "MaximumRetryAttempts: 1"))?;
+    std::fs::write(
+        &path,
+        template.replace("MaximumRetryAttempts: 10", "MaximumRetryAttempts: 1"),
+    )?;
     Ok(path)
 }
 
@@ -48,7 +51,10 @@ async fn sequence_numbers(system: &LocalSystem) -> anyhow::Result<BTreeMap<Strin
             }
             for record in page.records() {
                 let Some(change) = record.dynamodb() else { continue };
-                let pk = change.keys().and_then(|keys| keys.get("PK")).and_then(|pk| pk.as_s().ok());
+                let pk = change
+                    .keys()
+                    .and_then(|keys| keys.get("PK"))
+                    .and_then(|pk| pk.as_s().ok());
                 if let (Some(pk), Some(seq)) = (pk, change.sequence_number()) {
                     found.insert(pk.trim_start_matches("USER#").to_owned(), seq.to_owned());
                 }
@@ -161,7 +167,10 @@ async fn run(system: &mut LocalSystem) -> anyhow::Result<()> {
         );
         let context = &message["requestContext"];
         assert_eq!(context["condition"], "RetryAttemptsExhausted", "{message}");
-        assert_eq!(context["approximateInvokeCount"], 2, "the first try and one retry: {message}");
+        assert_eq!(
+            context["approximateInvokeCount"], 2,
+            "the first try and one retry: {message}"
+        );
         assert!(
             context["functionArn"]
                 .as_str()
@@ -182,7 +191,9 @@ async fn run(system: &mut LocalSystem) -> anyhow::Result<()> {
     system.heartbeat.as_ref().context("heartbeat writer")?.resume();
     system.until_quiescent().await?;
     let alice = system.token("alice", &["Staff"]);
-    system.rename_everywhere("alice", &alice, "Alice After The Park").await?;
+    system
+        .rename_everywhere("alice", &alice, "Alice After The Park")
+        .await?;
     Ok(())
 }
 
@@ -195,7 +206,10 @@ async fn the_function_runs_with_the_template_environment_and_answers_lambda_s_in
         let ready = system.relay_ready_line()?;
         assert_eq!(ready["users_table"], system.stack.users_table.as_str());
         assert_eq!(ready["roles_table"], system.stack.roles_table.as_str());
-        assert_eq!(ready["ignored_attributes"], r#"["lastLoginAt"]"#, "the template's RelayIgnoredAttributes");
+        assert_eq!(
+            ready["ignored_attributes"], r#"["lastLoginAt"]"#,
+            "the template's RelayIgnoredAttributes"
+        );
         anyhow::Ok(())
     }
     .await;

@@ -80,6 +80,7 @@ pub async fn sync(
         email: identity.email.clone(),
         name: body.name.or_else(|| identity.name.clone()),
         roles: identity.idp_roles.clone(),
+        roles_issued_at: identity.issued_at,
         picture: body.picture,
         now: crate::now_iso8601(),
     };

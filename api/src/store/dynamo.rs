@@ -10,6 +10,7 @@ use std::collections::{BTreeSet, HashMap};
 use async_trait::async_trait;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, KeysAndAttributes, Put, ReturnValue, TransactWriteItem, Update};
 
 use staleless_protocol::keys::{
@@ -48,6 +49,15 @@ fn key(pk: String, sk: impl Into<String>) -> Item {
 
 fn unavailable<E: std::error::Error + 'static>(operation: &str, err: &E) -> StoreError {
     StoreError::Unavailable(format!("{operation}: {}", DisplayErrorContext(err)))
+}
+
+/// The stored `iat` of the token whose roles claim set a profile's `roles`.
+const ROLES_ISSUED_AT: &str = "rolesIssuedAt";
+
+/// `UpdateItem` refused on its condition.
+fn is_condition_failure<R>(err: &aws_sdk_dynamodb::error::SdkError<UpdateItemError, R>) -> bool {
+    err.as_service_error()
+        .is_some_and(UpdateItemError::is_conditional_check_failed_exception)
 }
 
 fn corrupt(pk: &str, err: &serde_dynamo::Error) -> StoreError {
@@ -96,13 +106,10 @@ impl DynamoProfiles {
     }
 }
 
-#[async_trait]
-impl ProfileStore for DynamoProfiles {
-    async fn get_profile(&self, user_id: &str) -> Result<Option<Profile>, StoreError> {
-        get_consistent(&self.client, &self.table, user_pk(user_id), PROFILE_SK).await
-    }
-
-    async fn sync_profile(&self, sync: &ProfileSync) -> Result<Profile, StoreError> {
+impl DynamoProfiles {
+    /// The sync's `UpdateItem`, its roles included when `with_roles` (and the token has a roles
+    /// claim) on condition that no token issued later set them: `None` when that condition failed.
+    async fn write_sync(&self, sync: &ProfileSync, with_roles: bool) -> Result<Option<Profile>, StoreError> {
         let pk = user_pk(&sync.user_id);
         // Only what a sync owns is set; `status` and `createdAt` are set only when absent, so a
         // concurrent administrator's change of status is never undone by a user's login.
@@ -119,10 +126,20 @@ impl ProfileStore for DynamoProfiles {
         ]);
         let mut names = HashMap::from([("#status".to_owned(), "status".to_owned())]);
         // A token without a roles claim leaves the stored roles as they are (set by an operator).
-        if let Some(roles) = &sync.roles {
+        let mut condition = None;
+        if let Some(roles) = sync.roles.as_ref().filter(|_| with_roles) {
             assignments.push("#roles = :roles");
             values.insert(":roles".to_owned(), string_list(roles));
             names.insert("#roles".to_owned(), "roles".to_owned());
+            names.insert("#issued".to_owned(), ROLES_ISSUED_AT.to_owned());
+            condition = Some(match sync.roles_issued_at {
+                Some(issued_at) => {
+                    assignments.push("#issued = :issued");
+                    values.insert(":issued".to_owned(), AttributeValue::N(issued_at.to_string()));
+                    "attribute_not_exists(#issued) OR #issued <= :issued"
+                }
+                None => "attribute_not_exists(#issued)",
+            });
         }
         if let Some(email) = &sync.email {
             assignments.push("email = :email");
@@ -143,39 +160,73 @@ impl ProfileStore for DynamoProfiles {
             .table_name(&self.table)
             .set_key(Some(key(pk.clone(), PROFILE_SK)))
             .update_expression(format!("SET {}", assignments.join(", ")))
+            .set_condition_expression(condition.map(str::to_owned))
             .set_expression_attribute_names(Some(names))
             .set_expression_attribute_values(Some(values))
             .return_values(ReturnValue::AllNew)
             .send()
-            .await
-            .map_err(|err| unavailable("UpdateItem", &err))?;
+            .await;
+        let output = match output {
+            Ok(output) => output,
+            Err(err) if is_condition_failure(&err) => return Ok(None),
+            Err(err) => return Err(unavailable("UpdateItem", &err)),
+        };
         let item = output.attributes.unwrap_or_default();
-        serde_dynamo::from_item(item).map_err(|err| corrupt(&pk, &err))
+        serde_dynamo::from_item(item)
+            .map(Some)
+            .map_err(|err| corrupt(&pk, &err))
+    }
+}
+
+#[async_trait]
+impl ProfileStore for DynamoProfiles {
+    async fn get_profile(&self, user_id: &str) -> Result<Option<Profile>, StoreError> {
+        get_consistent(&self.client, &self.table, user_pk(user_id), PROFILE_SK).await
     }
 
-    async fn align_roles(&self, user_id: &str, roles: &[String]) -> Result<bool, StoreError> {
-        // Conditional, so tasks racing to align the same user write once, and a profile that
-        // already says this makes no stream record; an item that does not exist is not created.
+    async fn sync_profile(&self, sync: &ProfileSync) -> Result<Profile, StoreError> {
+        if let Some(profile) = self.write_sync(sync, true).await? {
+            return Ok(profile);
+        }
+        // A token issued later set the stored roles: the rest of the sync still applies.
+        self.write_sync(sync, false)
+            .await?
+            .ok_or_else(|| StoreError::Unavailable("UpdateItem: an unconditional sync failed its condition".into()))
+    }
+
+    async fn align_roles(&self, user_id: &str, roles: &[String], issued_at: Option<i64>) -> Result<bool, StoreError> {
+        // Conditional, so tasks racing to align the same user write once, a profile that already
+        // says this makes no stream record, a token issued before the one that set the stored
+        // roles cannot set them back, and an item that does not exist is not created.
+        let (update, recency) = match issued_at {
+            Some(_) => (
+                "SET #roles = :roles, #issued = :issued",
+                "(attribute_not_exists(#issued) OR #issued <= :issued)",
+            ),
+            None => ("SET #roles = :roles", "attribute_not_exists(#issued)"),
+        };
         let result = self
             .client
             .update_item()
             .table_name(&self.table)
             .set_key(Some(key(user_pk(user_id), PROFILE_SK)))
-            .update_expression("SET #roles = :roles")
-            .condition_expression("attribute_exists(PK) AND (attribute_not_exists(#roles) OR #roles <> :roles)")
+            .update_expression(update)
+            .condition_expression(format!(
+                "attribute_exists(PK) AND (attribute_not_exists(#roles) OR #roles <> :roles) AND {recency}"
+            ))
             .expression_attribute_names("#roles", "roles")
-            .expression_attribute_values(":roles", string_list(roles))
+            .expression_attribute_names("#issued", ROLES_ISSUED_AT)
+            .set_expression_attribute_values(Some(
+                [(":roles".to_owned(), string_list(roles))]
+                    .into_iter()
+                    .chain(issued_at.map(|at| (":issued".to_owned(), AttributeValue::N(at.to_string()))))
+                    .collect(),
+            ))
             .send()
             .await;
         match result {
             Ok(_) => Ok(true),
-            Err(err)
-                if err
-                    .as_service_error()
-                    .is_some_and(|err| err.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
+            Err(err) if is_condition_failure(&err) => Ok(false),
             Err(err) => Err(unavailable("UpdateItem", &err)),
         }
     }

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 
 use super::{ProfileStore, ProfileSync, RoleStore, StoreError, apply_sync};
-use crate::model::{Profile, RoleDefinition};
+use crate::model::{Profile, RoleDefinition, claim_is_current};
 
 /// Profiles and roles in two maps.
 #[derive(Debug, Default)]
@@ -100,11 +100,12 @@ impl ProfileStore for MemoryStore {
         Ok(profile)
     }
 
-    async fn align_roles(&self, user_id: &str, roles: &[String]) -> Result<bool, StoreError> {
+    async fn align_roles(&self, user_id: &str, roles: &[String], issued_at: Option<i64>) -> Result<bool, StoreError> {
         let mut profiles = lock(&self.profiles);
         match profiles.get_mut(user_id) {
-            Some(profile) if profile.roles != roles => {
+            Some(profile) if profile.roles != roles && claim_is_current(profile, issued_at) => {
                 roles.clone_into(&mut profile.roles);
+                profile.roles_issued_at = issued_at;
                 Ok(true)
             }
             _ => Ok(false),

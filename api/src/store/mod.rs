@@ -8,7 +8,7 @@
 
 use async_trait::async_trait;
 
-use crate::model::{Profile, RoleDefinition, UserStatus};
+use crate::model::{Profile, RoleDefinition, UserStatus, claim_is_current};
 
 pub mod dynamo;
 pub mod memory;
@@ -54,8 +54,11 @@ pub struct ProfileSync {
     pub email: Option<String>,
     /// Name from the body, else from the token.
     pub name: Option<String>,
-    /// The token's IdP roles; `None` when it has no roles claim (the stored roles stay).
+    /// The token's IdP roles; `None` when it has no roles claim (the stored roles stay). They
+    /// are stored only when no token issued later set the stored ones ([`claim_is_current`]).
     pub roles: Option<Vec<String>>,
+    /// The token's `iat`, stored with `roles` as `rolesIssuedAt`.
+    pub roles_issued_at: Option<i64>,
     /// Avatar URL from the body.
     pub picture: Option<String>,
     /// The sync time, ISO-8601: the stored `lastLoginAt`, and `createdAt` of a new profile.
@@ -74,6 +77,7 @@ pub fn apply_sync(existing: Option<Profile>, sync: &ProfileSync) -> Profile {
         picture: None,
         status: UserStatus::Active,
         created_at: sync.now.clone(),
+        roles_issued_at: None,
     });
     sync.user_id.clone_into(&mut profile.user_id);
     if let Some(email) = &sync.email {
@@ -82,8 +86,11 @@ pub fn apply_sync(existing: Option<Profile>, sync: &ProfileSync) -> Profile {
     if let Some(name) = &sync.name {
         name.clone_into(&mut profile.name);
     }
-    if let Some(roles) = &sync.roles {
+    if let Some(roles) = &sync.roles
+        && claim_is_current(&profile, sync.roles_issued_at)
+    {
         profile.roles.clone_from(roles);
+        profile.roles_issued_at = sync.roles_issued_at;
     }
     if sync.picture.is_some() {
         profile.picture.clone_from(&sync.picture);
@@ -106,13 +113,15 @@ pub trait ProfileStore: Send + Sync {
     /// [`StoreError::Unavailable`] or [`StoreError::Corrupt`].
     async fn sync_profile(&self, sync: &ProfileSync) -> Result<Profile, StoreError>;
 
-    /// Sets the stored `roles` of an existing profile to `roles` (a token's roles claim), only if
-    /// they differ: `true` when it wrote, `false` when the profile already said so or does not
-    /// exist. Nothing else of the profile is touched.
+    /// Sets the stored `roles` of an existing profile to `roles` (the roles claim of a token
+    /// issued at `issued_at`, stored with them as `rolesIssuedAt`), only if they differ and no
+    /// token issued later set them ([`claim_is_current`]): `true` when it wrote, `false` when the
+    /// profile already said so, a later token's roles stand, or it does not exist. Nothing else
+    /// of the profile is touched.
     ///
     /// # Errors
     /// [`StoreError::Unavailable`].
-    async fn align_roles(&self, user_id: &str, roles: &[String]) -> Result<bool, StoreError>;
+    async fn align_roles(&self, user_id: &str, roles: &[String], issued_at: Option<i64>) -> Result<bool, StoreError>;
 }
 
 /// AppRole definitions.
@@ -169,6 +178,7 @@ mod tests {
             email: Some("ada@example.com".into()),
             name: name.map(str::to_owned),
             roles: Some(vec!["Staff".into()]),
+            roles_issued_at: Some(1_700_000_000),
             picture: None,
             now: "2026-01-02T00:00:00.000Z".into(),
         }

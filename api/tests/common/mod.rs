@@ -33,6 +33,21 @@ pub fn token(sub: &str, roles: &[&str]) -> String {
     )
 }
 
+/// A token for `sub` with these IdP roles, issued `age` ago (its `iat`), valid for an hour from now.
+pub fn token_issued_ago(sub: &str, roles: &[&str], age: Duration) -> String {
+    let mut claims = infra::jwt::claims(
+        sub,
+        Some(roles),
+        &format!("{sub}@Example.com"),
+        sub,
+        Duration::from_secs(3_600),
+    );
+    let now = infra::jwt::unix_now();
+    claims["iat"] = json!(now.saturating_sub(age.as_secs()));
+    claims["nbf"] = claims["iat"].clone();
+    jwt().sign(&claims)
+}
+
 /// A token for `sub` without a roles claim (the stored profile's roles apply), valid for an hour.
 pub fn token_without_roles(sub: &str) -> String {
     jwt().mint(
@@ -111,6 +126,7 @@ pub fn profile(user_id: &str, roles: &[&str], status: UserStatus) -> Profile {
         picture: None,
         status,
         created_at: "2026-01-01T00:00:00.000Z".to_owned(),
+        roles_issued_at: None,
     }
 }
 

@@ -179,7 +179,10 @@ pub fn decide(policy: &FailurePolicy, state: &mut RetryState, delivered: usize, 
 /// older than the policy allows at `now`: they are discarded before any invocation.
 #[must_use]
 pub fn expired_prefix(policy: &FailurePolicy, arrivals: &[DateTime<Utc>], now: DateTime<Utc>) -> usize {
-    let Some(max_age) = policy.max_record_age.and_then(|age| chrono::Duration::from_std(age).ok()) else {
+    let Some(max_age) = policy
+        .max_record_age
+        .and_then(|age| chrono::Duration::from_std(age).ok())
+    else {
         return 0;
     };
     arrivals.iter().take_while(|arrival| now - **arrival > max_age).count()
@@ -369,7 +372,11 @@ mod tests {
         let policy = template_policy();
         let now = Utc::now();
         let ages = [7_200, 3_601, 3_599, 7_200].map(|secs| now - chrono::Duration::seconds(secs));
-        assert_eq!(expired_prefix(&policy, &ages, now), 2, "stops at the first young record");
+        assert_eq!(
+            expired_prefix(&policy, &ages, now),
+            2,
+            "stops at the first young record"
+        );
         assert_eq!(expired_prefix(&FailurePolicy::default(), &ages, now), 0);
     }
 

@@ -315,7 +315,12 @@ fn render_lambda(report: &InvokeReport, elapsed: Duration, machine: &str) -> Str
     );
     let quantiles = |sorted: &[Duration]| {
         let at = |fraction| bench::percentile(sorted, fraction).map_or_else(|| "—".to_owned(), ms);
-        format!("{} | {} | {}", at(0.5), at(0.99), sorted.last().copied().map_or_else(|| "—".to_owned(), ms))
+        format!(
+            "{} | {} | {}",
+            at(0.5),
+            at(0.99),
+            sorted.last().copied().map_or_else(|| "—".to_owned(), ms)
+        )
     };
     page.push_str("| measure | p50 | p99 | max |\n|---|---|---|---|\n");
     let _ = writeln!(
