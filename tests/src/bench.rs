@@ -266,6 +266,9 @@ pub struct StalenessReport {
     pub writes: usize,
     /// Per write: from the write's acknowledgement to the moment the slowest task served it.
     pub sorted: Vec<Duration>,
+    /// Per write: to the moment the first task served it. The gap to [`Self::sorted`] is the
+    /// fan-out's spread across tasks.
+    pub first_sorted: Vec<Duration>,
     /// Writes that some task still did not serve after the patience bound.
     pub never_seen: usize,
     /// Median latency of the `UpdateItem` calls themselves.
@@ -351,53 +354,61 @@ pub async fn staleness(
     let run = uuid::Uuid::new_v4().simple().to_string();
     let started = Instant::now();
     let paced_from = tokio::time::Instant::now();
-    let outcomes: Vec<anyhow::Result<(Option<Duration>, Duration)>> = futures::stream::iter(0..options.writes)
-        .map(|write| {
-            let user = write % users.ids.len();
-            let (dynamodb, run) = (dynamodb.clone(), &run);
-            async move {
-                if let Some(pace) = options.pace {
-                    tokio::time::sleep_until(paced_from + pace * u32::try_from(write).unwrap_or(u32::MAX)).await;
-                }
-                let (id, token) = (&users.ids[user], &users.tokens[user]);
-                // Cache the old value on every task first.
-                let warmed =
-                    futures::future::join_all(system.task_urls.iter().map(|base| read_name(http, base, token))).await;
-                for name in warmed {
-                    name?;
-                }
-                let wanted = format!("w{write}-{run}");
-                let change = UserChange {
-                    name: Some(wanted.clone()),
-                    ..UserChange::default()
-                };
-                let write_started = Instant::now();
-                operator::put_user(&dynamodb, &system.stack.users_table, id, &change).await?;
-                let acknowledged = Instant::now();
-                let seen = futures::future::join_all(system.task_urls.iter().map(|base| {
-                    wait_for_name(
-                        http,
-                        base,
-                        token,
-                        &wanted,
-                        options.poll,
-                        acknowledged + options.patience,
-                    )
-                }))
-                .await;
-                let mut slowest = Some(Duration::ZERO);
-                for at in seen {
-                    slowest = match (slowest, at?) {
-                        (Some(slowest), Some(at)) => Some(slowest.max(at.duration_since(acknowledged))),
-                        _ => None,
+    let outcomes: Vec<anyhow::Result<(Option<Duration>, Option<Duration>, Duration)>> =
+        futures::stream::iter(0..options.writes)
+            .map(|write| {
+                let user = write % users.ids.len();
+                let (dynamodb, run) = (dynamodb.clone(), &run);
+                async move {
+                    if let Some(pace) = options.pace {
+                        tokio::time::sleep_until(paced_from + pace * u32::try_from(write).unwrap_or(u32::MAX)).await;
+                    }
+                    let (id, token) = (&users.ids[user], &users.tokens[user]);
+                    // Cache the old value on every task first.
+                    let warmed =
+                        futures::future::join_all(system.task_urls.iter().map(|base| read_name(http, base, token)))
+                            .await;
+                    for name in warmed {
+                        name?;
+                    }
+                    let wanted = format!("w{write}-{run}");
+                    let change = UserChange {
+                        name: Some(wanted.clone()),
+                        ..UserChange::default()
                     };
+                    let write_started = Instant::now();
+                    operator::put_user(&dynamodb, &system.stack.users_table, id, &change).await?;
+                    let acknowledged = Instant::now();
+                    let seen = futures::future::join_all(system.task_urls.iter().map(|base| {
+                        wait_for_name(
+                            http,
+                            base,
+                            token,
+                            &wanted,
+                            options.poll,
+                            acknowledged + options.patience,
+                        )
+                    }))
+                    .await;
+                    let mut slowest = Some(Duration::ZERO);
+                    let mut first: Option<Duration> = None;
+                    for at in seen {
+                        let at = at?;
+                        if let Some(at) = at {
+                            let after = at.duration_since(acknowledged);
+                            first = Some(first.map_or(after, |first| first.min(after)));
+                        }
+                        slowest = match (slowest, at) {
+                            (Some(slowest), Some(at)) => Some(slowest.max(at.duration_since(acknowledged))),
+                            _ => None,
+                        };
+                    }
+                    Ok((slowest, first, acknowledged.duration_since(write_started)))
                 }
-                Ok((slowest, acknowledged.duration_since(write_started)))
-            }
-        })
-        .buffer_unordered(options.concurrency)
-        .collect()
-        .await;
+            })
+            .buffer_unordered(options.concurrency)
+            .collect()
+            .await;
     let elapsed = started.elapsed();
     stop_background.cancel();
     for reader in background {
@@ -405,21 +416,25 @@ pub async fn staleness(
     }
 
     let mut sorted = Vec::with_capacity(options.writes);
+    let mut first_sorted = Vec::with_capacity(options.writes);
     let mut write_latencies = Vec::with_capacity(options.writes);
     let mut never_seen = 0;
     for outcome in outcomes {
-        let (slowest, write_latency) = outcome?;
+        let (slowest, first, write_latency) = outcome?;
         write_latencies.push(write_latency);
+        first_sorted.extend(first);
         match slowest {
             Some(slowest) => sorted.push(slowest),
             None => never_seen += 1,
         }
     }
     sorted.sort_unstable();
+    first_sorted.sort_unstable();
     write_latencies.sort_unstable();
     Ok(StalenessReport {
         writes: options.writes,
         sorted,
+        first_sorted,
         never_seen,
         write_p50: percentile(&write_latencies, 0.5).unwrap_or_default(),
         elapsed,

@@ -449,6 +449,16 @@ fn render_fleet(settings: &Settings, report: &FleetReport, elapsed: Duration, ma
             run_summary(staleness)
         );
     }
+    for (tasks, staleness) in &report.staleness {
+        let first = |fraction| bench::percentile(&staleness.first_sorted, fraction).map_or_else(|| "—".to_owned(), ms);
+        let _ = writeln!(
+            page,
+            "| {tasks} tasks, the **first** task to serve it (the rest is the fan-out's spread) | {} | {} | {} | same writes |",
+            first(0.5),
+            first(0.99),
+            first(1.0),
+        );
+    }
     page.push_str(&fleet_goals(report));
     page
 }
