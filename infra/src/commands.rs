@@ -196,11 +196,11 @@ fn print_banner(
     println!();
     println!("staleless local stack is up");
     println!(
-        "  emulator   {endpoint}  (moto server; log {})",
+        "  emulator      {endpoint}  (moto server; log {})",
         logs.join("emulator.log").display()
     );
-    println!("  tables     {}, {}", stack.users_table, stack.roles_table);
-    println!("  topic      {}", stack.topic_arn);
+    println!("  tables        {}, {}", stack.users_table, stack.roles_table);
+    println!("  topic         {}", stack.topic_arn);
     for component in pipeline {
         let role = match component.name() {
             "lambda" => "the local Lambda (cargo lambda watch): Runtime and Invoke APIs",
@@ -209,21 +209,21 @@ fn print_banner(
             "heartbeat" => "a heartbeat into each table every HEARTBEAT_INTERVAL_SECS; back to every task as ticks",
             _ => "removes queues and subscriptions of crashed tasks every SWEEP_INTERVAL_SECS",
         };
-        println!("  {:<12} {role}  (log {})", component.name(), component.log().display());
+        println!("  {:<13} {role}  (log {})", component.name(), component.log().display());
     }
     for task in tasks {
         println!(
-            "  {}      {}  (log {})",
+            "  {:<13} {}  (log {})",
             task.process.name(),
             task.base_url,
             task.process.log().display()
         );
     }
     println!(
-        "  env        source {}  points the AWS CLI or SDK at the emulator",
+        "  env           source {}  points the AWS CLI or SDK at the emulator",
         env_file.display()
     );
-    println!("  demo data  roles system_admin (IdP Admin), staff (IdP Staff), default; users alice, admin");
+    println!("  demo data     roles system_admin (IdP Admin), staff (IdP Staff), default; users alice, admin");
     println!();
     println!("Watch a change made outside the API reach both tasks:");
     println!();
