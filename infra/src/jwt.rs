@@ -297,4 +297,14 @@ mod tests {
         assert_eq!(claims["aud"], LOCAL_AUDIENCE);
         assert_eq!(claims["custom:roles"], r#"["Staff","Admin"]"#);
     }
+
+    #[test]
+    fn without_roles_a_token_has_no_roles_claim_at_all() {
+        // What `infra token` without `--roles` mints: the stored profile's roles apply to it.
+        let claims = claims("u-1", None, "ada@example.com", "Ada", Duration::from_secs(60));
+        let fields = claims.as_object().expect("object");
+        assert!(!fields.contains_key("custom:roles"), "{claims}");
+        assert!(!fields.contains_key("cognito:groups"), "{claims}");
+        assert!(fields["iat"].is_u64(), "{claims}");
+    }
 }
