@@ -29,8 +29,10 @@ async fn main() -> ExitCode {
         page,
         "Produced by `cargo build --workspace --bins && cargo run -p staleless-tests --bin fault-matrix` \
          (the same rows run as tests in `tests/tests/fault_matrix.rs`). Each row starts a fresh local \
-         system (moto server, the relay process, the heartbeat writer process, two API tasks, with the \
-         freshness bound B = {} s and a heartbeat every 0.5 s), writes every user once, waits until \
+         system (moto server; the relay as Lambda runs it: the local Lambda, the relay's Lambda binary \
+         and the event source mapping invoking it, with a {} s function timeout; the heartbeat writer \
+         process; two API tasks; the freshness bound B = {} s and a heartbeat every 0.5 s). A killed or \
+         hung relay is that binary: its invocation in flight times out and is retried. Each row writes every user once, waits until \
          every task has heard ticks written after that (quiescent), warms both tasks' caches, breaks \
          something while writes go on straight to the users table with the SDK, heals it, then checks \
          every user on both tasks against DynamoDB (`ConsistentRead`).\n\n\
@@ -48,6 +50,7 @@ async fn main() -> ExitCode {
          the row's last write (and the repair of its fault) until every task served every user's last \
          written value, for the slowest (user, task) pair; it includes the time to read 2 x users pairs \
          over HTTP.\n",
+        staleless_tests::RELAY_FUNCTION_TIMEOUT.as_secs(),
         staleless_tests::SystemOptions::TEST_BOUND.as_secs(),
         faults::CHECK_PATIENCE.as_secs()
     );
