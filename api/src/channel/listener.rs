@@ -97,8 +97,10 @@ pub struct TaskQueue {
     pub arn: String,
     /// The subscription, removed on shutdown.
     pub subscription_arn: String,
-    /// When the heartbeat tag was last written.
-    last_heartbeat: Instant,
+    /// When the heartbeat tag is next written: an interval after the last success, a quarter of
+    /// one after a failure (so a throttled `TagQueue` is not retried after every receive, yet
+    /// the tag is refreshed well before the sweeper's `QUEUE_STALE_AFTER_SECS`).
+    next_heartbeat: Instant,
     /// When the subscription was made (or last checked): ticks can only be missed after it.
     subscription_checked: Instant,
 }
@@ -417,7 +419,7 @@ impl Listener {
             url,
             arn,
             subscription_arn,
-            last_heartbeat: Instant::now(),
+            next_heartbeat: Instant::now() + Duration::from_secs(self.config.queue_heartbeat_interval_secs),
             subscription_checked: Instant::now(),
         })
     }
@@ -563,9 +565,10 @@ impl Listener {
     }
 
     async fn heartbeat_if_due(&self, queue: &mut TaskQueue) {
-        if queue.last_heartbeat.elapsed() < Duration::from_secs(self.config.queue_heartbeat_interval_secs) {
+        if Instant::now() < queue.next_heartbeat {
             return;
         }
+        let interval = Duration::from_secs(self.config.queue_heartbeat_interval_secs);
         match self
             .clients
             .sqs
@@ -575,8 +578,11 @@ impl Listener {
             .send()
             .await
         {
-            Ok(_) => queue.last_heartbeat = Instant::now(),
-            Err(err) => tracing::warn!(queue = %queue.name, error = %DisplayErrorContext(&err), "heartbeat failed"),
+            Ok(_) => queue.next_heartbeat = Instant::now() + interval,
+            Err(err) => {
+                queue.next_heartbeat = Instant::now() + interval / 4;
+                tracing::warn!(queue = %queue.name, error = %DisplayErrorContext(&err), "heartbeat failed; retrying in a quarter interval");
+            }
         }
     }
 

@@ -74,7 +74,9 @@ impl LambdaInvoker {
 
     /// A client for the local Lambda at `endpoint` whose calls give up `grace` after the
     /// function's own timeout (the local Lambda answers a timed-out invocation itself; this only
-    /// bounds a Lambda that does not answer at all). No SDK retries: the mapping decides.
+    /// bounds a Lambda that does not answer at all). No SDK retries: the mapping decides. Both
+    /// the operation and the attempt timeout are set: `config`'s shorter attempt timeout (meant
+    /// for DynamoDB and SNS calls) would otherwise cut off an invocation that is merely slow.
     #[must_use]
     pub fn client_for(
         config: &aws_config::SdkConfig,
@@ -84,6 +86,7 @@ impl LambdaInvoker {
     ) -> aws_sdk_lambda::Client {
         let timeouts = aws_config::timeout::TimeoutConfig::builder()
             .operation_timeout(function_timeout + grace)
+            .operation_attempt_timeout(function_timeout + grace)
             .connect_timeout(Duration::from_secs(2))
             .build();
         let lambda = aws_sdk_lambda::config::Builder::from(config)
@@ -156,6 +159,30 @@ fn classify_invoke_error(err: &SdkError<InvokeError, HttpResponse>) -> Invocatio
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_invocation_may_last_the_function_s_timeout_whatever_the_shared_attempt_timeout() {
+        // The shared configuration cuts DynamoDB and SNS attempts at 3 s; a relay invocation
+        // publishing to many queues on a busy machine may take longer and is no failure.
+        let shared = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .operation_timeout(Duration::from_secs(10))
+                    .operation_attempt_timeout(Duration::from_secs(3))
+                    .build(),
+            )
+            .build();
+        let client = LambdaInvoker::client_for(
+            &shared,
+            "http://127.0.0.1:9",
+            Duration::from_secs(30),
+            Duration::from_secs(5),
+        );
+        let timeouts = client.config().timeout_config().expect("timeouts");
+        assert_eq!(timeouts.operation_timeout(), Some(Duration::from_secs(35)));
+        assert_eq!(timeouts.operation_attempt_timeout(), Some(Duration::from_secs(35)));
+    }
 
     #[test]
     fn the_response_lambda_reads() {
