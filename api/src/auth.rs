@@ -10,8 +10,12 @@
 //! it. An answer that is empty, unparsable or unreachable never replaces the last good set: it
 //! is logged and counted (`staleless_jwks_refresh_failures_total{reason}`).
 //!
+//! The roles claim is capped (see [`idp_roles`]): its roles end up on the user's profile item, and
+//! a claim too big to store would make every request of its token fail on the write instead.
+//!
 //! Verified claims are cached by the SHA-256 of the token until the token's `exp`, so a request
-//! with a token seen before costs a hash and a map look-up, not an RSA verification. No token
+//! with a token seen before costs a hash and a map look-up, not an RSA verification. Refusals are
+//! not cached: a refused token is verified, and refused, again on every request. No token
 //! content is ever logged; every failure is one of a few fixed messages.
 
 use std::collections::HashMap;
@@ -27,6 +31,17 @@ use sha2::{Digest as _, Sha256};
 
 use crate::config::JwtConfig;
 use crate::metrics as names;
+use crate::model::MAX_LIST_ENTRIES;
+
+/// Longest role name a roles claim may carry, in characters (after trimming). With at most
+/// [`MAX_LIST_ENTRIES`] of them, the roles a token can write onto a profile stay far below
+/// DynamoDB's 400 KB item size:
+/// <https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/ServiceQuotas.html#limits-items>
+pub const MAX_ROLE_NAME_CHARS: usize = 128;
+
+/// Largest `custom:roles` claim, in bytes of its text: checked before the text is split or
+/// parsed, so a huge claim costs a length comparison and nothing more.
+pub const MAX_ROLES_CLAIM_BYTES: usize = 8 * 1024;
 
 /// Who a verified token says the caller is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,8 +52,8 @@ pub struct Identity {
     pub email: Option<String>,
     /// `name`, when present.
     pub name: Option<String>,
-    /// IdP roles from `custom:roles`, else `cognito:groups`; `None` when the token carries
-    /// neither (then the stored profile's roles apply).
+    /// IdP roles from `custom:roles`, else `cognito:groups`, within the caps of [`idp_roles`];
+    /// `None` when the token carries neither (then the stored profile's roles apply).
     pub idp_roles: Option<Vec<String>>,
     /// `exp`, seconds since the Unix epoch.
     pub expires_at: u64,
@@ -70,6 +85,27 @@ pub enum AuthError {
     /// The header's `kid` is in no key of the set, even after a refresh.
     #[error("token signed by an unknown key")]
     UnknownKey,
+    /// The roles claim is over a cap. Refused rather than cut short: a shortened list would
+    /// authorize with roles other than the ones the IdP named.
+    #[error("{0}")]
+    RolesClaimOverLimit(RolesClaimLimit),
+}
+
+/// The cap a token's roles claim is over; the message never echoes the claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RolesClaimLimit {
+    /// The `custom:roles` text is longer than [`MAX_ROLES_CLAIM_BYTES`].
+    #[error("the token's roles claim is larger than {max} bytes", max = MAX_ROLES_CLAIM_BYTES)]
+    Bytes,
+    /// The claim names more than [`MAX_LIST_ENTRIES`] roles (empty entries not counted).
+    #[error("the token's roles claim carries more than {max} roles", max = MAX_LIST_ENTRIES)]
+    Roles,
+    /// A role name is longer than [`MAX_ROLE_NAME_CHARS`].
+    #[error(
+        "a role name in the token's roles claim is longer than {max} characters",
+        max = MAX_ROLE_NAME_CHARS
+    )]
+    RoleName,
 }
 
 impl AuthError {
@@ -83,6 +119,9 @@ impl AuthError {
             Self::WrongIssuer => "wrong_issuer",
             Self::WrongAudience => "wrong_audience",
             Self::UnknownKey => "unknown_key",
+            Self::RolesClaimOverLimit(RolesClaimLimit::Bytes) => "roles_claim_too_large",
+            Self::RolesClaimOverLimit(RolesClaimLimit::Roles) => "too_many_roles",
+            Self::RolesClaimOverLimit(RolesClaimLimit::RoleName) => "role_name_too_long",
         }
     }
 }
@@ -290,31 +329,53 @@ fn audience_matches(aud: Option<&Audience>, client_id: Option<&str>, expected: &
     }
 }
 
-/// IdP roles: `custom:roles` as a JSON-array string or a comma list, else `cognito:groups`;
-/// `None` when the token carries neither claim.
-#[must_use]
-pub fn idp_roles(custom_roles: Option<&str>, groups: Option<&[String]>) -> Option<Vec<String>> {
-    let Some(custom) = custom_roles.map(str::trim) else {
-        return groups.map(<[String]>::to_vec);
+/// IdP roles: `custom:roles` as a JSON-array string or a comma list (entries trimmed, empty ones
+/// dropped), else `cognito:groups`; `None` when the token carries neither claim.
+///
+/// # Errors
+/// [`RolesClaimLimit`], checked in this order: a `custom:roles` text over
+/// [`MAX_ROLES_CLAIM_BYTES`] (before it is parsed), more than [`MAX_LIST_ENTRIES`] roles, a role
+/// name over [`MAX_ROLE_NAME_CHARS`]. Only the claim the roles are taken from is checked.
+pub fn idp_roles(
+    custom_roles: Option<&str>,
+    groups: Option<&[String]>,
+) -> Result<Option<Vec<String>>, RolesClaimLimit> {
+    let Some(custom) = custom_roles else {
+        return groups
+            .map(|groups| within_limits(groups).map(|()| groups.to_vec()))
+            .transpose();
     };
-    if custom.starts_with('[')
+    if custom.len() > MAX_ROLES_CLAIM_BYTES {
+        return Err(RolesClaimLimit::Bytes);
+    }
+    let custom = custom.trim();
+    let roles: Vec<String> = if custom.starts_with('[')
         && let Ok(list) = serde_json::from_str::<Vec<String>>(custom)
     {
-        return Some(
-            list.into_iter()
-                .map(|role| role.trim().to_owned())
-                .filter(|role| !role.is_empty())
-                .collect(),
-        );
-    }
-    Some(
+        list.into_iter()
+            .map(|role| role.trim().to_owned())
+            .filter(|role| !role.is_empty())
+            .collect()
+    } else {
         custom
             .split(',')
             .map(str::trim)
             .filter(|role| !role.is_empty())
             .map(str::to_owned)
-            .collect(),
-    )
+            .collect()
+    };
+    within_limits(&roles).map(|()| Some(roles))
+}
+
+/// The first cap a list of roles is over: the count, then the length of a name.
+fn within_limits(roles: &[String]) -> Result<(), RolesClaimLimit> {
+    if roles.len() > MAX_LIST_ENTRIES {
+        return Err(RolesClaimLimit::Roles);
+    }
+    if roles.iter().any(|role| role.chars().count() > MAX_ROLE_NAME_CHARS) {
+        return Err(RolesClaimLimit::RoleName);
+    }
+    Ok(())
 }
 
 /// Keeps each verified identity until its token's `exp`.
@@ -479,8 +540,12 @@ impl Authenticator {
         if claims.sub.is_empty() {
             return Err(AuthError::Invalid);
         }
+        // Over a cap, the roles could not be stored: the token is refused here, before any
+        // request could write them onto the profile.
+        let idp_roles = idp_roles(claims.custom_roles.as_deref(), claims.groups.as_deref())
+            .map_err(AuthError::RolesClaimOverLimit)?;
         Ok(Identity {
-            idp_roles: idp_roles(claims.custom_roles.as_deref(), claims.groups.as_deref()),
+            idp_roles,
             user_id: claims.sub,
             email: claims.email.map(|email| email.to_lowercase()),
             name: claims.name,
@@ -591,18 +656,107 @@ mod tests {
     fn roles_come_from_custom_roles_in_either_form_else_groups() {
         assert_eq!(
             idp_roles(Some(r#"["Staff","Admin"]"#), None),
-            Some(strings(&["Staff", "Admin"]))
+            Ok(Some(strings(&["Staff", "Admin"])))
         );
         assert_eq!(
             idp_roles(Some("Staff, Admin ,"), None),
-            Some(strings(&["Staff", "Admin"]))
+            Ok(Some(strings(&["Staff", "Admin"])))
         );
         let groups = strings(&["Ops"]);
-        assert_eq!(idp_roles(None, Some(&groups)), Some(groups.clone()));
-        assert_eq!(idp_roles(Some("Staff"), Some(&groups)), Some(strings(&["Staff"])));
+        assert_eq!(idp_roles(None, Some(&groups)), Ok(Some(groups.clone())));
+        assert_eq!(idp_roles(Some("Staff"), Some(&groups)), Ok(Some(strings(&["Staff"]))));
         // A claim that names no role says "no roles"; no claim at all says nothing.
-        assert_eq!(idp_roles(Some("[]"), None), Some(Vec::new()));
-        assert_eq!(idp_roles(None, None), None);
+        assert_eq!(idp_roles(Some("[]"), None), Ok(Some(Vec::new())));
+        assert_eq!(idp_roles(None, None), Ok(None));
+    }
+
+    /// `count` distinct role names of `chars` characters each.
+    fn names(count: usize, chars: usize) -> Vec<String> {
+        (0..count).map(|at| format!("{at:0>chars$}")).collect()
+    }
+
+    #[test]
+    fn a_roles_claim_carries_at_most_64_roles_in_any_form() {
+        for (count, expected) in [
+            (MAX_LIST_ENTRIES, Ok(())),
+            (MAX_LIST_ENTRIES + 1, Err(RolesClaimLimit::Roles)),
+        ] {
+            let roles = names(count, 3);
+            let expected = expected.map(|()| Some(roles.clone()));
+            let json = serde_json::to_string(&roles).expect("json");
+            assert_eq!(idp_roles(Some(&json), None), expected, "{count} as a JSON array");
+            assert_eq!(
+                idp_roles(Some(&roles.join(",")), None),
+                expected,
+                "{count} as a comma list"
+            );
+            assert_eq!(idp_roles(None, Some(&roles)), expected, "{count} as groups");
+        }
+        // Empty entries are dropped, not counted.
+        let roles = names(MAX_LIST_ENTRIES, 3);
+        let padded = format!(",, {} ,,", roles.join(" , ,"));
+        assert_eq!(idp_roles(Some(&padded), None), Ok(Some(roles)));
+    }
+
+    #[test]
+    fn a_role_name_has_at_most_128_characters_not_bytes() {
+        let longest = "é".repeat(MAX_ROLE_NAME_CHARS);
+        assert_eq!(
+            idp_roles(Some(&format!(" {longest} ")), None),
+            Ok(Some(vec![longest.clone()]))
+        );
+        let over = format!("{longest}e");
+        assert_eq!(idp_roles(Some(&over), None), Err(RolesClaimLimit::RoleName));
+        assert_eq!(
+            idp_roles(Some(&serde_json::to_string(&[&over]).expect("json")), None),
+            Err(RolesClaimLimit::RoleName)
+        );
+        assert_eq!(idp_roles(None, Some(&[over])), Err(RolesClaimLimit::RoleName));
+    }
+
+    #[test]
+    fn the_roles_claim_text_is_capped_before_it_is_parsed() {
+        let at_cap = format!("Staff{}", " ".repeat(MAX_ROLES_CLAIM_BYTES - "Staff".len()));
+        assert_eq!(idp_roles(Some(&at_cap), None), Ok(Some(strings(&["Staff"]))));
+        // One byte more refuses it, though it would trim down to one short role.
+        assert_eq!(
+            idp_roles(Some(&format!("{at_cap} ")), None),
+            Err(RolesClaimLimit::Bytes)
+        );
+        // The byte cap comes first: a huge list is refused for its size, not its count.
+        let huge = names(5_000, 3).join(",");
+        assert_eq!(idp_roles(Some(&huge), None), Err(RolesClaimLimit::Bytes));
+        // Only the claim the roles come from is checked.
+        assert_eq!(
+            idp_roles(Some("Staff"), Some(&names(5_000, 3))),
+            Ok(Some(strings(&["Staff"])))
+        );
+    }
+
+    #[test]
+    fn each_cap_has_a_fixed_message_and_metric_label() {
+        let refusals = [
+            (
+                RolesClaimLimit::Bytes,
+                "the token's roles claim is larger than 8192 bytes",
+                "roles_claim_too_large",
+            ),
+            (
+                RolesClaimLimit::Roles,
+                "the token's roles claim carries more than 64 roles",
+                "too_many_roles",
+            ),
+            (
+                RolesClaimLimit::RoleName,
+                "a role name in the token's roles claim is longer than 128 characters",
+                "role_name_too_long",
+            ),
+        ];
+        for (limit, message, reason) in refusals {
+            let refused = AuthError::RolesClaimOverLimit(limit);
+            assert_eq!(refused.to_string(), message);
+            assert_eq!(refused.reason(), reason);
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::http::StatusCode;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use common::{TestApp, access_token_claims, assert_error, jwt};
+use common::{TestApp, access_token_claims, assert_error, jwt, token};
 use infra::jwt::{LOCAL_ISSUER, claims, unix_now};
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
@@ -145,4 +145,86 @@ async fn a_small_clock_skew_is_tolerated() {
     let now = unix_now();
     let skewed = with(alice_claims(), "nbf", json!(now + 5));
     assert_eq!(status_of(&app, &jwt().sign(&skewed)).await.0, StatusCode::OK);
+}
+
+/// `count` distinct role names of `chars` characters each.
+fn roles(count: usize, chars: usize) -> Vec<String> {
+    (0..count)
+        .map(|at| format!("R{at:0>width$}", width = chars - 1))
+        .collect()
+}
+
+fn with_custom_roles(roles: &[String]) -> Value {
+    with(alice_claims(), "custom:roles", json!(json!(roles).to_string()))
+}
+
+#[tokio::test]
+async fn a_roles_claim_over_a_cap_is_refused_every_time_and_never_stored() {
+    let app = TestApp::new(CacheMode::Event).await;
+    let mut over_in_groups = access_token_claims(alice_claims());
+    over_in_groups["cognito:groups"] = json!(roles(65, 8));
+    let cases: Vec<(&str, Value, &str)> = vec![
+        (
+            "65 roles",
+            with_custom_roles(&roles(65, 8)),
+            "the token's roles claim carries more than 64 roles",
+        ),
+        (
+            "a 129-character role",
+            with_custom_roles(&["Staff".to_owned(), "r".repeat(129)]),
+            "a role name in the token's roles claim is longer than 128 characters",
+        ),
+        (
+            "65 cognito:groups",
+            over_in_groups,
+            "the token's roles claim carries more than 64 roles",
+        ),
+        (
+            "over 8 KiB",
+            with(
+                alice_claims(),
+                "custom:roles",
+                json!(format!("Staff,{}", "r".repeat(8 * 1024))),
+            ),
+            "the token's roles claim is larger than 8192 bytes",
+        ),
+    ];
+    for (case, claims, message) in cases {
+        let token = jwt().sign(&claims);
+        // Refusals are not cached: the second request is verified, and refused, again.
+        for attempt in ["first", "second"] {
+            let response = status_of(&app, &token).await;
+            assert_error(&response, StatusCode::UNAUTHORIZED);
+            assert_eq!(response.1["message"], message, "{case}, {attempt} request");
+        }
+        let response = app.send("POST", "/users/me/sync", Some(&token), Some("{}")).await;
+        assert_error(&response, StatusCode::UNAUTHORIZED);
+        let stored = app.store.profile_directly("alice").expect("alice");
+        assert_eq!(stored.roles, ["Staff"], "{case}: roles written");
+    }
+    assert_eq!(app.state.auth.stats().entries, 0);
+    // A user without a profile is not created either.
+    let newcomer = jwt().sign(&with(with_custom_roles(&roles(65, 8)), "sub", json!("newcomer")));
+    let response = app.send("POST", "/users/me/sync", Some(&newcomer), Some("{}")).await;
+    assert_error(&response, StatusCode::UNAUTHORIZED);
+    assert_eq!(app.store.profile_directly("newcomer"), None);
+}
+
+#[tokio::test]
+async fn a_roles_claim_at_the_caps_is_accepted_and_stored_as_it_is() {
+    let app = TestApp::new(CacheMode::Event).await;
+    // 64 names of 120 characters: at the count cap and under 8 KiB as a JSON array.
+    let mut at_caps = roles(64, 120);
+    at_caps[0] = "r".repeat(128);
+    let claims = with_custom_roles(&at_caps);
+    assert!(claims["custom:roles"].as_str().expect("string").len() <= 8 * 1024);
+    let response = status_of(&app, &jwt().sign(&claims)).await;
+    assert_eq!(response.0, StatusCode::OK, "{}", response.1);
+    assert_eq!(app.store.profile_directly("alice").expect("alice").roles, at_caps);
+
+    let mut groups = access_token_claims(alice_claims());
+    groups["cognito:groups"] = json!(roles(64, 8));
+    assert_eq!(status_of(&app, &jwt().sign(&groups)).await.0, StatusCode::OK);
+    // Still within the caps: a roles claim as common tokens carry it.
+    assert_eq!(status_of(&app, &token("alice", &["Staff"])).await.0, StatusCode::OK);
 }
