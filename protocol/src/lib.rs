@@ -10,7 +10,8 @@
 //! {"v":1,"kind":"invalidate","source":"users",
 //!  "keys":[{"id":"u-1","seq":"4100000000000000000001","at_ms":1732500000123}]}
 //! {"v":1,"kind":"flush_all","reason":"operator request"}
-//! {"v":1,"kind":"tick","source":"users","written_at_ms":1732500000123,"interval_ms":5000}
+//! {"v":1,"kind":"flush_all","source":"users","reason":"unreadable stream record 41… of staleless-users"}
+//! {"v":1,"kind":"tick","source":"users","written_at_ms":1732500000123,"writer":"staleless","interval_ms":5000}
 //! ```
 //!
 //! A `tick` is the heartbeat of one source: a heartbeat item written into that source's table
@@ -141,8 +142,15 @@ pub enum Invalidation {
         /// The changed keys; never empty when produced by [`pack_invalidations`].
         keys: Vec<KeyVersion>,
     },
-    /// Clear every cache: sent by operators after a bulk import, a restore, or a schema change.
+    /// Clear the caches of `source`, or every cache when it is absent: sent by operators after a
+    /// bulk import, a restore or a schema change, and by the relay for a record of a watched
+    /// table that names no key it can read (the change is somewhere in that table).
+    ///
+    /// A reader that predates `source` ignores it and flushes everything: a superset, never less.
     FlushAll {
+        /// The only source to flush; `None` flushes every cache.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        source: Option<Source>,
         /// Free text for the logs of every task.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         reason: Option<String>,
@@ -154,6 +162,12 @@ pub enum Invalidation {
         source: Source,
         /// When the heartbeat writer wrote it, ms since the Unix epoch (the writer's clock).
         written_at_ms: i64,
+        /// The writer's name (the `<writer>` of its `HEARTBEAT#<writer>` item). Subscribers count
+        /// only ticks of the writers they are configured to trust, and keep their state per
+        /// writer, so an item forged under another name, or one writer's bad clock, vouches for
+        /// nothing. Absent in ticks of relays that predate it: such a tick is refused.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        writer: Option<String>,
         /// The writer's interval between heartbeats, so a subscriber can tell a heartbeat that
         /// went missing (the path dropped messages) from a quiet stretch.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -217,12 +231,13 @@ impl Invalidation {
         })?)
     }
 
-    /// The source whose caches this message concerns; `None` for [`Invalidation::FlushAll`].
+    /// The source whose caches this message concerns; `None` for a [`Invalidation::FlushAll`]
+    /// of every cache.
     #[must_use]
     pub const fn source(&self) -> Option<Source> {
         match self {
             Self::Invalidate { source, .. } | Self::Tick { source, .. } => Some(*source),
-            Self::FlushAll { .. } => None,
+            Self::FlushAll { source, .. } => *source,
         }
     }
 }
@@ -371,9 +386,21 @@ mod tests {
         assert_eq!(
             decode(fixture).expect("decode"),
             Invalidation::FlushAll {
+                source: None,
                 reason: Some("operator request".to_owned())
             }
         );
+        let one_source = Invalidation::FlushAll {
+            source: Some(Source::Roles),
+            reason: Some("unreadable record".to_owned()),
+        };
+        let text = one_source.encode().expect("encode");
+        assert_eq!(
+            text,
+            r#"{"v":1,"kind":"flush_all","source":"roles","reason":"unreadable record"}"#
+        );
+        assert_eq!(decode(&text).expect("decode"), one_source);
+        assert_eq!(one_source.source(), Some(Source::Roles));
     }
 
     #[test]
@@ -381,16 +408,24 @@ mod tests {
         let tick = Invalidation::Tick {
             source: Source::Roles,
             written_at_ms: 1_732_500_000_123,
+            writer: Some("staleless".to_owned()),
             interval_ms: Some(5_000),
         };
         let text = tick.encode().expect("encode");
         assert_eq!(
             text,
-            r#"{"v":1,"kind":"tick","source":"roles","written_at_ms":1732500000123,"interval_ms":5000}"#
+            r#"{"v":1,"kind":"tick","source":"roles","written_at_ms":1732500000123,"writer":"staleless","interval_ms":5000}"#
         );
         assert_eq!(decode(&text).expect("decode"), tick);
         let without_interval = decode(r#"{"v":1,"kind":"tick","source":"users","written_at_ms":1}"#).expect("decode");
-        assert!(matches!(without_interval, Invalidation::Tick { interval_ms: None, .. }));
+        assert!(matches!(
+            without_interval,
+            Invalidation::Tick {
+                interval_ms: None,
+                writer: None,
+                ..
+            }
+        ));
         assert_eq!(tick.source(), Some(Source::Roles));
         assert!(matches!(
             decode(r#"{"v":1,"kind":"tick","source":"users"}"#),

@@ -49,16 +49,20 @@ fn key_version() -> impl Strategy<Value = KeyVersion> {
 fn invalidation_with(keys: impl Strategy<Value = Vec<KeyVersion>>) -> impl Strategy<Value = Invalidation> {
     prop_oneof![
         (source(), keys).prop_map(|(source, keys)| Invalidation::Invalidate { source, keys }),
-        proptest::option::of(any::<String>()).prop_map(|reason| Invalidation::FlushAll { reason }),
-        (source(), any::<i64>(), proptest::option::of(any::<u64>())).prop_map(
-            |(source, written_at_ms, interval_ms)| {
-                Invalidation::Tick {
-                    source,
-                    written_at_ms,
-                    interval_ms,
-                }
-            }
-        ),
+        (proptest::option::of(source()), proptest::option::of(any::<String>()))
+            .prop_map(|(source, reason)| Invalidation::FlushAll { source, reason }),
+        (
+            source(),
+            any::<i64>(),
+            proptest::option::of(any::<String>()),
+            proptest::option::of(any::<u64>())
+        )
+            .prop_map(|(source, written_at_ms, writer, interval_ms)| Invalidation::Tick {
+                source,
+                written_at_ms,
+                writer,
+                interval_ms,
+            }),
     ]
 }
 
@@ -439,7 +443,7 @@ proptest! {
         };
         let expected = char::decode_utf16(units.iter().copied()).collect::<Result<String, _>>();
         match (decode(&text), expected) {
-            (Ok(Invalidation::FlushAll { reason }), Ok(string)) => {
+            (Ok(Invalidation::FlushAll { reason, .. }), Ok(string)) => {
                 prop_assert_eq!(reason, (field == "reason").then_some(string));
             }
             (Ok(Invalidation::Invalidate { keys, .. }), Ok(string)) => {

@@ -44,7 +44,7 @@ fn transform(c: &mut Criterion) {
     });
     group.bench_function("map_coalesce_and_pack/100", |b| {
         b.iter(|| {
-            let (keys, _) = map_batch(&mapper, black_box(&records), 0, |_, _, _| {});
+            let keys = map_batch(&mapper, black_box(&records), 0, |_, _, _| {}).keys;
             for source in [Source::Users, Source::Roles] {
                 let of_source = keys
                     .iter()

@@ -2,7 +2,8 @@
 //! tables into invalidation messages on the SNS topic.
 //!
 //! - [`config`]: `USERS_TABLE`, `ROLES_TABLE`, `INVALIDATION_TOPIC_ARN`, `RELAY_IGNORED_ATTRIBUTES`.
-//! - [`mapping`]: pure — which key a record invalidates, the no-op filter, coalescing per key.
+//! - [`mapping`]: pure — which key a record invalidates (or, naming none, which source's caches
+//!   it flushes), the no-op filter, coalescing per key.
 //! - [`publish`]: the one-method [`Publisher`], its SNS implementation and an in-memory one.
 //! - [`relay`]: one invocation — map, pack, publish with retries, report partial batch failures,
 //!   log a summary.

@@ -2,11 +2,16 @@
 //! no IO, no clock: the relay and the benchmark call them alike.
 //!
 //! - [`Mapper::map`] turns one record into a [`Mapped`]: a [`Change`] to publish (a key to
-//!   invalidate, or a heartbeat to relay as a tick), or a [`SkipReason`] (no-op write, item the
-//!   caches do not hold, malformed record).
-//! - [`Coalescer`] folds a batch's changes into one [`PendingKey`] per (source, kind, key), keeping
-//!   the latest sequence number and remembering the first record that needed the key, which is
-//!   what partial batch failures report.
+//!   invalidate, or a heartbeat to relay as a tick), a [`Flush`] of a source's caches, or a
+//!   [`SkipReason`] (no-op write, item the caches do not hold).
+//! - [`Coalescer`] folds a batch's changes into one [`PendingKey`] per (source, kind, key) and its
+//!   flushes into one [`PendingFlush`] per source, keeping the latest sequence number and
+//!   remembering the first record that needed each, which is what partial batch failures report.
+//!
+//! A record of a watched table is never dropped: read only in part, it still invalidates the key
+//! it names (with no sequence number, as the oldest change; with an unknown `eventName`, as a
+//! change), and when it names no key it flushes its table's caches — every cache when it does not
+//! say which table it is from (the function is subscribed to our two streams only).
 //!
 //! Keys are parsed with the shared scheme of [`staleless_protocol::keys`]. Records borrow from the
 //! event: nothing is allocated per record until a key is first seen.
@@ -23,6 +28,10 @@ use staleless_protocol::{KeyVersion, SequenceNumber, Source, compare_sequence_nu
 /// `userIdentity.principalId` of deletions made by DynamoDB's TTL process.
 /// <https://docs.aws.amazon.com/amazondynamodb/latest/developerguide/time-to-live-ttl-streams.html>
 pub const TTL_PRINCIPAL: &str = "dynamodb.amazonaws.com";
+
+/// The sequence number given to a record that has none: the lowest, so any record of the same key
+/// that has one counts as later.
+pub const MISSING_SEQUENCE_NUMBER: &str = "0";
 
 /// What a [`Change`] is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -42,7 +51,7 @@ pub struct Change<'a> {
     pub source: Source,
     /// The user id or role id (the writer's name for a heartbeat).
     pub id: &'a str,
-    /// The record's stream position.
+    /// The record's stream position ([`MISSING_SEQUENCE_NUMBER`] when it has none).
     pub seq: &'a str,
     /// The record's approximate creation time, ms since the epoch (for a heartbeat: the time
     /// the writer stamped on the item).
@@ -51,6 +60,25 @@ pub struct Change<'a> {
     pub ttl_expiry: bool,
     /// For a heartbeat: the writer's interval in ms, when the item says.
     pub interval_ms: Option<u64>,
+    /// What could not be read of a record whose key could (no sequence number, an unknown
+    /// `eventName`): the key is invalidated all the same, and the record logged and counted as
+    /// malformed. Always `None` for a heartbeat: a tick never rests on a record read in part.
+    pub defect: Option<&'static str>,
+}
+
+/// A record of a watched table that names no key the relay can read: the change is somewhere in
+/// its table, so that table's caches are flushed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Flush<'a> {
+    /// The table's source; `None` when the record does not say which table it is from, which
+    /// flushes every cache.
+    pub source: Option<Source>,
+    /// The table name the record gives, for the logs and the message's reason.
+    pub table: Option<&'a str>,
+    /// The record's stream position ([`MISSING_SEQUENCE_NUMBER`] when it has none).
+    pub seq: &'a str,
+    /// Why no key could be read.
+    pub reason: &'static str,
 }
 
 /// Why a record publishes nothing.
@@ -60,8 +88,9 @@ pub enum SkipReason {
     NoOp,
     /// An item no cache holds (another key prefix, another table).
     Ignored(&'static str),
-    /// A record the relay cannot read; logged with its sequence number and skipped, because
-    /// failing the batch would block the shard for up to 24 hours.
+    /// A heartbeat record read only in part (no sequence number, an unknown `eventName`): it
+    /// names no cached key, and a tick must not vouch for the path on a record the relay could
+    /// not read, so it publishes nothing (a missing tick only makes tasks read through).
     Malformed(&'static str),
 }
 
@@ -70,8 +99,24 @@ pub enum SkipReason {
 pub enum Mapped<'a> {
     /// Publish this key.
     Invalidate(Change<'a>),
+    /// Flush the caches of this record's table.
+    Flush(Flush<'a>),
     /// Publish nothing.
     Skip(SkipReason),
+}
+
+impl Mapped<'_> {
+    /// Why the record could be read only in part, whatever it publishes; `None` for a record
+    /// read in full (an ignored or no-op one included).
+    #[must_use]
+    pub const fn malformed(&self) -> Option<&'static str> {
+        match self {
+            Self::Invalidate(change) => change.defect,
+            Self::Flush(flush) => Some(flush.reason),
+            Self::Skip(SkipReason::Malformed(why)) => Some(why),
+            Self::Skip(SkipReason::NoOp | SkipReason::Ignored(_)) => None,
+        }
+    }
 }
 
 /// The record → invalidation mapping of one deployment (table names, ignored attributes).
@@ -113,37 +158,34 @@ impl Mapper {
     /// Maps one record. `received_at_ms` stands in for a missing `ApproximateCreationDateTime`.
     #[must_use]
     pub fn map<'a>(&self, record: &'a EventRecord, received_at_ms: i64) -> Mapped<'a> {
-        match self.try_map(record, received_at_ms) {
-            Ok(mapped) => mapped,
-            Err(reason) => Mapped::Skip(reason),
-        }
-    }
-
-    fn try_map<'a>(&self, record: &'a EventRecord, received_at_ms: i64) -> Result<Mapped<'a>, SkipReason> {
         let change = &record.change;
-        let seq = change
-            .sequence_number
-            .as_deref()
-            .filter(|seq| !seq.is_empty())
-            .ok_or(SkipReason::Malformed("no dynamodb.SequenceNumber"))?;
+        // Lambda always sends a sequence number and one of three event names; a record without
+        // them may still name what changed, and is relayed all the same.
+        let (seq, no_seq) = match change.sequence_number.as_deref().filter(|seq| !seq.is_empty()) {
+            Some(seq) => (seq, None),
+            None => (MISSING_SEQUENCE_NUMBER, Some("no dynamodb.SequenceNumber")),
+        };
         let operation = match record.event_name.as_str() {
             "INSERT" => Operation::Insert,
             "MODIFY" => Operation::Modify,
             "REMOVE" => Operation::Remove,
-            _ => return Err(SkipReason::Malformed("eventName is not INSERT, MODIFY or REMOVE")),
+            _ => Operation::Unknown,
         };
-        let table = record
-            .event_source_arn
-            .as_deref()
-            .and_then(table_of_stream_arn)
-            .or(record.table_name.as_deref())
-            .ok_or(SkipReason::Malformed("no table name in eventSourceARN"))?;
-        let source = if table == self.users_table {
-            Source::Users
-        } else if table == self.roles_table {
-            Source::Roles
-        } else {
-            return Err(SkipReason::Ignored("record from a table the relay does not serve"));
+        let defect =
+            no_seq.or((operation == Operation::Unknown).then_some("eventName is not INSERT, MODIFY or REMOVE"));
+        let table = table_of_record(record);
+        let source = match table {
+            None => {
+                return Mapped::Flush(Flush {
+                    source: None,
+                    table,
+                    seq,
+                    reason: "no table name in eventSourceARN",
+                });
+            }
+            Some(table) if table == self.users_table => Source::Users,
+            Some(table) if table == self.roles_table => Source::Roles,
+            Some(_) => return Mapped::Skip(SkipReason::Ignored("record from a table the relay does not serve")),
         };
 
         let created_ms = change.approximate_creation_date_time.timestamp_millis();
@@ -153,12 +195,24 @@ impl Mapper {
         if let Some(AttributeValue::S(pk)) = change.keys_pk()
             && let PartitionKey::Heartbeat(writer) = keys::parse_pk(pk)
         {
-            return Ok(heartbeat(operation, source, writer, seq, &change.new_image, created_ms));
+            return heartbeat(operation, defect, source, writer, seq, &change.new_image, created_ms);
         }
 
         let id = match source {
-            Source::Users => user_id(change.keys_pk(), &change.new_image, &change.old_image)?,
-            Source::Roles => role_id(change.keys_pk())?,
+            Source::Users => user_id(change.keys_pk(), &change.new_image, &change.old_image),
+            Source::Roles => role_id(change.keys_pk()),
+        };
+        let id = match id {
+            Ok(id) => id,
+            Err(Unkeyed::Unrelated(why)) => return Mapped::Skip(SkipReason::Ignored(why)),
+            Err(Unkeyed::Unreadable(reason)) => {
+                return Mapped::Flush(Flush {
+                    source: Some(source),
+                    table,
+                    seq,
+                    reason,
+                });
+            }
         };
 
         if operation == Operation::Modify
@@ -166,10 +220,10 @@ impl Mapper {
             && !change.new_image.is_empty()
             && !differs_beyond(&change.old_image, &change.new_image, &self.ignored_attributes)
         {
-            return Ok(Mapped::Skip(SkipReason::NoOp));
+            return Mapped::Skip(SkipReason::NoOp);
         }
 
-        Ok(Mapped::Invalidate(Change {
+        Mapped::Invalidate(Change {
             kind: ChangeKind::Key,
             source,
             id,
@@ -181,7 +235,8 @@ impl Mapper {
                     .user_identity
                     .as_ref()
                     .is_some_and(|identity| identity.type_ == "Service" && identity.principal_id == TTL_PRINCIPAL),
-        }))
+            defect,
+        })
     }
 }
 
@@ -190,6 +245,17 @@ enum Operation {
     Insert,
     Modify,
     Remove,
+    /// An `eventName` DynamoDB Streams does not document: a change of some kind, never a no-op.
+    Unknown,
+}
+
+/// Why a record of a watched table yields no key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Unkeyed {
+    /// An item of a key space no cache holds.
+    Unrelated(&'static str),
+    /// The record does not say which key changed.
+    Unreadable(&'static str),
 }
 
 /// The `PK` of a record's key, or of its images when `Keys` is absent.
@@ -207,9 +273,11 @@ impl KeysPk for aws_lambda_events::event::dynamodb::StreamRecord {
 }
 
 /// A heartbeat record: a tick stamped with the writer's time (the record's when the item has none).
-/// Only writes prove the path; a heartbeat item deleted by hand publishes nothing.
+/// Only writes prove the path; a heartbeat item deleted by hand publishes nothing, and neither
+/// does a heartbeat record read only in part.
 fn heartbeat<'a>(
     operation: Operation,
+    defect: Option<&'static str>,
     source: Source,
     writer: &'a str,
     seq: &'a str,
@@ -218,6 +286,9 @@ fn heartbeat<'a>(
 ) -> Mapped<'a> {
     if operation == Operation::Remove {
         return Mapped::Skip(SkipReason::Ignored("heartbeat item removed"));
+    }
+    if let Some(why) = defect {
+        return Mapped::Skip(SkipReason::Malformed(why));
     }
     let number = |attribute: &str| match new_image.get(attribute) {
         Some(AttributeValue::N(number)) => number.parse::<i64>().ok().filter(|value| *value > 0),
@@ -231,6 +302,7 @@ fn heartbeat<'a>(
         at_ms: number(HEARTBEAT_WRITTEN_AT_ATTRIBUTE).unwrap_or(created_ms),
         ttl_expiry: false,
         interval_ms: number(HEARTBEAT_INTERVAL_ATTRIBUTE).and_then(|ms| u64::try_from(ms).ok()),
+        defect: None,
     })
 }
 
@@ -242,12 +314,23 @@ pub fn table_of_stream_arn(arn: &str) -> Option<&str> {
     (!name.is_empty()).then_some(name)
 }
 
-fn user_id<'a>(pk: Option<&'a AttributeValue>, new: &'a Item, old: &'a Item) -> Result<&'a str, SkipReason> {
+/// The table a record says it comes from: the one of its `eventSourceARN`, else its `tableName`.
+#[must_use]
+pub fn table_of_record(record: &EventRecord) -> Option<&str> {
+    record
+        .event_source_arn
+        .as_deref()
+        .and_then(table_of_stream_arn)
+        .or(record.table_name.as_deref())
+        .filter(|table| !table.is_empty())
+}
+
+fn user_id<'a>(pk: Option<&'a AttributeValue>, new: &'a Item, old: &'a Item) -> Result<&'a str, Unkeyed> {
     if let Some(AttributeValue::S(pk)) = pk {
         match keys::parse_pk(pk) {
             PartitionKey::User(id) => return Ok(id),
             PartitionKey::Empty(keys::USER_PK_PREFIX) => {}
-            _ => return Err(SkipReason::Ignored("users-table item without a USER# partition key")),
+            _ => return Err(Unkeyed::Unrelated("users-table item without a USER# partition key")),
         }
     }
     // The key does not carry the id (absent, not a string, or a bare `USER#`): the item's own
@@ -258,23 +341,23 @@ fn user_id<'a>(pk: Option<&'a AttributeValue>, new: &'a Item, old: &'a Item) -> 
             Some(AttributeValue::S(id)) if !id.is_empty() => Some(id.as_str()),
             _ => None,
         })
-        .ok_or(SkipReason::Malformed(
+        .ok_or(Unkeyed::Unreadable(
             "no USER#<id> partition key and no userId attribute",
         ))
 }
 
-fn role_id(pk: Option<&AttributeValue>) -> Result<&str, SkipReason> {
+fn role_id(pk: Option<&AttributeValue>) -> Result<&str, Unkeyed> {
     match pk {
         Some(AttributeValue::S(pk)) => match keys::parse_pk(pk) {
             PartitionKey::Role(id) => Ok(id),
             PartitionKey::Empty(keys::ROLE_PK_PREFIX) => {
-                Err(SkipReason::Malformed("ROLE# partition key without a role id"))
+                Err(Unkeyed::Unreadable("ROLE# partition key without a role id"))
             }
             // Tools, per-user preferences and anything else in the roles table: no role cache holds them.
-            _ => Err(SkipReason::Ignored("roles-table item without a ROLE# partition key")),
+            _ => Err(Unkeyed::Unrelated("roles-table item without a ROLE# partition key")),
         },
-        Some(_) => Err(SkipReason::Malformed("partition key is not a string")),
-        None => Err(SkipReason::Malformed("no PK in the record's keys")),
+        Some(_) => Err(Unkeyed::Unreadable("partition key is not a string")),
+        None => Err(Unkeyed::Unreadable("no PK in the record's keys")),
     }
 }
 
@@ -329,13 +412,43 @@ impl PendingKey<'_> {
     }
 }
 
-/// Folds a batch's changes into one [`PendingKey`] per (source, key).
+/// One flush of a batch that must be published: the records of one source (or of no named
+/// table) that named no key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingFlush<'a> {
+    /// The source whose caches to flush; `None` for every cache.
+    pub source: Option<Source>,
+    /// The table name the first such record gave.
+    pub table: Option<&'a str>,
+    /// The latest (numerically highest) sequence number of those records.
+    pub seq: &'a str,
+    /// Position in the batch of the first record that needed the flush: like a key's, the record
+    /// a failed publish reports, so a tick of a later record is never published before it.
+    pub first_record: usize,
+}
+
+impl PendingFlush<'_> {
+    /// The reason the flush message carries, for the logs of every task.
+    #[must_use]
+    pub fn reason(&self) -> String {
+        format!(
+            "unreadable stream record {} of {}",
+            self.seq,
+            self.table.unwrap_or("an unnamed table")
+        )
+    }
+}
+
+/// Folds a batch's changes into one [`PendingKey`] per (source, kind, key), and its flushes into
+/// one [`PendingFlush`] per source.
 #[derive(Debug, Default)]
 pub struct Coalescer<'a> {
     /// Index into `keys` by (source, kind, id).
     index: HashMap<(Source, ChangeKind, &'a str), usize>,
     /// In order of first appearance, hence sorted by `first_record`.
     keys: Vec<PendingKey<'a>>,
+    /// At most one per source and one for every source, in order of first appearance.
+    flushes: Vec<PendingFlush<'a>>,
 }
 
 impl<'a> Coalescer<'a> {
@@ -345,6 +458,7 @@ impl<'a> Coalescer<'a> {
         Self {
             index: HashMap::with_capacity(records),
             keys: Vec::with_capacity(records),
+            flushes: Vec::new(),
         }
     }
 
@@ -378,44 +492,79 @@ impl<'a> Coalescer<'a> {
         }
     }
 
-    /// The distinct keys, ordered by the first record that needed them.
+    /// Adds the flush of the record at `position` in the batch.
+    pub fn add_flush(&mut self, flush: Flush<'a>, position: usize) {
+        match self.flushes.iter_mut().find(|pending| pending.source == flush.source) {
+            Some(pending) => {
+                if compare_sequence_numbers(flush.seq, pending.seq).is_gt() {
+                    pending.seq = flush.seq;
+                }
+            }
+            None => self.flushes.push(PendingFlush {
+                source: flush.source,
+                table: flush.table,
+                seq: flush.seq,
+                first_record: position,
+            }),
+        }
+    }
+
+    /// The distinct keys and the flushes, each ordered by the first record that needed them.
     #[must_use]
-    pub fn into_keys(mut self) -> Vec<PendingKey<'a>> {
+    pub fn finish(mut self) -> (Vec<PendingKey<'a>>, Vec<PendingFlush<'a>>) {
         // A heartbeat's position moves to its latest record; keep the order the relay relies on.
         self.keys.sort_by_key(|key| key.first_record);
-        self.keys
+        (self.keys, self.flushes)
     }
 }
 
-/// Counts of a batch's records by outcome.
+/// Counts of a batch's records by outcome: each record is counted once in the first six, and
+/// `read_in_part` counts across them.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct MappingCounts {
     /// Records that invalidate a key.
     pub invalidating: usize,
     /// Heartbeat records (published as ticks).
     pub heartbeats: usize,
-    /// Of those, deletions by the TTL process.
-    pub ttl_expiries: usize,
+    /// Records of a watched table that name no key: each needs a flush of its table's caches.
+    pub flushing: usize,
     /// No-op MODIFY records.
     pub no_op: usize,
     /// Records of items no cache holds.
     pub ignored: usize,
-    /// Records that could not be read.
+    /// Heartbeat records read only in part, skipped.
     pub malformed: usize,
+    /// Of the invalidating records, deletions by the TTL process.
+    pub ttl_expiries: usize,
+    /// Records read only in part ([`Mapped::malformed`]), whatever they publish.
+    pub read_in_part: usize,
 }
 
-/// Maps and coalesces a whole batch, calling `on_skip(position, record, reason)` for each record
-/// that publishes nothing (the relay logs malformed ones there).
+/// What a batch must publish, and how its records were counted.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MappedBatch<'a> {
+    /// The distinct keys and heartbeats, ordered by the first record that needed them.
+    pub keys: Vec<PendingKey<'a>>,
+    /// The flushes, one per source at most (and one for every cache), in the same order.
+    pub flushes: Vec<PendingFlush<'a>>,
+    /// The records by outcome.
+    pub counts: MappingCounts,
+}
+
+/// Maps and coalesces a whole batch, calling `inspect(position, record, mapped)` for each record
+/// (the relay logs the skipped and malformed ones there).
 pub fn map_batch<'a>(
     mapper: &Mapper,
     records: &'a [EventRecord],
     received_at_ms: i64,
-    mut on_skip: impl FnMut(usize, &'a EventRecord, SkipReason),
-) -> (Vec<PendingKey<'a>>, MappingCounts) {
+    mut inspect: impl FnMut(usize, &'a EventRecord, Mapped<'a>),
+) -> MappedBatch<'a> {
     let mut counts = MappingCounts::default();
     let mut coalescer = Coalescer::with_capacity(records.len());
     for (position, record) in records.iter().enumerate() {
-        match mapper.map(record, received_at_ms) {
+        let mapped = mapper.map(record, received_at_ms);
+        counts.read_in_part += usize::from(mapped.malformed().is_some());
+        match mapped {
             Mapped::Invalidate(change) => {
                 match change.kind {
                     ChangeKind::Key => counts.invalidating += 1,
@@ -424,17 +573,18 @@ pub fn map_batch<'a>(
                 counts.ttl_expiries += usize::from(change.ttl_expiry);
                 coalescer.add(change, position);
             }
-            Mapped::Skip(reason) => {
-                match reason {
-                    SkipReason::NoOp => counts.no_op += 1,
-                    SkipReason::Ignored(_) => counts.ignored += 1,
-                    SkipReason::Malformed(_) => counts.malformed += 1,
-                }
-                on_skip(position, record, reason);
+            Mapped::Flush(flush) => {
+                counts.flushing += 1;
+                coalescer.add_flush(flush, position);
             }
+            Mapped::Skip(SkipReason::NoOp) => counts.no_op += 1,
+            Mapped::Skip(SkipReason::Ignored(_)) => counts.ignored += 1,
+            Mapped::Skip(SkipReason::Malformed(_)) => counts.malformed += 1,
         }
+        inspect(position, record, mapped);
     }
-    (coalescer.into_keys(), counts)
+    let (keys, flushes) = coalescer.finish();
+    MappedBatch { keys, flushes, counts }
 }
 
 #[cfg(test)]
@@ -475,6 +625,7 @@ mod tests {
                 at_ms: 1_732_500_000_000,
                 ttl_expiry: false,
                 interval_ms: None,
+                defect: None,
             })
         );
     }
@@ -550,8 +701,8 @@ mod tests {
     fn a_role_edit_coalesces_to_one_key_with_the_latest_sequence_number() {
         let event = event(include_str!("../tests/fixtures/roles_edit.json"));
         assert_eq!(event.records.len(), 4, "definition plus three mapping items");
-        let (keys, counts) = map_batch(&mapper(), &event.records, 0, |_, _, reason| {
-            panic!("skipped: {reason:?}")
+        let MappedBatch { keys, counts, .. } = map_batch(&mapper(), &event.records, 0, |_, _, mapped| {
+            assert!(matches!(mapped, Mapped::Invalidate(_)), "{mapped:?}");
         });
         assert_eq!(counts.invalidating, 4);
         assert_eq!(
@@ -577,18 +728,199 @@ mod tests {
         }
     }
 
+    /// The record of `fixtures/unreadable.json` with this `eventID`, mapped.
+    fn unreadable(event_id: &str) -> Mapped<'static> {
+        let event: &'static Event = Box::leak(Box::new(event(UNREADABLE)));
+        let record = event
+            .records
+            .iter()
+            .find(|record| record.event_id == event_id)
+            .expect("a record of the fixture");
+        mapper().map(record, 7)
+    }
+
+    const UNREADABLE: &str = include_str!("../tests/fixtures/unreadable.json");
+
     #[test]
-    fn malformed_records_are_skipped_with_a_reason() {
+    fn a_user_key_that_is_not_a_string_falls_back_to_the_user_id() {
+        let Mapped::Invalidate(change) = unreadable("e000401") else {
+            panic!("the userId names the user");
+        };
+        assert_eq!((change.source, change.id, change.defect), (Source::Users, "u-9", None));
+    }
+
+    #[test]
+    fn a_users_record_naming_no_user_flushes_the_users_caches() {
+        assert_eq!(
+            unreadable("e000402"),
+            Mapped::Flush(Flush {
+                source: Some(Source::Users),
+                table: Some("staleless-users"),
+                seq: "4300000000000000000402",
+                reason: "no USER#<id> partition key and no userId attribute",
+            })
+        );
+    }
+
+    #[test]
+    fn a_role_key_without_a_role_id_flushes_the_roles_caches() {
+        let mapped = unreadable("e000403");
+        assert!(
+            matches!(
+                mapped,
+                Mapped::Flush(Flush {
+                    source: Some(Source::Roles),
+                    table: Some("staleless-app-roles"),
+                    reason: "ROLE# partition key without a role id",
+                    ..
+                })
+            ),
+            "{mapped:?}"
+        );
+    }
+
+    #[test]
+    fn a_key_that_is_not_a_string_flushes_its_source() {
+        assert!(matches!(
+            unreadable("e000404"),
+            Mapped::Flush(Flush {
+                source: Some(Source::Roles),
+                reason: "partition key is not a string",
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_record_naming_no_table_flushes_every_cache() {
+        assert_eq!(
+            unreadable("e000405"),
+            Mapped::Flush(Flush {
+                source: None,
+                table: None,
+                seq: "4300000000000000000405",
+                reason: "no table name in eventSourceARN",
+            })
+        );
+    }
+
+    #[test]
+    fn a_tool_item_is_still_ignored() {
+        assert!(matches!(unreadable("e000406"), Mapped::Skip(SkipReason::Ignored(_))));
+    }
+
+    #[test]
+    fn an_unknown_event_name_with_a_readable_key_invalidates_the_key() {
+        let mapped = unreadable("e000407");
+        let Mapped::Invalidate(change) = mapped else {
+            panic!("the key is readable: {mapped:?}");
+        };
+        assert_eq!(
+            (change.kind, change.source, change.id, change.seq),
+            (ChangeKind::Key, Source::Users, "u-10", "4300000000000000000407")
+        );
+        assert_eq!(mapped.malformed(), Some("eventName is not INSERT, MODIFY or REMOVE"));
+    }
+
+    #[test]
+    fn an_unknown_event_name_is_never_a_no_op() {
+        let mut event = event(include_str!("../tests/fixtures/users_modify_identical.json"));
+        event.records[0].event_name = "UPSERT".to_owned();
+        assert!(matches!(
+            mapper().map(&event.records[0], 0),
+            Mapped::Invalidate(Change { id: "u-1", .. })
+        ));
+    }
+
+    #[test]
+    fn a_record_without_a_sequence_number_invalidates_its_key_as_the_oldest_change() {
+        let mapped = unreadable("e000408");
+        assert!(
+            matches!(
+                mapped,
+                Mapped::Invalidate(Change {
+                    id: "u-11",
+                    seq: MISSING_SEQUENCE_NUMBER,
+                    defect: Some("no dynamodb.SequenceNumber"),
+                    ..
+                })
+            ),
+            "{mapped:?}"
+        );
+    }
+
+    #[test]
+    fn flushes_coalesce_per_source_from_the_first_record_that_needed_them() {
+        let event = event(UNREADABLE);
+        let batch = map_batch(&mapper(), &event.records, 0, |_, _, _| {});
+        let flushes: Vec<_> = batch
+            .flushes
+            .iter()
+            .map(|flush| (flush.source, flush.seq, flush.first_record))
+            .collect();
+        assert_eq!(
+            flushes,
+            [
+                // Records 1 and 8: the latest sequence number, the first record.
+                (Some(Source::Users), "4300000000000000000409", 1),
+                (Some(Source::Roles), "4300000000000000000404", 2),
+                (None, "4300000000000000000405", 4),
+            ]
+        );
+        assert_eq!(
+            batch.flushes[0].reason(),
+            "unreadable stream record 4300000000000000000409 of staleless-users"
+        );
+        assert_eq!(
+            batch.flushes[2].reason(),
+            "unreadable stream record 4300000000000000000405 of an unnamed table"
+        );
+        let ids: Vec<&str> = batch.keys.iter().map(|key| key.id).collect();
+        assert_eq!(ids, ["u-9", "u-10", "u-11"]);
+        assert_eq!(
+            batch.counts,
+            MappingCounts {
+                invalidating: 3,
+                flushing: 5,
+                ignored: 1,
+                read_in_part: 7,
+                ..MappingCounts::default()
+            }
+        );
+    }
+
+    #[test]
+    fn malformed_records_invalidate_their_keys_or_flush_their_source() {
         let event = event(include_str!("../tests/fixtures/malformed.json"));
-        let mut skipped = Vec::new();
-        let (keys, counts) = map_batch(&mapper(), &event.records, 0, |position, _, reason| {
-            skipped.push((position, reason));
+        let mut malformed = Vec::new();
+        let batch = map_batch(&mapper(), &event.records, 0, |position, _, mapped| {
+            if let Some(why) = mapped.malformed() {
+                malformed.push((position, why));
+            }
         });
-        let ids: Vec<&str> = keys.iter().map(|key| key.id).collect();
-        assert_eq!(ids, ["u-ok", "u-ok-too"]);
-        assert_eq!(counts.malformed, 5, "{skipped:?}");
-        assert_eq!(counts.ignored, 1, "{skipped:?}");
-        assert!(skipped.iter().all(|(_, reason)| !matches!(reason, SkipReason::NoOp)));
+        let keys: Vec<(&str, &str, usize)> = batch
+            .keys
+            .iter()
+            .map(|key| (key.id, key.seq, key.first_record))
+            .collect();
+        // u-bad: once without a sequence number, once with an unknown eventName.
+        assert_eq!(
+            keys,
+            [
+                ("u-ok", "4100000000000000000301", 0),
+                ("u-bad", "4100000000000000000303", 1),
+                ("u-ok-too", "4100000000000000000308", 7),
+            ]
+        );
+        let flushes: Vec<_> = batch
+            .flushes
+            .iter()
+            .map(|flush| (flush.source, flush.first_record))
+            .collect();
+        assert_eq!(flushes, [(None, 3), (Some(Source::Roles), 4), (Some(Source::Users), 5)]);
+        assert_eq!(malformed.len(), 5, "{malformed:?}");
+        assert_eq!((batch.counts.read_in_part, batch.counts.ignored), (5, 1));
+        assert_eq!((batch.counts.invalidating, batch.counts.flushing), (4, 3));
     }
 
     #[test]
@@ -602,11 +934,12 @@ mod tests {
             at_ms,
             ttl_expiry: false,
             interval_ms: None,
+            defect: None,
         };
         coalescer.add(change("99", 1), 0);
         coalescer.add(change("100", 2), 1);
         coalescer.add(change("98", 3), 2);
-        let keys = coalescer.into_keys();
+        let (keys, _) = coalescer.finish();
         assert_eq!(keys.len(), 1);
         assert_eq!((keys[0].seq, keys[0].at_ms, keys[0].first_record), ("100", 2, 0));
     }
@@ -624,18 +957,22 @@ mod tests {
                     at_ms: 0,
                     ttl_expiry: false,
                     interval_ms: None,
+                    defect: None,
                 },
                 position,
             );
         }
-        assert_eq!(coalescer.into_keys().len(), 2);
+        assert_eq!(coalescer.finish().0.len(), 2);
     }
 
     #[test]
     fn heartbeats_become_one_tick_per_table_placed_after_the_changes_before_them() {
         let event: Event = event(include_str!("../tests/fixtures/heartbeats.json"));
-        let (keys, counts) = map_batch(&mapper(), &event.records, 7, |_, _, reason| {
-            panic!("nothing is skipped: {reason:?}");
+        let MappedBatch { keys, counts, .. } = map_batch(&mapper(), &event.records, 7, |_, _, mapped| {
+            assert!(
+                matches!(mapped, Mapped::Invalidate(_)),
+                "nothing is skipped: {mapped:?}"
+            );
         });
         assert_eq!((counts.heartbeats, counts.invalidating), (3, 1));
         assert_eq!(
@@ -672,6 +1009,25 @@ mod tests {
         ));
         record.event_name = "REMOVE".to_owned();
         assert!(matches!(mapper().map(record, 0), Mapped::Skip(SkipReason::Ignored(_))));
+    }
+
+    #[test]
+    fn a_heartbeat_record_read_in_part_publishes_no_tick() {
+        let mut event: Event = event(include_str!("../tests/fixtures/heartbeats.json"));
+        let record = &mut event.records[0];
+        record.event_name = "UPSERT".to_owned();
+        assert!(matches!(
+            mapper().map(record, 0),
+            Mapped::Skip(SkipReason::Malformed(_))
+        ));
+        record.event_name = "INSERT".to_owned();
+        record.change.sequence_number = None;
+        let mapped = mapper().map(record, 0);
+        assert_eq!(
+            mapped,
+            Mapped::Skip(SkipReason::Malformed("no dynamodb.SequenceNumber"))
+        );
+        assert!(mapped.malformed().is_some());
     }
 
     #[test]

@@ -2,9 +2,10 @@
 //! log line on Lambda, which CloudWatch turns into metrics with no `PutMetricData` call, no
 //! permission and no latency on the invocation.
 //!
-//! `template.yaml` alarms on two of them: `TicksRelayed` (per `Source`: no tick for two minutes
-//! means every API task is reading through) and `MalformedRecords` (records skipped as
-//! unreadable). <https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html>
+//! `template.yaml` alarms on three of them: `TicksRelayed` (per `Source`: no tick for two minutes
+//! means every API task is reading through), `MalformedRecords` (records read only in part) and
+//! `UnreadableRecordFlushes` (caches flushed because records of a watched table named no key).
+//! <https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html>
 
 use serde_json::{Value, json};
 
@@ -14,8 +15,10 @@ use crate::relay::InvocationSummary;
 pub const NAMESPACE: &str = "Staleless";
 /// Ticks published, per `Source` dimension.
 pub const TICKS_RELAYED: &str = "TicksRelayed";
-/// Records skipped because they could not be read.
+/// Records read only in part, whatever they published (their key, a flush, or nothing).
 pub const MALFORMED_RECORDS: &str = "MalformedRecords";
+/// Flushes published because records of a watched table named no key.
+pub const UNREADABLE_RECORD_FLUSHES: &str = "UnreadableRecordFlushes";
 /// Keys published.
 pub const KEYS_PUBLISHED: &str = "KeysPublished";
 /// Invocations that reported a batch item failure.
@@ -54,12 +57,14 @@ pub fn emf_lines(summary: &InvocationSummary, now_ms: i64) -> Vec<Value> {
                 "Dimensions": [[]],
                 "Metrics": [
                     {"Name": MALFORMED_RECORDS, "Unit": "Count"},
+                    {"Name": UNREADABLE_RECORD_FLUSHES, "Unit": "Count"},
                     {"Name": KEYS_PUBLISHED, "Unit": "Count"},
                     {"Name": PUBLISH_FAILURES, "Unit": "Count"},
                 ],
             }],
         },
-        MALFORMED_RECORDS: summary.skipped_malformed,
+        MALFORMED_RECORDS: summary.records_malformed,
+        UNREADABLE_RECORD_FLUSHES: summary.flushes_published,
         KEYS_PUBLISHED: summary.keys_published,
         PUBLISH_FAILURES: usize::from(summary.failed_from.is_some()),
     })];
@@ -89,7 +94,8 @@ mod tests {
     #[test]
     fn counts_become_emf_documents_with_the_alarmed_names() {
         let summary = InvocationSummary {
-            skipped_malformed: 2,
+            records_malformed: 2,
+            flushes_published: 1,
             keys_published: 5,
             ticks_published: [1, 0],
             ..InvocationSummary::default()
@@ -97,6 +103,14 @@ mod tests {
         let lines = emf_lines(&summary, 1_000);
         assert_eq!(lines.len(), 2, "no roles document without roles ticks");
         assert_eq!(lines[0][MALFORMED_RECORDS], 2);
+        assert_eq!(lines[0][UNREADABLE_RECORD_FLUSHES], 1);
+        let names: Vec<&Value> = lines[0]["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+            .as_array()
+            .expect("metrics")
+            .iter()
+            .map(|metric| &metric["Name"])
+            .collect();
+        assert!(names.contains(&&json!(UNREADABLE_RECORD_FLUSHES)), "{names:?}");
         assert_eq!(lines[0]["_aws"]["CloudWatchMetrics"][0]["Namespace"], NAMESPACE);
         assert_eq!(lines[1]["Source"], "users");
         assert_eq!(lines[1][TICKS_RELAYED], 1);

@@ -1,13 +1,18 @@
 //! Fan-out: the one-method [`Publisher`] the relay sends invalidations through, its SNS
 //! implementation ([`SnsPublisher`], `PublishBatch` with the `source` message attribute) and an
 //! in-memory one for tests and benchmarks ([`MemoryPublisher`]).
+//!
+//! The `source` attribute lets a subscriber's filter policy take only the sources it caches
+//! ([`SOURCE_ATTRIBUTE`]). A message about every source (a flush of every cache) carries every
+//! source's name, as a `String.Array`, which a policy on any one source matches: no subscriber
+//! filtering on `source` can miss it.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
 use aws_sdk_sns::config::http::HttpResponse;
-use aws_sdk_sns::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_sns::error::{BuildError, DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_sns::types::{MessageAttributeValue, PublishBatchRequestEntry};
 use staleless_protocol::{SOURCE_ATTRIBUTE, Source};
 
@@ -20,13 +25,19 @@ pub const MAX_BATCH_ENTRIES: usize = 10;
 /// <https://docs.aws.amazon.com/sns/latest/dg/sns-batch-api-actions.html>
 pub const MAX_BATCH_BYTES: usize = staleless_protocol::SNS_MAX_MESSAGE_BYTES;
 
+/// Every source the relay serves: the value of the `source` attribute of a message about all
+/// of them.
+pub const EVERY_SOURCE: [Source; 2] = [Source::Users, Source::Roles];
+
 /// One message of a `PublishBatch` call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublishEntry {
     /// Unique within its call; SNS reports per-entry results by it.
     pub id: String,
-    /// Sent as the `source` message attribute, for subscribers' filter policies.
-    pub source: Source,
+    /// Sent as the `source` message attribute, for subscribers' filter policies; `None` for a
+    /// message about every source ([`Invalidation::source`](staleless_protocol::Invalidation::source)),
+    /// sent with all of [`EVERY_SOURCE`].
+    pub source: Option<Source>,
     /// The encoded [`staleless_protocol::Invalidation`].
     pub body: String,
 }
@@ -98,11 +109,7 @@ impl Publisher for SnsPublisher {
     async fn publish_batch(&self, entries: &[PublishEntry]) -> Result<(), PublishError> {
         let mut request = self.client.publish_batch().topic_arn(&self.topic_arn);
         for entry in entries {
-            let attribute = MessageAttributeValue::builder()
-                .data_type("String")
-                .string_value(entry.source.as_str())
-                .build()
-                .map_err(|err| PublishError::Rejected(err.to_string()))?;
+            let attribute = source_attribute(entry.source).map_err(|err| PublishError::Rejected(err.to_string()))?;
             request = request.publish_batch_request_entries(
                 PublishBatchRequestEntry::builder()
                     .id(&entry.id)
@@ -136,6 +143,21 @@ impl Publisher for SnsPublisher {
             PublishError::Transient(detail)
         })
     }
+}
+
+/// The `source` attribute of a message about `source`, or about every source: a `String.Array`
+/// of their names, which a filter policy naming any one of them matches.
+/// <https://docs.aws.amazon.com/sns/latest/dg/sns-message-attributes.html>
+fn source_attribute(source: Option<Source>) -> Result<MessageAttributeValue, BuildError> {
+    let builder = match source {
+        Some(source) => MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(source.as_str()),
+        None => MessageAttributeValue::builder()
+            .data_type("String.Array")
+            .string_value(serde_json::Value::from(EVERY_SOURCE.map(Source::as_str).to_vec()).to_string()),
+    };
+    builder.build()
 }
 
 /// SNS error codes that mean "slow down".
@@ -205,9 +227,10 @@ impl MemoryPublisher {
         lock(&self.accepted).clone()
     }
 
-    /// Every accepted message, decoded, in publish order.
+    /// Every accepted message, decoded, in publish order, with the source it was tagged with
+    /// (`None`: every source).
     #[must_use]
-    pub fn accepted_messages(&self) -> Vec<(Source, staleless_protocol::Invalidation)> {
+    pub fn accepted_messages(&self) -> Vec<(Option<Source>, staleless_protocol::Invalidation)> {
         lock(&self.accepted)
             .iter()
             .flatten()
@@ -262,5 +285,16 @@ mod tests {
             assert!(is_throttling(code), "{code}");
         }
         assert!(!is_throttling("NotFound"));
+    }
+
+    #[test]
+    fn a_message_about_every_source_is_tagged_with_every_source() {
+        let every = source_attribute(None).expect("attribute");
+        assert_eq!(
+            (every.data_type(), every.string_value()),
+            ("String.Array", Some(r#"["users","roles"]"#))
+        );
+        let users = source_attribute(Some(Source::Users)).expect("attribute");
+        assert_eq!((users.data_type(), users.string_value()), ("String", Some("users")));
     }
 }

@@ -1,6 +1,10 @@
 //! One invocation: map and coalesce the batch, pack the keys into messages, publish them with
 //! retries, and report the first record whose keys did not go out as the batch item failure.
 //!
+//! A record of a watched table is never dropped: one that names no key publishes a flush of its
+//! table's caches (of every cache when it names no table), in order with the batch's other
+//! messages, and is logged with its sequence number, table and reason.
+//!
 //! The same [`Relay`] serves the Lambda (through [`function_handler`]) and the local event
 //! source mapping in `infra` (through [`Relay::handle_records`]).
 
@@ -14,9 +18,11 @@ use serde::Deserialize;
 use staleless_protocol::{EncodeError, Invalidation, Source, pack_invalidation_messages, sns_body_budget};
 use tracing::Instrument;
 
-use crate::mapping::{ChangeKind, Mapper, PendingKey, SkipReason, map_batch};
+use crate::mapping::{
+    ChangeKind, Mapped, MappedBatch, Mapper, PendingFlush, PendingKey, SkipReason, map_batch, table_of_record,
+};
 use crate::metrics::MetricsSink;
-use crate::publish::{MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, PublishEntry, PublishError, Publisher};
+use crate::publish::{EVERY_SOURCE, MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, PublishEntry, PublishError, Publisher};
 
 /// How throttled or transient publish failures are retried inside one invocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,16 +68,26 @@ pub struct InvocationSummary {
     pub records_invalidating: usize,
     /// Heartbeat records.
     pub heartbeats: usize,
+    /// Records of a watched table that name no key, so flush their table's caches.
+    pub records_flushing: usize,
     /// Ticks SNS accepted, by source (users, roles).
     pub ticks_published: [usize; 2],
-    /// Of those, deletions by DynamoDB's TTL process.
+    /// Flushes SNS accepted, each for records that named no key (the `UnreadableRecordFlushes`
+    /// metric).
+    pub flushes_published: usize,
+    /// Of the invalidating records, deletions by DynamoDB's TTL process.
     pub ttl_expiries: usize,
     /// MODIFY records that changed only ignored attributes (or nothing).
     pub skipped_no_op: usize,
     /// Records of items no cache holds.
     pub skipped_ignored: usize,
-    /// Records that could not be read (logged one by one with their sequence numbers).
+    /// Records that publish nothing because nothing of them can be relayed: heartbeat records
+    /// read only in part, and records the caller dropped.
     pub skipped_malformed: usize,
+    /// Records read only in part, whatever they published (their key, a flush, or nothing), each
+    /// logged with its sequence number (the `MalformedRecords` metric). A record of a table the
+    /// relay does not serve is ignored whatever its shape.
+    pub records_malformed: usize,
     /// Distinct (source, key) pairs after coalescing.
     pub keys: usize,
     /// Keys whose message SNS accepted.
@@ -100,8 +116,8 @@ pub struct RelayOutcome {
 }
 
 /// The DynamoDB stream event as the Lambda runtime delivers it, read record by record, so that
-/// one record Lambda's type cannot parse is skipped instead of failing the whole invocation
-/// (which would block the shard until the record ages out).
+/// one record Lambda's type cannot parse is relayed as what can be read of it instead of failing
+/// the whole invocation (which would block the shard until the record ages out).
 #[derive(Debug, Clone, Default, Deserialize)]
 pub struct LenientEvent {
     /// The records, each still raw JSON.
@@ -135,12 +151,22 @@ impl std::fmt::Debug for Relay {
 
 /// One message to publish and the first batch record that needs it.
 struct OutgoingMessage {
-    source: Source,
+    /// Its `source` attribute; `None` for every source.
+    source: Option<Source>,
     body: String,
-    keys: usize,
+    carries: Carries,
     first_record: usize,
-    /// A tick rather than an invalidation.
-    tick: bool,
+}
+
+/// What an [`OutgoingMessage`] carries, for the summary.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Carries {
+    /// This many keys to invalidate.
+    Keys(usize),
+    /// A tick of this source.
+    Tick(Source),
+    /// A flush for records that named no key.
+    Flush,
 }
 
 impl Relay {
@@ -157,7 +183,8 @@ impl Relay {
     }
 
     /// Sends each invocation's counts to `metrics` (the Lambda uses CloudWatch's embedded metric
-    /// format, which the tick and malformed-record alarms of `template.yaml` read).
+    /// format, which the tick, malformed-record and unreadable-record alarms of `template.yaml`
+    /// read).
     #[must_use]
     pub const fn with_metrics(mut self, metrics: MetricsSink) -> Self {
         self.metrics = metrics;
@@ -184,54 +211,47 @@ impl Relay {
         self.handle_records(&event.records, 0).await
     }
 
-    /// Handles the event as the Lambda runtime delivers it; records that do not parse are
-    /// logged, counted as malformed and skipped.
+    /// Handles the event as the Lambda runtime delivers it. A record Lambda's type cannot read is
+    /// logged and relayed as what can still be read of it: a record that names no key, so a flush
+    /// of its table's caches (of every cache when it names no table; another table's is ignored).
     pub async fn handle_lenient(&self, event: LenientEvent) -> RelayOutcome {
-        let total = event.records.len();
-        let mut records = Vec::with_capacity(total);
-        for raw in event.records {
-            let sequence_number = raw
-                .pointer("/dynamodb/SequenceNumber")
-                .and_then(serde_json::Value::as_str)
-                .map(str::to_owned);
-            match serde_json::from_value::<EventRecord>(raw) {
-                Ok(record) => records.push(record),
-                Err(err) => tracing::warn!(
-                    sequence_number = sequence_number.as_deref().unwrap_or("none"),
-                    reason = %err,
-                    "skipping a stream record that does not parse"
-                ),
-            }
-        }
-        self.handle_records(&records, total - records.len()).await
+        let records: Vec<EventRecord> = event
+            .records
+            .iter()
+            .enumerate()
+            .map(|(position, raw)| {
+                EventRecord::deserialize(raw).unwrap_or_else(|err| {
+                    let record = stand_in(raw);
+                    tracing::warn!(
+                        position,
+                        sequence_number = record.change.sequence_number.as_deref().unwrap_or("none"),
+                        table = table_of_record(&record).unwrap_or("none"),
+                        reason = %err,
+                        "a stream record does not parse: relaying it without its key and images"
+                    );
+                    record
+                })
+            })
+            .collect();
+        self.handle_records(&records, 0).await
     }
 
-    /// Handles parsed records; `unparseable` more were already dropped and are counted as
-    /// malformed. Never fails: a publish failure becomes a batch item failure in the response.
+    /// Handles parsed records; `unparseable` more were already dropped by the caller and are
+    /// counted as malformed. Never fails: a publish failure becomes a batch item failure in the
+    /// response.
     pub async fn handle_records(&self, records: &[EventRecord], unparseable: usize) -> RelayOutcome {
         let now_ms = chrono::Utc::now().timestamp_millis();
-        let (keys, counts) = map_batch(&self.mapper, records, now_ms, |position, record, reason| {
-            let sequence_number = record.change.sequence_number.as_deref().unwrap_or("none");
-            match reason {
-                SkipReason::Malformed(why) => tracing::warn!(
-                    position,
-                    sequence_number,
-                    event_id = %record.event_id,
-                    reason = why,
-                    "skipping a malformed stream record"
-                ),
-                SkipReason::Ignored(why) => tracing::debug!(sequence_number, reason = why, "ignoring a stream record"),
-                SkipReason::NoOp => tracing::debug!(sequence_number, "no-op change; nothing to invalidate"),
-            }
-        });
+        let MappedBatch { keys, flushes, counts } = map_batch(&self.mapper, records, now_ms, log_record);
         let mut summary = InvocationSummary {
             records_in: records.len() + unparseable,
             records_invalidating: counts.invalidating,
             heartbeats: counts.heartbeats,
+            records_flushing: counts.flushing,
             ttl_expiries: counts.ttl_expiries,
             skipped_no_op: counts.no_op,
             skipped_ignored: counts.ignored,
             skipped_malformed: counts.malformed + unparseable,
+            records_malformed: counts.read_in_part + unparseable,
             keys: keys.len(),
             max_lag: records
                 .iter()
@@ -243,35 +263,49 @@ impl Relay {
             ..InvocationSummary::default()
         };
 
-        let first_unpublished = self.publish(&keys, &mut summary).await;
+        let first_unpublished = self.publish(&keys, &flushes, &mut summary).await;
         let mut response = DynamoDbEventResponse::default();
         if let Some(position) = first_unpublished {
-            // The record exists and has a sequence number: only such records produce keys.
+            // The first unpublished record's sequence number; for a record without one, the
+            // nearest earlier record's (retrying from earlier only repeats idempotent messages);
+            // with none at all, an empty identifier, which Lambda reads as a failure of the
+            // whole batch. Never nothing: that would acknowledge records whose messages were
+            // not sent.
             let seq = records
-                .get(position)
-                .and_then(|record| record.change.sequence_number.clone());
-            if let Some(seq) = &seq {
-                let mut failure = DynamoDbBatchItemFailure::default();
-                failure.item_identifier = Some(seq.clone());
-                response.batch_item_failures.push(failure);
-            }
-            summary.failed_from = seq;
+                .iter()
+                .take(position.saturating_add(1))
+                .rev()
+                .find_map(|record| record.change.sequence_number.clone().filter(|seq| !seq.is_empty()))
+                .unwrap_or_default();
+            let mut failure = DynamoDbBatchItemFailure::default();
+            failure.item_identifier = Some(seq.clone());
+            response.batch_item_failures.push(failure);
+            summary.failed_from = Some(seq);
         }
         log_summary(&summary);
         self.metrics.record(&summary);
         RelayOutcome { response, summary }
     }
 
-    /// Publishes every key; returns the batch position of the first record whose keys did not
-    /// go out, if any.
-    async fn publish(&self, keys: &[PendingKey<'_>], summary: &mut InvocationSummary) -> Option<usize> {
-        let messages = match self.pack(keys) {
+    /// Publishes every key and flush; returns the batch position of the first record whose
+    /// messages did not go out, if any.
+    async fn publish(
+        &self,
+        keys: &[PendingKey<'_>],
+        flushes: &[PendingFlush<'_>],
+        summary: &mut InvocationSummary,
+    ) -> Option<usize> {
+        let messages = match self.pack(keys, flushes) {
             Ok(messages) => messages,
             Err(err) => {
                 // Only a key over 256 KiB can do this, and DynamoDB keys are at most 2 KiB: a bug,
                 // reported as a failure of the whole batch so nothing is acknowledged unsent.
                 tracing::error!(error = %err, "cannot encode invalidations");
-                return keys.first().map(|key| key.first_record);
+                return keys
+                    .iter()
+                    .map(|key| key.first_record)
+                    .chain(flushes.iter().map(|flush| flush.first_record))
+                    .min();
             }
         };
         let started = Instant::now();
@@ -292,10 +326,12 @@ impl Relay {
                 Ok(()) => {
                     summary.messages_published += entries.len();
                     for message in &messages[next..call] {
-                        if message.tick {
-                            summary.ticks_published[usize::from(message.source == Source::Roles)] += 1;
-                        } else {
-                            summary.keys_published += message.keys;
+                        match message.carries {
+                            Carries::Keys(keys) => summary.keys_published += keys,
+                            Carries::Tick(source) => {
+                                summary.ticks_published[usize::from(source == Source::Roles)] += 1;
+                            }
+                            Carries::Flush => summary.flushes_published += 1,
                         }
                     }
                     next = call;
@@ -335,26 +371,39 @@ impl Relay {
         }
     }
 
-    /// Packs each source's keys into messages and each heartbeat into a tick, then orders all
-    /// messages by the first record that needs them, so that a failure part-way acknowledges as
-    /// many records as possible and a tick never goes out before the changes it vouches for.
-    fn pack(&self, keys: &[PendingKey<'_>]) -> Result<Vec<OutgoingMessage>, EncodeError> {
+    /// Packs each source's keys into messages, each heartbeat into a tick and each flush into a
+    /// `flush_all`, then orders all messages by the first record that needs them, so that a
+    /// failure part-way acknowledges as many records as possible and a tick never goes out before
+    /// the changes (or flushes) it vouches for.
+    fn pack(&self, keys: &[PendingKey<'_>], flushes: &[PendingFlush<'_>]) -> Result<Vec<OutgoingMessage>, EncodeError> {
         let mut messages = Vec::new();
         for heartbeat in keys.iter().filter(|key| key.kind == ChangeKind::Heartbeat) {
             let tick = Invalidation::Tick {
                 source: heartbeat.source,
                 written_at_ms: heartbeat.at_ms,
+                writer: Some(heartbeat.id.to_owned()),
                 interval_ms: heartbeat.interval_ms,
             };
             messages.push(OutgoingMessage {
-                source: heartbeat.source,
+                source: Some(heartbeat.source),
                 body: tick.encode()?,
-                keys: 0,
+                carries: Carries::Tick(heartbeat.source),
                 first_record: heartbeat.first_record,
-                tick: true,
             });
         }
-        for source in [Source::Users, Source::Roles] {
+        for flush in flushes {
+            let message = Invalidation::FlushAll {
+                source: flush.source,
+                reason: Some(flush.reason()),
+            };
+            messages.push(OutgoingMessage {
+                source: flush.source,
+                body: message.encode()?,
+                carries: Carries::Flush,
+                first_record: flush.first_record,
+            });
+        }
+        for source in EVERY_SOURCE {
             let of_source: Vec<&PendingKey<'_>> = keys
                 .iter()
                 .filter(|key| key.source == source && key.kind == ChangeKind::Key)
@@ -370,11 +419,10 @@ impl Relay {
                 let first_record = of_source.get(offset).map_or(usize::MAX, |key| key.first_record);
                 offset += message.key_count;
                 messages.push(OutgoingMessage {
-                    source,
+                    source: Some(source),
                     body: message.body,
-                    keys: message.key_count,
+                    carries: Carries::Keys(message.key_count),
                     first_record,
-                    tick: false,
                 });
             }
         }
@@ -399,17 +447,82 @@ fn batch_end(messages: &[OutgoingMessage], start: usize) -> usize {
     end
 }
 
+/// What a record that is not plainly relayed is worth in the log: a warning naming its sequence
+/// number, table and reason when it was read only in part, a debug line when it is skipped.
+fn log_record(position: usize, record: &EventRecord, mapped: Mapped<'_>) {
+    let sequence_number = record.change.sequence_number.as_deref().unwrap_or("none");
+    let table = table_of_record(record).unwrap_or("none");
+    match mapped {
+        Mapped::Flush(flush) => tracing::warn!(
+            position,
+            sequence_number,
+            table,
+            event_id = %record.event_id,
+            flushed = flush.source.map_or("every source", Source::as_str),
+            reason = flush.reason,
+            "a stream record of a watched table names no key: flushing its caches"
+        ),
+        Mapped::Invalidate(change) => {
+            if let Some(why) = change.defect {
+                tracing::warn!(
+                    position,
+                    sequence_number,
+                    table,
+                    event_id = %record.event_id,
+                    key = change.id,
+                    reason = why,
+                    "a stream record read only in part: invalidating the key it names"
+                );
+            }
+        }
+        Mapped::Skip(SkipReason::Malformed(why)) => tracing::warn!(
+            position,
+            sequence_number,
+            table,
+            event_id = %record.event_id,
+            reason = why,
+            "skipping a heartbeat record read only in part: no tick rests on it"
+        ),
+        Mapped::Skip(SkipReason::Ignored(why)) => {
+            tracing::debug!(sequence_number, reason = why, "ignoring a stream record")
+        }
+        Mapped::Skip(SkipReason::NoOp) => tracing::debug!(sequence_number, "no-op change; nothing to invalidate"),
+    }
+}
+
+/// What can be read of a record Lambda's type refuses, whatever else is wrong with it: its id,
+/// event name, table and sequence number, never its key or images (they may be what is broken).
+/// Mapped like any record, it flushes its table's caches (every cache when it names no table)
+/// or is ignored as another table's, and a failed publish still reports its sequence number.
+fn stand_in(raw: &serde_json::Value) -> EventRecord {
+    let text = |pointer: &str| {
+        raw.pointer(pointer)
+            .and_then(serde_json::Value::as_str)
+            .map(str::to_owned)
+    };
+    let mut record = EventRecord::default();
+    record.event_id = text("/eventID").unwrap_or_default();
+    record.event_name = text("/eventName").unwrap_or_default();
+    record.event_source_arn = text("/eventSourceARN");
+    record.table_name = text("/tableName");
+    record.change.sequence_number = text("/dynamodb/SequenceNumber");
+    record
+}
+
 fn log_summary(summary: &InvocationSummary) {
     tracing::info!(
         records_in = summary.records_in,
         records_invalidating = summary.records_invalidating,
         heartbeats = summary.heartbeats,
+        records_flushing = summary.records_flushing,
         ticks_users = summary.ticks_published[0],
         ticks_roles = summary.ticks_published[1],
+        flushes_published = summary.flushes_published,
         ttl_expiries = summary.ttl_expiries,
         skipped_no_op = summary.skipped_no_op,
         skipped_ignored = summary.skipped_ignored,
         skipped_malformed = summary.skipped_malformed,
+        records_malformed = summary.records_malformed,
         keys = summary.keys,
         keys_published = summary.keys_published,
         messages_published = summary.messages_published,

@@ -1,5 +1,5 @@
 //! The relay end to end on Lambda-shaped JSON fixtures, publishing to the in-memory publisher:
-//! what is published, what is skipped, and which record a failed publish reports.
+//! what is published, what is skipped, what is flushed, and which record a failed publish reports.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -9,7 +9,7 @@ use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use serde_dynamo::AttributeValue;
 use serde_json::{Value, json};
 use staleless_protocol::{Invalidation, KeyVersion, Source, compare_sequence_numbers};
-use stream_relay::{LenientEvent, Mapper, MemoryPublisher, PublishError, Relay, RetryPolicy};
+use stream_relay::{LenientEvent, Mapper, MemoryPublisher, PublishError, Relay, RelayOutcome, RetryPolicy};
 
 const USERS_INSERT: &str = include_str!("fixtures/users_insert.json");
 const ROLES_EDIT: &str = include_str!("fixtures/roles_edit.json");
@@ -45,37 +45,79 @@ fn user_records(count: usize, ids: impl Fn(usize) -> String) -> Vec<EventRecord>
         .collect()
 }
 
-fn published_keys(publisher: &MemoryPublisher) -> Vec<(Source, KeyVersion)> {
+/// Every message accepted, in order, each checked to be tagged with its own source (`None`, a
+/// flush of every cache, is tagged with every source).
+fn accepted(publisher: &MemoryPublisher) -> Vec<Invalidation> {
     publisher
         .accepted_messages()
         .into_iter()
-        .flat_map(|(attribute, message)| match message {
-            Invalidation::Invalidate { source, keys } => {
-                assert_eq!(attribute, source, "the source attribute matches the body");
-                keys.into_iter().map(move |key| (source, key)).collect::<Vec<_>>()
-            }
-            Invalidation::FlushAll { .. } => panic!("the relay never flushes"),
-            Invalidation::Tick { .. } => Vec::new(),
+        .map(|(attribute, message)| {
+            assert_eq!(attribute, message.source(), "the source attribute matches the body");
+            message
         })
         .collect()
 }
 
-/// Every message published, in order: `Ok(key ids)` for an invalidation, `Err(written_at_ms)` for
-/// a tick.
-fn published_in_order(publisher: &MemoryPublisher) -> Vec<(Source, Result<Vec<String>, i64>)> {
-    publisher
-        .accepted_messages()
+fn published_keys(publisher: &MemoryPublisher) -> Vec<(Source, KeyVersion)> {
+    accepted(publisher)
         .into_iter()
-        .map(|(attribute, message)| match message {
-            Invalidation::Invalidate { source, keys } => (source, Ok(keys.into_iter().map(|key| key.id).collect())),
-            Invalidation::Tick {
-                source, written_at_ms, ..
-            } => {
-                assert_eq!(attribute, source, "a tick carries its source attribute too");
-                (source, Err(written_at_ms))
-            }
-            Invalidation::FlushAll { .. } => panic!("the relay never flushes"),
+        .flat_map(|message| match message {
+            Invalidation::Invalidate { source, keys } => keys.into_iter().map(move |key| (source, key)).collect(),
+            Invalidation::FlushAll { .. } | Invalidation::Tick { .. } => Vec::new(),
         })
+        .collect()
+}
+
+/// The flushes published, in order: the source flushed (`None`: every one) and the reason.
+fn published_flushes(publisher: &MemoryPublisher) -> Vec<(Option<Source>, String)> {
+    accepted(publisher)
+        .into_iter()
+        .filter_map(|message| match message {
+            Invalidation::FlushAll { source, reason } => Some((source, reason.expect("the relay says why"))),
+            Invalidation::Invalidate { .. } | Invalidation::Tick { .. } => None,
+        })
+        .collect()
+}
+
+/// One published message, in order.
+#[derive(Debug, PartialEq, Eq)]
+enum Sent {
+    /// The ids of an invalidation.
+    Keys(Source, Vec<String>),
+    /// A tick's `written_at_ms`.
+    Tick(Source, i64),
+    /// A flush of one source, or of every one.
+    Flush(Option<Source>),
+}
+
+fn published_in_order(publisher: &MemoryPublisher) -> Vec<Sent> {
+    accepted(publisher)
+        .into_iter()
+        .map(|message| match message {
+            Invalidation::Invalidate { source, keys } => {
+                Sent::Keys(source, keys.into_iter().map(|key| key.id).collect())
+            }
+            Invalidation::Tick {
+                source,
+                written_at_ms,
+                writer,
+                ..
+            } => {
+                assert_eq!(writer.as_deref(), Some("staleless"), "a tick names its writer");
+                Sent::Tick(source, written_at_ms)
+            }
+            Invalidation::FlushAll { source, .. } => Sent::Flush(source),
+        })
+        .collect()
+}
+
+/// The `itemIdentifier`s of the batch item failures reported.
+fn failures(outcome: &RelayOutcome) -> Vec<Option<String>> {
+    outcome
+        .response
+        .batch_item_failures
+        .iter()
+        .map(|failure| failure.item_identifier.clone())
         .collect()
 }
 
@@ -91,9 +133,9 @@ async fn heartbeats_are_published_as_ticks_after_the_changes_before_them() {
     assert_eq!(
         published_in_order(&publisher),
         [
-            (Source::Users, Ok(vec!["u-1".to_owned()])),
-            (Source::Users, Err(1_732_500_005_100)),
-            (Source::Roles, Err(1_732_500_006_000)),
+            Sent::Keys(Source::Users, vec!["u-1".to_owned()]),
+            Sent::Tick(Source::Users, 1_732_500_005_100),
+            Sent::Tick(Source::Roles, 1_732_500_006_000),
         ]
     );
 }
@@ -161,28 +203,167 @@ async fn tool_items_and_preferences_are_ignored() {
 }
 
 #[tokio::test]
-async fn malformed_records_are_skipped_and_the_batch_succeeds() {
+async fn malformed_records_invalidate_their_keys_or_flush_their_source_and_the_batch_succeeds() {
     let (relay, publisher) = new_relay();
     let outcome = relay
         .handle_event(&event(include_str!("fixtures/malformed.json")))
         .await;
     assert!(outcome.response.batch_item_failures.is_empty());
-    assert_eq!(outcome.summary.skipped_malformed, 5);
+    assert_eq!(
+        (outcome.summary.records_malformed, outcome.summary.skipped_malformed),
+        (5, 0),
+        "read in part, none dropped"
+    );
+    assert_eq!(
+        (outcome.summary.records_flushing, outcome.summary.flushes_published),
+        (3, 3)
+    );
     let ids: BTreeSet<String> = published_keys(&publisher).into_iter().map(|(_, key)| key.id).collect();
-    assert_eq!(ids, BTreeSet::from(["u-ok".to_owned(), "u-ok-too".to_owned()]));
+    assert_eq!(
+        ids,
+        BTreeSet::from(["u-ok".to_owned(), "u-bad".to_owned(), "u-ok-too".to_owned()])
+    );
+    let flushed: Vec<Option<Source>> = published_flushes(&publisher)
+        .into_iter()
+        .map(|(source, _)| source)
+        .collect();
+    assert_eq!(flushed, [None, Some(Source::Roles), Some(Source::Users)]);
 }
 
 #[tokio::test]
-async fn records_lambda_cannot_parse_are_skipped_too() {
+async fn an_unreadable_users_record_publishes_a_flush_of_the_users_caches() {
+    let (relay, publisher) = new_relay();
+    let mut raw: Value = serde_json::from_str(USERS_INSERT).expect("fixture");
+    let change = &mut raw["Records"][0]["dynamodb"];
+    for image in ["Keys", "NewImage"] {
+        let item = change[image].as_object_mut().expect("an image");
+        item.remove("PK");
+        item.remove("userId");
+    }
+    let outcome = relay.handle_event(&event(&raw.to_string())).await;
+
+    assert!(outcome.response.batch_item_failures.is_empty(), "the batch succeeds");
+    assert_eq!(
+        published_flushes(&publisher),
+        [(
+            Some(Source::Users),
+            "unreadable stream record 4100000000000000000001 of staleless-users".to_owned()
+        )]
+    );
+    assert_eq!(
+        publisher.accepted()[0][0].source,
+        Some(Source::Users),
+        "tagged for users subscribers"
+    );
+    let summary = &outcome.summary;
+    assert_eq!(
+        (
+            summary.records_flushing,
+            summary.flushes_published,
+            summary.records_malformed
+        ),
+        (1, 1, 1)
+    );
+    assert_eq!((summary.keys, summary.keys_published), (0, 0));
+}
+
+#[tokio::test]
+async fn a_flush_goes_out_in_batch_order_before_the_ticks_of_later_records() {
+    let (relay, publisher) = new_relay();
+    let heartbeats = event(include_str!("fixtures/heartbeats.json")).records;
+    let unreadable = event(include_str!("fixtures/unreadable.json")).records;
+    // Users heartbeats and a change, a roles record naming no role, then a roles heartbeat.
+    let mut records = heartbeats.clone();
+    records.insert(3, unreadable[2].clone());
+    let outcome = relay.handle_records(&records, 0).await;
+    assert!(outcome.response.batch_item_failures.is_empty());
+    assert_eq!(
+        published_in_order(&publisher),
+        [
+            Sent::Keys(Source::Users, vec!["u-1".to_owned()]),
+            Sent::Tick(Source::Users, 1_732_500_005_100),
+            Sent::Flush(Some(Source::Roles)),
+            Sent::Tick(Source::Roles, 1_732_500_006_000),
+        ]
+    );
+}
+
+/// Ten users, one message each (a 120-byte budget holds one key), so they fill the first
+/// `PublishBatch` call and the eleventh record's message goes out in the second.
+fn ten_users_then(record: EventRecord) -> Vec<EventRecord> {
+    let mut records = user_records(10, |n| format!("u-{n}"));
+    records.push(record);
+    records
+}
+
+#[tokio::test]
+async fn a_flush_that_cannot_be_published_fails_the_batch_from_its_record() {
+    let (relay, publisher) = new_relay();
+    let relay = relay.with_max_message_bytes(120);
+    let unreadable = event(include_str!("fixtures/unreadable.json")).records;
+    publisher.script([Ok(()), Err(PublishError::Rejected("topic gone".into()))]);
+    let outcome = relay.handle_records(&ten_users_then(unreadable[1].clone()), 0).await;
+    assert_eq!(failures(&outcome), [Some("4300000000000000000402".to_owned())]);
+    assert_eq!(
+        (outcome.summary.keys_published, outcome.summary.flushes_published),
+        (10, 0)
+    );
+}
+
+#[tokio::test]
+async fn a_failed_record_without_a_sequence_number_reports_the_one_before_it() {
+    let (relay, publisher) = new_relay();
+    let relay = relay.with_max_message_bytes(120);
+    let unreadable = event(include_str!("fixtures/unreadable.json")).records;
+    let without_seq = unreadable[7].clone();
+    assert_eq!(without_seq.change.sequence_number, None);
+
+    publisher.script([Ok(()), Err(PublishError::Rejected("topic gone".into()))]);
+    let after = relay.handle_records(&ten_users_then(without_seq.clone()), 0).await;
+    assert_eq!(
+        after.summary.failed_from.as_deref(),
+        Some("1009"),
+        "the record before it"
+    );
+
+    // Nothing before it: an empty identifier, which fails the whole batch.
+    publisher.script([Err(PublishError::Rejected("topic gone".into()))]);
+    let alone = relay.handle_records(&[without_seq], 0).await;
+    assert_eq!(failures(&alone), [Some(String::new())]);
+}
+
+#[tokio::test]
+async fn records_lambda_cannot_parse_flush_the_caches_of_their_table() {
     let (relay, publisher) = new_relay();
     let mut raw: Value = serde_json::from_str(USERS_INSERT).expect("fixture");
     let good = raw["Records"][0].clone();
-    raw["Records"] = json!([{"eventName": "INSERT"}, "not even an object", good, {"dynamodb": {"SizeBytes": "many"}}]);
+    let mut roles_unparseable = good.clone();
+    roles_unparseable["eventSourceARN"] =
+        json!("arn:aws:dynamodb:us-east-1:123456789012:table/staleless-app-roles/stream/2024-11-25T00:00:00.000");
+    roles_unparseable["dynamodb"]["SequenceNumber"] = json!("4200000000000000000777");
+    roles_unparseable["dynamodb"]["NewImage"]["name"] = json!({"S": 5});
+    raw["Records"] = json!([
+        {"eventName": "INSERT"},
+        "not even an object",
+        good,
+        {"dynamodb": {"SizeBytes": "many"}},
+        roles_unparseable
+    ]);
     let lenient: LenientEvent = serde_json::from_value(raw).expect("lenient event");
     let outcome = relay.handle_lenient(lenient).await;
     assert!(outcome.response.batch_item_failures.is_empty());
-    assert_eq!((outcome.summary.records_in, outcome.summary.skipped_malformed), (4, 3));
+    assert_eq!((outcome.summary.records_in, outcome.summary.records_malformed), (5, 4));
     assert_eq!(published_keys(&publisher).len(), 1);
+    assert_eq!(
+        published_flushes(&publisher),
+        [
+            (None, "unreadable stream record 0 of an unnamed table".to_owned()),
+            (
+                Some(Source::Roles),
+                "unreadable stream record 4200000000000000000777 of staleless-app-roles".to_owned()
+            ),
+        ]
+    );
 }
 
 #[tokio::test]
@@ -272,14 +453,8 @@ async fn throttling_past_the_retry_budget_fails_the_batch() {
     let (relay, publisher) = new_relay();
     publisher.script(std::iter::repeat_with(|| Err(PublishError::Throttled("slow down".into()))).take(3));
     let outcome = relay.handle_event(&event(ROLES_EDIT)).await;
-    let failures: Vec<Option<String>> = outcome
-        .response
-        .batch_item_failures
-        .iter()
-        .map(|failure| failure.item_identifier.clone())
-        .collect();
     assert_eq!(
-        failures,
+        failures(&outcome),
         [Some("4200000000000000000101".to_owned())],
         "the first record of the batch"
     );

@@ -3,6 +3,11 @@
 //! Records are generated as the Lambda JSON they arrive as: the mapping is checked on those
 //! Lambda's type reads, and the whole relay ([`Relay::handle_lenient`]) on any batch of them,
 //! the refused ones included.
+//!
+//! The invariant: any record maps to a key the record names, a heartbeat, a flush of its source
+//! (of every source when it names no table) when it names no key, or a counted skip of an
+//! unrelated key space (another table, another prefix), a no-op write or a heartbeat read in
+//! part. A record of a watched table is never dropped.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
@@ -302,30 +307,24 @@ fn string_attribute<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
 }
 
 /// Checks one record's mapping against the record: a change names an id the record spells, at its
-/// sequence number, for the table it came from; a record without a readable operation or
-/// sequence number, or from another table, publishes nothing.
+/// sequence number, for the table it came from; a flush is of the record's table (of every table
+/// when it names none) and only for a record that names no key; a skip is of an unrelated key
+/// space, a no-op write or a heartbeat read in part.
 fn check_mapping(record: &EventRecord, mapped: Mapped<'_>) -> Result<(), TestCaseError> {
     let change = &record.change;
-    let seq = change.sequence_number.as_deref().unwrap_or_default();
+    let seq = change.sequence_number.as_deref().filter(|seq| !seq.is_empty());
+    let known_operation = matches!(record.event_name.as_str(), "INSERT" | "MODIFY" | "REMOVE");
     let table = record
         .event_source_arn
         .as_deref()
         .and_then(table_of_stream_arn)
-        .or(record.table_name.as_deref());
-    let readable = matches!(record.event_name.as_str(), "INSERT" | "MODIFY" | "REMOVE") && !seq.is_empty();
-    let Mapped::Invalidate(published) = mapped else {
-        return Ok(());
+        .or(record.table_name.as_deref())
+        .filter(|table| !table.is_empty());
+    let source = match table {
+        Some("staleless-users") => Some(Source::Users),
+        Some("staleless-app-roles") => Some(Source::Roles),
+        _ => None,
     };
-    prop_assert!(readable, "{record:?} published {published:?}");
-    prop_assert_eq!(published.seq, seq);
-    let expected_source = match table {
-        Some("staleless-users") => Source::Users,
-        Some("staleless-app-roles") => Source::Roles,
-        other => return Err(TestCaseError::fail(format!("published a change of table {other:?}"))),
-    };
-    prop_assert_eq!(published.source, expected_source);
-    prop_assert!(!published.id.is_empty());
-    prop_assert!(published.at_ms > 0, "at_ms {}", published.at_ms);
     let pk = [&change.keys, &change.new_image, &change.old_image]
         .into_iter()
         .find_map(|item| item.get(PARTITION_KEY));
@@ -334,22 +333,85 @@ fn check_mapping(record: &EventRecord, mapped: Mapped<'_>) -> Result<(), TestCas
         _ => None,
     };
     let after = |prefix: &str| pk.and_then(|pk| pk.strip_prefix(prefix));
-    match (published.kind, published.source) {
-        (ChangeKind::Heartbeat, _) => {
-            prop_assert_eq!(after(HEARTBEAT_PK_PREFIX), Some(published.id));
-            prop_assert_ne!(record.event_name.as_str(), "REMOVE");
-        }
-        (ChangeKind::Key, Source::Roles) => prop_assert_eq!(after(ROLE_PK_PREFIX), Some(published.id)),
-        (ChangeKind::Key, Source::Users) => {
-            let from_attribute = [&change.new_image, &change.old_image]
-                .into_iter()
-                .any(|image| string_attribute(image, USER_ID_ATTRIBUTE) == Some(published.id));
-            prop_assert!(
-                after(USER_PK_PREFIX) == Some(published.id)
-                    || (matches!(pk, None | Some(USER_PK_PREFIX)) && from_attribute),
-                "user {:?} from PK {pk:?}",
-                published.id
+    let heartbeat_writer = after(HEARTBEAT_PK_PREFIX).filter(|writer| !writer.is_empty());
+    let user_id_attribute = |id: Option<&str>| {
+        [&change.new_image, &change.old_image].into_iter().any(|image| {
+            string_attribute(image, USER_ID_ATTRIBUTE)
+                .is_some_and(|value| !value.is_empty() && id.is_none_or(|id| id == value))
+        })
+    };
+    match mapped {
+        Mapped::Invalidate(published) => {
+            prop_assert_eq!(
+                Some(published.source),
+                source,
+                "published a change of table {:?}",
+                table
             );
+            prop_assert_eq!(published.seq, seq.unwrap_or(MISSING_SEQUENCE_NUMBER));
+            prop_assert!(!published.id.is_empty());
+            prop_assert!(published.at_ms > 0, "at_ms {}", published.at_ms);
+            match (published.kind, published.source) {
+                (ChangeKind::Heartbeat, _) => {
+                    prop_assert_eq!(heartbeat_writer, Some(published.id));
+                    prop_assert!(
+                        known_operation && seq.is_some(),
+                        "a tick on a record read in part: {record:?}"
+                    );
+                    prop_assert_ne!(record.event_name.as_str(), "REMOVE");
+                    prop_assert_eq!(published.defect, None);
+                }
+                (ChangeKind::Key, source) => {
+                    prop_assert_eq!(published.defect.is_some(), seq.is_none() || !known_operation);
+                    if source == Source::Roles {
+                        prop_assert_eq!(after(ROLE_PK_PREFIX), Some(published.id));
+                    } else {
+                        prop_assert!(
+                            after(USER_PK_PREFIX) == Some(published.id)
+                                || (matches!(pk, None | Some(USER_PK_PREFIX)) && user_id_attribute(Some(published.id))),
+                            "user {:?} from PK {pk:?}",
+                            published.id
+                        );
+                    }
+                }
+            }
+        }
+        Mapped::Flush(flush) => {
+            prop_assert_eq!(flush.table, table);
+            prop_assert_eq!(flush.seq, seq.unwrap_or(MISSING_SEQUENCE_NUMBER));
+            match (table, flush.source) {
+                // No table named: the record is ours (the function reads our streams only).
+                (None, None) => {}
+                (Some(_), Some(Source::Users)) => {
+                    prop_assert_eq!(source, Some(Source::Users));
+                    prop_assert!(matches!(pk, None | Some(USER_PK_PREFIX)), "flushed on PK {pk:?}");
+                    prop_assert!(!user_id_attribute(None), "flushed although a userId names the user");
+                }
+                (Some(_), Some(Source::Roles)) => {
+                    prop_assert_eq!(source, Some(Source::Roles));
+                    prop_assert!(matches!(pk, None | Some(ROLE_PK_PREFIX)), "flushed on PK {pk:?}");
+                }
+                other => return Err(TestCaseError::fail(format!("flush {other:?} of {record:?}"))),
+            }
+        }
+        Mapped::Skip(SkipReason::Ignored(_)) => {
+            let other_prefix = match source {
+                Some(Source::Users) => pk.is_some_and(|pk| !pk.starts_with(USER_PK_PREFIX)),
+                Some(Source::Roles) => pk.is_some_and(|pk| !pk.starts_with(ROLE_PK_PREFIX)),
+                None => false,
+            };
+            let removed_heartbeat = heartbeat_writer.is_some() && record.event_name == "REMOVE";
+            prop_assert!(
+                (table.is_some() && source.is_none()) || other_prefix || removed_heartbeat,
+                "ignored a record of a watched key space: {record:?}"
+            );
+        }
+        Mapped::Skip(SkipReason::Malformed(_)) => {
+            prop_assert!(source.is_some() && heartbeat_writer.is_some(), "{record:?}");
+            prop_assert!(seq.is_none() || !known_operation, "{record:?}");
+        }
+        Mapped::Skip(SkipReason::NoOp) => {
+            prop_assert!(source.is_some() && record.event_name == "MODIFY", "{record:?}");
         }
     }
     Ok(())
@@ -386,18 +448,22 @@ proptest! {
     #![proptest_config(ProptestConfig { cases: 512, ..ProptestConfig::default() })]
 
     #[test]
-    fn any_record_maps_to_a_key_a_heartbeat_or_a_counted_skip(batch in batch()) {
+    fn any_record_maps_to_a_key_a_heartbeat_a_flush_of_its_source_or_a_counted_skip(batch in batch()) {
         let records: Vec<EventRecord> = batch.iter().filter_map(parse).collect();
-        let mut skips = 0usize;
-        let (keys, counts) = map_batch(&mapper(), &records, RECEIVED_AT_MS, |_, _, _| skips += 1);
+        let mut inspected = 0usize;
+        let MappedBatch { keys, flushes, counts } =
+            map_batch(&mapper(), &records, RECEIVED_AT_MS, |_, _, _| inspected += 1);
 
         let mapped: Vec<Mapped<'_>> = records.iter().map(|record| mapper().map(record, RECEIVED_AT_MS)).collect();
         let mut expected = MappingCounts::default();
         // Per (source, kind, id): the latest sequence number, and the record a failed publish must
         // report (a key's first record; a heartbeat's latest, so its tick follows the changes before it).
         let mut latest: HashMap<(Source, ChangeKind, &str), (&str, usize)> = HashMap::new();
+        // Per flushed source (`None`: every source): the latest sequence number and the first record.
+        let mut flushed: HashMap<Option<Source>, (&str, usize)> = HashMap::new();
         for (position, (record, mapped)) in records.iter().zip(&mapped).enumerate() {
             check_mapping(record, *mapped)?;
+            expected.read_in_part += usize::from(mapped.malformed().is_some());
             match mapped {
                 Mapped::Invalidate(change) => {
                     match change.kind {
@@ -414,13 +480,24 @@ proptest! {
                         }
                     }
                 }
+                Mapped::Flush(flush) => {
+                    expected.flushing += 1;
+                    let (seq, _) = flushed.entry(flush.source).or_insert((flush.seq, position));
+                    if compare_sequence_numbers(flush.seq, seq).is_gt() {
+                        *seq = flush.seq;
+                    }
+                }
                 Mapped::Skip(SkipReason::NoOp) => expected.no_op += 1,
                 Mapped::Skip(SkipReason::Ignored(_)) => expected.ignored += 1,
                 Mapped::Skip(SkipReason::Malformed(_)) => expected.malformed += 1,
             }
         }
         prop_assert_eq!(counts, expected);
-        prop_assert_eq!(skips, counts.no_op + counts.ignored + counts.malformed);
+        prop_assert_eq!(inspected, records.len());
+        prop_assert_eq!(
+            counts.invalidating + counts.heartbeats + counts.flushing + counts.no_op + counts.ignored + counts.malformed,
+            records.len()
+        );
 
         // One pending key per (source, kind, id), at its latest sequence number, in batch order.
         prop_assert_eq!(keys.len(), latest.len());
@@ -428,6 +505,12 @@ proptest! {
             prop_assert_eq!(latest.get(&(key.source, key.kind, key.id)), Some(&(key.seq, key.first_record)));
         }
         prop_assert!(keys.windows(2).all(|pair| pair[0].first_record <= pair[1].first_record));
+        // One pending flush per source, likewise.
+        prop_assert_eq!(flushes.len(), flushed.len());
+        for flush in &flushes {
+            prop_assert_eq!(flushed.get(&flush.source), Some(&(flush.seq, flush.first_record)));
+        }
+        prop_assert!(flushes.windows(2).all(|pair| pair[0].first_record < pair[1].first_record));
     }
 
     #[test]
@@ -442,22 +525,44 @@ proptest! {
         prop_assert_eq!(summary.records_in, batch.len());
         let counted = summary.records_invalidating
             + summary.heartbeats
+            + summary.records_flushing
             + summary.skipped_no_op
             + summary.skipped_ignored
             + summary.skipped_malformed;
         prop_assert_eq!(counted, batch.len());
+        // Every record of ours Lambda's type refuses is malformed, and relayed for what can be read
+        // of it (another table's is ignored whatever its shape).
+        let refused_of_ours = batch
+            .iter()
+            .filter(|record| parse(record).is_none())
+            .filter(|record| {
+                let table = record.get("eventSourceARN").and_then(Value::as_str).and_then(table_of_stream_arn);
+                table.is_none_or(|table| ["staleless-users", "staleless-app-roles"].contains(&table))
+            })
+            .count();
+        prop_assert!(summary.records_malformed >= refused_of_ours);
         // Each pending key goes out once: in an invalidation, or as its table's tick.
         prop_assert_eq!(summary.keys_published + summary.ticks_published.iter().sum::<usize>(), summary.keys);
-        let published: usize = publisher
-            .accepted_messages()
-            .iter()
-            .map(|(_, message)| match message {
-                staleless_protocol::Invalidation::Invalidate { keys, .. } => keys.len(),
-                staleless_protocol::Invalidation::Tick { .. } => 1,
-                staleless_protocol::Invalidation::FlushAll { .. } => 0,
-            })
-            .sum();
+        let messages = publisher.accepted_messages();
+        let mut published = 0;
+        let mut flushes = Vec::new();
+        for (attribute, message) in &messages {
+            prop_assert_eq!(*attribute, message.source(), "the source attribute matches the body");
+            match message {
+                staleless_protocol::Invalidation::Invalidate { keys, .. } => published += keys.len(),
+                staleless_protocol::Invalidation::Tick { writer, .. } => {
+                    prop_assert!(writer.is_some(), "a tick names its writer");
+                    published += 1;
+                }
+                staleless_protocol::Invalidation::FlushAll { source, .. } => flushes.push(*source),
+            }
+        }
         prop_assert_eq!(published, summary.keys);
+        // A flush per flushed source at most, and one whenever a record named no key.
+        prop_assert_eq!(flushes.len(), summary.flushes_published);
+        prop_assert_eq!(flushes.is_empty(), summary.records_flushing == 0);
+        let distinct: std::collections::BTreeSet<_> = flushes.iter().collect();
+        prop_assert_eq!(distinct.len(), flushes.len(), "{:?}", flushes);
     }
 }
 
