@@ -195,6 +195,15 @@ pub struct ChannelConfig {
     /// How often the queue's heartbeat tag is refreshed.
     #[arg(long, env = "QUEUE_HEARTBEAT_INTERVAL_SECS", default_value_t = 60)]
     pub queue_heartbeat_interval_secs: u64,
+    /// The heartbeat writers whose ticks count (the `<writer>` of their `HEARTBEAT#<writer>`
+    /// items, comma-separated): the heartbeat Lambda's `HEARTBEAT_WRITER`. A tick of any other
+    /// name is refused and counted.
+    #[arg(long, env = "HEARTBEAT_WRITERS", value_delimiter = ',', default_value = staleless_protocol::keys::DEFAULT_HEARTBEAT_WRITER)]
+    pub heartbeat_writers: Vec<String>,
+    /// How far ahead of this task's clock a tick may be written (clock skew), charged against
+    /// the bound; at most half of it. A tick from further ahead is refused and counted.
+    #[arg(long, env = "TICK_FUTURE_TOLERANCE_MS", default_value_t = 500)]
+    pub tick_future_tolerance_ms: u64,
 }
 
 /// The fleet's queue sweeper (`queue-sweeper`): one for all tasks.
@@ -235,6 +244,16 @@ impl ChannelConfig {
     #[must_use]
     pub const fn staleness_bound(&self) -> Duration {
         Duration::from_secs(self.staleness_bound_secs)
+    }
+
+    /// The trust rules of the configured bound, writers and tolerance.
+    #[must_use]
+    pub fn trust_rules(&self) -> crate::channel::TrustRules {
+        crate::channel::TrustRules::new(
+            self.staleness_bound(),
+            Duration::from_millis(self.tick_future_tolerance_ms),
+            &self.heartbeat_writers,
+        )
     }
 }
 
@@ -285,6 +304,9 @@ mod tests {
     fn the_bound_defaults_to_fifteen_seconds_and_calls_have_timeouts() {
         let config = Config::try_parse_from(["staleless-api"]).expect("parse");
         assert_eq!(config.channel.staleness_bound(), Duration::from_secs(15));
+        let rules = config.channel.trust_rules();
+        assert_eq!(rules.writers(), ["staleless"]);
+        assert_eq!(rules.future_tolerance(), Duration::from_millis(500));
         let calls = config.aws.for_calls();
         assert_eq!(calls.operation_timeout(), Some(Duration::from_secs(3)));
         assert_eq!(calls.operation_attempt_timeout(), Some(Duration::from_secs(1)));

@@ -20,7 +20,7 @@ use crate::cache::{CacheStats, KeyedCache};
 use crate::channel::ChannelHealth;
 use crate::config::CacheMode;
 use crate::metrics as names;
-use crate::model::{NewRole, Profile, RoleDefinition, RolePatch};
+use crate::model::{NewRole, Profile, RoleDefinition, RolePatch, StoredRole};
 use crate::permissions::{self, Access};
 use crate::store::{ProfileStore, ProfileSync, RoleStore, StoreError};
 
@@ -81,37 +81,104 @@ impl RecentRoleChanges {
     }
 }
 
+/// Items read from a table that did not fit the data model, each logged and counted once per
+/// change: a corrupt item read on every request must not flood the logs, and one repaired and
+/// broken again must be reported again.
+#[derive(Debug, Default)]
+pub struct CorruptItems {
+    /// Item key → what was wrong with it when last reported.
+    reported: Mutex<HashMap<String, String>>,
+}
+
+impl CorruptItems {
+    fn reported(&self) -> std::sync::MutexGuard<'_, HashMap<String, String>> {
+        self.reported.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The item `key` of `table` was read and found corrupt: logs and counts it unless this very
+    /// fault was reported already.
+    pub fn report(&self, table: Source, key: &str, fault: &str) {
+        let mut reported = self.reported();
+        if reported.get(key).is_some_and(|known| known == fault) {
+            return;
+        }
+        reported.insert(key.to_owned(), fault.to_owned());
+        metrics::counter!(names::CORRUPT_ITEMS, "table" => table.as_str()).increment(1);
+        tracing::warn!(table = %table, key, fault, "a stored item does not fit the data model; it is contained to itself (roles: grants nothing; profiles: that user's requests fail) until it is repaired");
+    }
+
+    /// The item `key` was read and fits the data model (again).
+    pub fn sound(&self, key: &str) {
+        let mut reported = self.reported();
+        if !reported.is_empty() {
+            reported.remove(key);
+        }
+    }
+
+    /// Reports the corrupt roles of a fresh catalogue and forgets the roles no longer corrupt.
+    fn catalogue_read(&self, corrupt: &[StoredRole]) {
+        let keys: Vec<String> = corrupt
+            .iter()
+            .map(|stored| staleless_protocol::keys::role_pk(&stored.role.role_id))
+            .collect();
+        self.reported()
+            .retain(|key, _| !key.starts_with(staleless_protocol::keys::ROLE_PK_PREFIX) || keys.contains(key));
+        for (key, stored) in keys.iter().zip(corrupt) {
+            let faults: Vec<String> = stored.faults.iter().map(ToString::to_string).collect();
+            self.report(Source::Roles, key, &faults.join("; "));
+        }
+    }
+}
+
 /// One snapshot of the role catalogue, with permission resolutions memoized for its lifetime:
 /// when the catalogue is invalidated the memo goes with it, so it needs no invalidation of its
 /// own.
 pub struct Catalogue {
-    /// Every role definition, by role id.
+    /// Every sound role definition, by role id: the only ones permission resolution sees.
     roles: Vec<RoleDefinition>,
+    /// Definitions that do not fit the data model: they grant nothing (fail closed), and are
+    /// listed for admins to repair or delete.
+    corrupt: Vec<StoredRole>,
     /// Resolutions by the user's IdP roles, as listed on the profile.
     memo: moka::sync::Cache<Vec<String>, Arc<Access>>,
 }
 
 impl Catalogue {
-    /// A snapshot of `roles`.
+    /// A snapshot of `stored`: the sound roles resolve, the corrupt ones are set apart.
     #[must_use]
-    pub fn new(mut roles: Vec<RoleDefinition>) -> Self {
+    pub fn new(stored: Vec<StoredRole>) -> Self {
+        let (corrupt, sound): (Vec<StoredRole>, Vec<StoredRole>) = stored.into_iter().partition(StoredRole::is_corrupt);
+        let mut roles: Vec<RoleDefinition> = sound.into_iter().map(|stored| stored.role).collect();
         roles.sort_by(|a, b| a.role_id.cmp(&b.role_id));
         Self {
             roles,
+            corrupt,
             memo: moka::sync::Cache::new(MAX_MEMOIZED_ROLE_SETS),
         }
     }
 
-    /// The roles, sorted by id.
+    /// The sound roles, sorted by id.
     #[must_use]
     pub fn roles(&self) -> &[RoleDefinition] {
         &self.roles
     }
 
-    /// One role.
+    /// The corrupt roles, with their faults.
+    #[must_use]
+    pub fn corrupt(&self) -> &[StoredRole] {
+        &self.corrupt
+    }
+
+    /// One sound role.
     #[must_use]
     pub fn role(&self, role_id: &str) -> Option<&RoleDefinition> {
         self.roles.iter().find(|role| role.role_id == role_id)
+    }
+
+    /// One corrupt role.
+    #[must_use]
+    pub fn corrupt_role(&self, role_id: &str) -> Option<&StoredRole> {
+        self.corrupt.iter().find(|stored| stored.role.role_id == role_id)
     }
 
     /// What a user with these IdP roles may do (memoized).
@@ -152,6 +219,8 @@ pub struct Directory {
     catalogue_cache: KeyedCache<(), Arc<Catalogue>>,
     /// Roles changed moments ago, read by id until the definitions index surely shows them.
     recent_role_changes: RecentRoleChanges,
+    /// Corrupt items seen, reported once per change.
+    corrupt_items: Arc<CorruptItems>,
     /// Reads that skipped a trusted cache, by cache.
     bypassed_profiles: metrics::Counter,
     bypassed_roles: metrics::Counter,
@@ -176,6 +245,7 @@ impl Directory {
             profile_cache: KeyedCache::new("profiles", max_profiles, ttl),
             catalogue_cache: KeyedCache::new("roles", 1, ttl),
             recent_role_changes: RecentRoleChanges::default(),
+            corrupt_items: Arc::default(),
             bypassed_profiles: metrics::counter!(names::CACHE_BYPASSED_READS, "cache" => "profiles"),
             bypassed_roles: metrics::counter!(names::CACHE_BYPASSED_READS, "cache" => "roles"),
         }
@@ -204,8 +274,21 @@ impl Directory {
         // Built only on a miss: the hit path allocates nothing.
         let read = || {
             let store = Arc::clone(&self.profiles);
+            let corrupt_items = Arc::clone(&self.corrupt_items);
             let user_id = user_id.to_owned();
-            async move { Ok(store.get_profile(&user_id).await?.map(Arc::new)) }
+            async move {
+                match store.get_profile(&user_id).await {
+                    Ok(profile) => {
+                        corrupt_items.sound(&staleless_protocol::keys::user_pk(&user_id));
+                        Ok(profile.map(Arc::new))
+                    }
+                    Err(StoreError::Corrupt { key, detail }) => {
+                        corrupt_items.report(Source::Users, &key, &detail);
+                        Err(StoreError::Corrupt { key, detail })
+                    }
+                    Err(err) => Err(err),
+                }
+            }
         };
         match self.mode {
             _ if self.use_cache(Source::Users) => self.profile_cache.get_or_load(user_id, read).await,
@@ -224,8 +307,13 @@ impl Directory {
     pub async fn catalogue(&self) -> Result<Arc<Catalogue>, StoreError> {
         let read = || {
             let store = Arc::clone(&self.roles);
+            let corrupt_items = Arc::clone(&self.corrupt_items);
             let recently_changed = self.recent_role_changes.current();
-            async move { Ok(Arc::new(Catalogue::new(store.list_roles(&recently_changed).await?))) }
+            async move {
+                let catalogue = Catalogue::new(store.list_roles(&recently_changed).await?);
+                corrupt_items.catalogue_read(catalogue.corrupt());
+                Ok(Arc::new(catalogue))
+            }
         };
         match self.mode {
             _ if self.use_cache(Source::Roles) => self.catalogue_cache.get_or_load(&(), read).await,
@@ -305,11 +393,12 @@ impl Directory {
         change: &RoleChange<'_>,
     ) -> Result<RoleDefinition, StoreError> {
         for _ in 0..MAX_ROLE_WRITE_ATTEMPTS {
-            let current = self
+            let stored = self
                 .roles
                 .get_role(role_id)
                 .await?
                 .ok_or_else(|| StoreError::NotFound(format!("role {role_id} does not exist")))?;
+            let current = &stored.role;
             if let Some(expected) = change.expected_version
                 && expected != current.version
             {
@@ -320,10 +409,22 @@ impl Directory {
             }
             let written = match edit {
                 RoleEdit::Patch(patch) => {
-                    let updated = patch.clone().apply(&current, change.now).map_err(StoreError::Invalid)?;
+                    let unrepaired = stored.faults_left_by(patch);
+                    if !unrepaired.is_empty() {
+                        return Err(StoreError::Conflict(format!(
+                            "role {role_id} is corrupt: a patch must set {} (see the faults of GET /admin/roles/{role_id}), or DELETE it",
+                            unrepaired.join(", ")
+                        )));
+                    }
+                    let updated = patch.clone().apply(current, change.now).map_err(StoreError::Invalid)?;
                     refuse_lockout(role_id, Some(&updated), change)?;
+                    let mut named = patch.named_attributes();
+                    if stored.faults.iter().any(|fault| fault.attribute == "roleId") {
+                        // The id is taken from the key; a repair writes it back.
+                        named.push("roleId");
+                    }
                     self.roles
-                        .update_role(&current, &updated, &patch.named_attributes())
+                        .update_role(current, &updated, &named)
                         .await
                         .map(|()| updated)
                 }
@@ -334,7 +435,7 @@ impl Directory {
                             "role {role_id} is a system role and cannot be deleted; PATCH isSystemRole to false first"
                         )));
                     }
-                    self.roles.delete_role(&current).await.map(|()| current)
+                    self.roles.delete_role(current).await.map(|()| current.clone())
                 }
             };
             self.role_changed(role_id);
@@ -415,7 +516,13 @@ impl Directory {
                 }
                 keys.len()
             }
-            Invalidation::FlushAll { .. } => {
+            Invalidation::FlushAll {
+                source: Some(source), ..
+            } => {
+                self.flush_source(*source);
+                0
+            }
+            Invalidation::FlushAll { source: None, .. } => {
                 self.flush();
                 0
             }

@@ -44,7 +44,12 @@ pub enum AppError {
     /// 503: a dependency (DynamoDB) is unavailable; the client may retry.
     #[error("a dependency is unavailable")]
     Unavailable(#[source] StoreError),
-    /// 500: a bug or corrupt data; details are in the logs.
+    /// 500: an item this request needs does not fit the data model (written by hand or by a
+    /// script). It fails only the requests that need that item, and says which attribute is at
+    /// fault so the operator can repair it; the item's values are not echoed.
+    #[error("{0}")]
+    CorruptItem(String),
+    /// 500: a bug; details are in the logs.
     #[error("internal error")]
     Internal(#[source] StoreError),
 }
@@ -63,7 +68,7 @@ impl AppError {
             Self::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Timeout => StatusCode::REQUEST_TIMEOUT,
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Self::CorruptItem(_) | Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
 
@@ -80,6 +85,7 @@ impl AppError {
             Self::PayloadTooLarge => "payload_too_large",
             Self::Timeout => "timeout",
             Self::Unavailable(_) => "unavailable",
+            Self::CorruptItem(_) => "corrupt_item",
             Self::Internal(_) => "internal",
         }
     }
@@ -92,9 +98,19 @@ impl From<StoreError> for AppError {
             StoreError::NotFound(message) => Self::NotFound(message),
             StoreError::Invalid(message) => Self::BadRequest(message),
             err @ StoreError::Unavailable(_) => Self::Unavailable(err),
-            err @ StoreError::Corrupt { .. } => Self::Internal(err),
+            StoreError::Corrupt { key, detail } => Self::CorruptItem(format!(
+                "the stored item {key} does not fit the data model ({}); an operator must repair it",
+                attribute_of(&detail)
+            )),
         }
     }
+}
+
+/// The ``attribute `x` `` part of a corrupt item's detail, without the value that follows it.
+fn attribute_of(detail: &str) -> &str {
+    detail
+        .split_once(':')
+        .map_or("an attribute is malformed", |(attribute, _)| attribute)
 }
 
 impl From<JsonRejection> for AppError {
@@ -115,6 +131,8 @@ impl IntoResponse for AppError {
             Self::Unavailable(source) | Self::Internal(source) => {
                 tracing::error!(error = %source, status = self.status().as_u16(), "request failed");
             }
+            // Logged (with the value) and counted once per change where it was read.
+            Self::CorruptItem(_) => {}
             _ => {}
         }
         let body = Json(json!({"error": self.code(), "message": self.to_string()}));
@@ -128,15 +146,30 @@ mod tests {
 
     #[tokio::test]
     async fn internal_causes_are_not_sent_to_the_client() {
-        let response = AppError::Internal(StoreError::Corrupt {
-            key: "USER#u-1".into(),
-            detail: "secret detail".into(),
-        })
-        .into_response();
+        let response = AppError::Internal(StoreError::Unavailable("secret detail".into())).into_response();
         assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
         let bytes = axum::body::to_bytes(response.into_body(), 1024).await.expect("body");
         let text = String::from_utf8_lossy(&bytes);
         assert!(!text.contains("secret detail"), "{text}");
         assert!(text.contains(r#""error":"internal""#), "{text}");
+    }
+
+    #[tokio::test]
+    async fn a_corrupt_item_names_its_key_and_attribute_but_not_its_value() {
+        let response = AppError::from(StoreError::Corrupt {
+            key: "USER#u-1".into(),
+            detail: "attribute `status`: unknown variant `secret`, expected one of `active`".into(),
+        })
+        .into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let bytes = axum::body::to_bytes(response.into_body(), 1024).await.expect("body");
+        let body: serde_json::Value = serde_json::from_slice(&bytes).expect("json");
+        assert_eq!(body["error"], "corrupt_item");
+        let message = body["message"].as_str().expect("message");
+        assert!(
+            message.contains("USER#u-1") && message.contains("`status`"),
+            "{message}"
+        );
+        assert!(!message.contains("secret"), "{message}");
     }
 }

@@ -42,6 +42,12 @@ pub const SINCE_TICK: &str = "staleless_seconds_since_tick";
 pub const TICK_WRITTEN_TIMESTAMP: &str = "staleless_tick_written_timestamp_seconds";
 /// Ticks received, by `source`.
 pub const TICKS: &str = "staleless_ticks_total";
+/// Ticks refused, by `source` and `reason` (`unknown_writer`: not a configured heartbeat writer;
+/// `future`: written further ahead than the tolerance). A refused tick changes nothing.
+pub const TICKS_REJECTED: &str = "staleless_ticks_rejected_total";
+/// Items read from a table that do not fit the data model, by `table` (`users`, `roles`):
+/// counted once per change of the item, which is left out (roles) or refused (profiles).
+pub const CORRUPT_ITEMS: &str = "staleless_corrupt_items_total";
 /// Ticks showing that heartbeats went missing on the way (each flushed that cache), by `source`.
 pub const TICK_GAPS: &str = "staleless_tick_gaps_total";
 /// Times this task found its subscription gone or altered and re-created it.
@@ -125,5 +131,17 @@ fn describe() {
     }
     for source in ["users", "roles", "all"] {
         metrics::counter!(INVALIDATIONS_APPLIED, "source" => source).increment(0);
+    }
+    // Hostile data is counted from zero, so an alert on its rate sees the first one.
+    metrics::describe_counter!(
+        TICKS_REJECTED,
+        "Ticks refused: unknown writer, or written in the future"
+    );
+    metrics::describe_counter!(CORRUPT_ITEMS, "Items that do not fit the data model, once per change");
+    for source in ["users", "roles"] {
+        for reason in ["unknown_writer", "future"] {
+            metrics::counter!(TICKS_REJECTED, "source" => source, "reason" => reason).increment(0);
+        }
+        metrics::counter!(CORRUPT_ITEMS, "table" => source).increment(0);
     }
 }

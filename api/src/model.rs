@@ -1,9 +1,17 @@
-//! The data model of DESIGN.md §1 as Rust types, and the validation of admin input.
+//! The data model (`docs/design.md`, "Data model") as Rust types, the reading of stored items,
+//! and the validation of admin input.
 //!
 //! Field names are the stored (camelCase) attribute names, so one `serde` derive serves the
 //! DynamoDB item (through `serde_dynamo`) and the JSON the API returns. Validation is pure:
 //! [`NewRole::validate`] and [`RolePatch::apply`] are tested without any store.
+//!
+//! Stored items are input like any other: anyone with write access to a table (the console, a
+//! script) can put a string where a boolean belongs. [`read_item`] names the attribute at fault;
+//! [`StoredRole::read`] reads what it can of a role definition and lists what it could not, so a
+//! corrupt role is left out of permission resolution (its grants are not given) yet stays
+//! visible and repairable through the admin API.
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 /// A user's account state; anything but [`UserStatus::Active`] is refused on every authenticated
@@ -18,9 +26,8 @@ pub enum UserStatus {
     Inactive,
     /// Blocked, e.g. pending an investigation.
     Suspended,
-    /// A value this version does not know: treated as not active, never guessed to be.
-    #[serde(other)]
-    Unknown,
+    // Any other value makes the profile corrupt (refused with an error naming `status`, and
+    // counted): never guessed to be active.
 }
 
 impl UserStatus {
@@ -77,7 +84,7 @@ pub fn claim_is_current(profile: &Profile, issued_at: Option<i64>) -> bool {
 }
 
 /// An AppRole: the item `PK = ROLE#<roleId>`, `SK = DEFINITION`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct RoleDefinition {
     /// `^[a-z][a-z0-9_]{2,49}$`.
@@ -123,6 +130,147 @@ pub struct RoleDefinition {
     /// only while the stored item is still at `n`.
     #[serde(default)]
     pub version: u64,
+}
+
+/// What is wrong with a stored item.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ItemFault {
+    /// The attribute at fault (`.` for the item as a whole).
+    pub attribute: String,
+    /// Why it does not fit the data model.
+    pub problem: String,
+}
+
+impl std::fmt::Display for ItemFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "attribute `{}`: {}", self.attribute, self.problem)
+    }
+}
+
+/// Reads a stored item (as JSON) as `T`, naming the attribute at fault when it does not fit.
+///
+/// # Errors
+/// The first attribute that does not fit, and why.
+pub fn read_item<T: DeserializeOwned>(item: &serde_json::Value) -> Result<T, ItemFault> {
+    serde_path_to_error::deserialize(item).map_err(|err| ItemFault {
+        attribute: err.path().to_string(),
+        problem: err.inner().to_string(),
+    })
+}
+
+/// A role definition as stored: what could be read of it, and what could not.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredRole {
+    /// The definition, with every attribute at fault left at its default.
+    #[serde(flatten)]
+    pub role: RoleDefinition,
+    /// The attributes that do not fit the data model; empty for a sound role. A role with
+    /// faults grants nothing (fail closed) until an admin repairs or deletes it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub faults: Vec<ItemFault>,
+}
+
+impl StoredRole {
+    /// A sound role.
+    #[must_use]
+    pub const fn sound(role: RoleDefinition) -> Self {
+        Self {
+            role,
+            faults: Vec::new(),
+        }
+    }
+
+    /// Whether the stored item did not fit the data model.
+    #[must_use]
+    pub fn is_corrupt(&self) -> bool {
+        !self.faults.is_empty()
+    }
+
+    /// Reads the definition item of `role_id` (its key's id), given as a JSON object: each
+    /// attribute that does not fit is left out (its default taken) and listed in `faults`, and
+    /// so is a `roleId` other than the key's.
+    #[must_use]
+    pub fn read(role_id: &str, item: serde_json::Value) -> Self {
+        let mut attributes = match item {
+            serde_json::Value::Object(attributes) => attributes,
+            other => {
+                return Self::unreadable(role_id, format!("not a map but {other}"));
+            }
+        };
+        let mut faults = Vec::new();
+        if let Some(stored) = attributes.get("roleId")
+            && stored.as_str() != Some(role_id)
+        {
+            faults.push(ItemFault {
+                attribute: "roleId".to_owned(),
+                problem: format!("{stored} does not match the item's key ROLE#{role_id}"),
+            });
+            attributes.insert("roleId".to_owned(), role_id.into());
+        }
+        // Each pass removes one attribute at fault; an item has finitely many.
+        for _ in 0..=attributes.len() + 1 {
+            let fault = match read_item::<RoleDefinition>(&serde_json::Value::Object(attributes.clone())) {
+                Ok(role) => return Self { role, faults },
+                Err(fault) => fault,
+            };
+            let missing_id = fault.attribute == "." && fault.problem.contains("`roleId`");
+            if missing_id {
+                attributes.insert("roleId".to_owned(), role_id.into());
+                faults.push(ItemFault {
+                    attribute: "roleId".to_owned(),
+                    problem: "missing".to_owned(),
+                });
+            } else if attributes.remove(top_level(&fault.attribute)).is_some() {
+                faults.push(ItemFault {
+                    attribute: top_level(&fault.attribute).to_owned(),
+                    problem: fault.problem,
+                });
+            } else {
+                faults.push(fault);
+                break;
+            }
+        }
+        let mut unreadable = Self::unreadable(role_id, String::new());
+        unreadable.faults = faults;
+        unreadable
+    }
+
+    /// A role of which nothing could be read but its id.
+    fn unreadable(role_id: &str, problem: String) -> Self {
+        Self {
+            role: RoleDefinition {
+                role_id: role_id.to_owned(),
+                ..RoleDefinition::default()
+            },
+            faults: vec![ItemFault {
+                attribute: ".".to_owned(),
+                problem,
+            }],
+        }
+    }
+
+    /// The attributes at fault that `patch` does not set: a corrupt role is repaired by a patch
+    /// that names each of them, never by guessing their values.
+    #[must_use]
+    pub fn faults_left_by(&self, patch: &RolePatch) -> Vec<&str> {
+        let named = patch.named_attributes();
+        self.faults
+            .iter()
+            .map(|fault| fault.attribute.as_str())
+            .filter(|attribute| !named.contains(attribute) && !READ_ONLY_REPAIRS.contains(attribute))
+            .collect()
+    }
+}
+
+/// Attributes at fault that every API write sets anyway (the id comes from the key; the
+/// version and the update time are written by each patch).
+const READ_ONLY_REPAIRS: [&str; 3] = ["roleId", "updatedAt", "version"];
+
+/// `grantedTools` of the path `grantedTools[3]`.
+fn top_level(path: &str) -> &str {
+    path.split(['.', '[']).next().unwrap_or(path)
 }
 
 /// Highest allowed `priority`.
@@ -452,10 +600,97 @@ mod tests {
     }
 
     #[test]
-    fn unknown_or_missing_status_is_read_safely() {
-        let profile: Profile = serde_json::from_str(r#"{"userId":"u"}"#).expect("minimal");
+    fn a_missing_status_is_active_and_an_unknown_one_names_the_attribute() {
+        let profile: Profile = read_item(&serde_json::json!({"userId": "u"})).expect("minimal");
         assert_eq!(profile.status, UserStatus::Active);
-        let profile: Profile = serde_json::from_str(r#"{"userId":"u","status":"banned"}"#).expect("unknown");
-        assert!(!profile.status.is_active());
+        let fault = read_item::<Profile>(&serde_json::json!({"userId": "u", "status": "banned"})).expect_err("unknown");
+        assert_eq!(fault.attribute, "status");
+        assert!(fault.problem.contains("banned"), "{fault}");
+    }
+
+    #[test]
+    fn typical_typos_in_a_profile_name_the_attribute_at_fault() {
+        let cases = [
+            (serde_json::json!({"userId": "u", "roles": "Staff"}), "roles"),
+            (serde_json::json!({"userId": "u", "roles": ["Staff", 3]}), "roles[1]"),
+            (serde_json::json!({"userId": "u", "name": true}), "name"),
+            (
+                serde_json::json!({"userId": "u", "rolesIssuedAt": "1700000000"}),
+                "rolesIssuedAt",
+            ),
+            (serde_json::json!({"userId": "u", "status": "Active"}), "status"),
+            (serde_json::json!({"name": "no id"}), "."),
+        ];
+        for (item, attribute) in cases {
+            let fault = read_item::<Profile>(&item).expect_err(&item.to_string());
+            assert_eq!(fault.attribute, attribute, "{item}: {fault}");
+        }
+    }
+
+    fn stored_role(item: serde_json::Value) -> StoredRole {
+        StoredRole::read("staff", item)
+    }
+
+    #[test]
+    fn a_sound_role_reads_without_faults() {
+        let role = stored_role(serde_json::json!({
+            "roleId": "staff", "displayName": "Staff", "enabled": true, "priority": 5,
+            "grantedTools": ["search"], "PK": "ROLE#staff", "SK": "DEFINITION",
+        }));
+        assert!(!role.is_corrupt(), "{:?}", role.faults);
+        assert!(role.role.enabled);
+        assert_eq!(role.role.priority, 5);
+    }
+
+    #[test]
+    fn typical_typos_in_a_role_are_listed_and_the_rest_is_read() {
+        let cases = [
+            (
+                serde_json::json!({"roleId": "staff", "displayName": "S", "enabled": "yes"}),
+                vec!["enabled"],
+            ),
+            (
+                serde_json::json!({"roleId": "staff", "displayName": "S", "priority": "5"}),
+                vec!["priority"],
+            ),
+            (
+                serde_json::json!({"roleId": "staff", "displayName": "S", "grantedTools": "*"}),
+                vec!["grantedTools"],
+            ),
+            (
+                serde_json::json!({"roleId": "staff", "displayName": "S", "grantedTools": ["a", 1]}),
+                vec!["grantedTools"],
+            ),
+            (
+                serde_json::json!({"roleId": "staff", "displayName": "S", "isSystemRole": "true", "priority": -1}),
+                vec!["isSystemRole", "priority"],
+            ),
+            (serde_json::json!({"displayName": "S", "enabled": true}), vec!["roleId"]),
+            (
+                serde_json::json!({"roleId": "admin", "displayName": "S"}),
+                vec!["roleId"],
+            ),
+            (
+                serde_json::json!({"roleId": "staff", "displayName": "S", "priority": 1000}),
+                vec![],
+            ),
+        ];
+        for (item, expected) in cases {
+            let role = stored_role(item.clone());
+            let attributes: Vec<&str> = role.faults.iter().map(|fault| fault.attribute.as_str()).collect();
+            assert_eq!(attributes, expected, "{item}");
+            assert_eq!(role.role.role_id, "staff", "the key names the role");
+            assert_eq!(role.role.display_name, "S", "what fits is still read");
+        }
+        assert!(StoredRole::read("staff", serde_json::json!("text")).is_corrupt());
+    }
+
+    #[test]
+    fn a_corrupt_role_is_repaired_only_by_a_patch_naming_each_fault() {
+        let role = stored_role(serde_json::json!({"displayName": "S", "enabled": "yes", "priority": "5"}));
+        let partial: RolePatch = serde_json::from_str(r#"{"enabled":true}"#).expect("patch");
+        assert_eq!(role.faults_left_by(&partial), ["priority"], "roleId comes from the key");
+        let whole: RolePatch = serde_json::from_str(r#"{"enabled":true,"priority":5}"#).expect("patch");
+        assert!(role.faults_left_by(&whole).is_empty());
     }
 }

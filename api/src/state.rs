@@ -103,7 +103,7 @@ impl AppState {
     ) -> Self {
         let metrics = crate::metrics::install();
         let channel = Arc::new(match config.cache.cache_mode {
-            CacheMode::Event => ChannelHealth::new(config.channel.staleness_bound()),
+            CacheMode::Event => ChannelHealth::with_rules(config.channel.trust_rules()),
             CacheMode::Ttl | CacheMode::Off => ChannelHealth::not_required(),
         });
         let directory = Directory::new(
@@ -155,7 +155,7 @@ impl AppState {
 
     /// Applies an invalidation message to every cache it concerns; returns the keys evicted.
     pub fn apply(&self, invalidation: &Invalidation) -> usize {
-        if matches!(invalidation, Invalidation::FlushAll { .. }) {
+        if matches!(invalidation, Invalidation::FlushAll { source: None, .. }) {
             self.flush_all();
             return 0;
         }

@@ -753,6 +753,7 @@ async fn malformed_messages_are_deleted_and_protocol_messages_applied() {
     stack
         .publish(
             &Invalidation::FlushAll {
+                source: None,
                 reason: Some("test".into()),
             }
             .encode()

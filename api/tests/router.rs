@@ -634,6 +634,7 @@ async fn flush_all_clears_every_cache() {
     app.send("GET", "/users/me", Some(&alice()), None).await;
     assert_eq!(app.store.profile_reads(), reads, "cached");
     app.state.apply(&Invalidation::FlushAll {
+        source: None,
         reason: Some("test".into()),
     });
     assert_eq!(app.state.auth.stats().entries, 0);
@@ -682,7 +683,7 @@ async fn broken_app(error: StoreError) -> TestApp {
 }
 
 #[tokio::test]
-async fn store_failures_are_503_and_corrupt_items_500_without_details() {
+async fn store_failures_are_503_and_corrupt_items_500_naming_the_attribute_not_the_value() {
     let app = broken_app(StoreError::Unavailable("connection refused to 10.0.0.1".into())).await;
     let response = app.send("GET", "/users/me", Some(&alice()), None).await;
     assert_error(&response, StatusCode::SERVICE_UNAVAILABLE);
@@ -696,6 +697,9 @@ async fn store_failures_are_503_and_corrupt_items_500_without_details() {
     let response = app.send("GET", "/users/me", Some(&alice()), None).await;
     assert_error(&response, StatusCode::INTERNAL_SERVER_ERROR);
     assert!(!response.1.to_string().contains("invalid type"));
+    assert_eq!(response.1["error"], "corrupt_item");
+    let message = response.1["message"].as_str().unwrap_or_default();
+    assert!(message.contains("USER#alice") && message.contains("email"), "{message}");
 }
 
 #[tokio::test(start_paused = true)]

@@ -262,29 +262,46 @@ impl Listener {
         }
     }
 
-    /// A tick of `source` arrived. If it brings that cache back within the bound, whatever was
-    /// cached while it was untrusted may have missed invalidations, so the cache is flushed
-    /// *before* the tick is recorded (and trust returns). If it shows that heartbeats went
-    /// missing while the cache stayed trusted (an outage shorter than the bound), messages were
-    /// dropped and the cache is flushed too.
-    fn record_tick(&self, source: Source, written_at_ms: i64, interval_ms: Option<u64>) {
+    /// A tick of `source` arrived. A tick that does not count (an unknown writer, a time
+    /// further ahead than the tolerance) is counted and changes nothing. If it brings that cache
+    /// back within the bound, whatever was cached while it was untrusted may have missed
+    /// invalidations, so the cache is flushed *before* the tick is recorded (and trust returns).
+    /// If it shows that its writer's heartbeats went missing while the cache stayed trusted (an
+    /// outage shorter than the bound), messages were dropped and the cache is flushed too.
+    fn record_tick(&self, source: Source, writer: Option<&str>, written_at_ms: i64, interval_ms: Option<u64>) {
         let channel = &self.state.channel;
-        let previous_ms = channel.last_tick_written_ms(source);
-        if channel.within_bound(written_at_ms) && !channel.is_trusted(source) {
+        let admission = match channel.admit_tick(source, writer, written_at_ms) {
+            Ok(admission) => admission,
+            Err(rejection) => {
+                metrics::counter!(names::TICKS_REJECTED, "source" => source.as_str(), "reason" => rejection.as_str())
+                    .increment(1);
+                tracing::warn!(
+                    source = %source,
+                    writer = writer.unwrap_or(""),
+                    written_at_ms,
+                    lead_ms = written_at_ms.saturating_sub(unix_now_ms()),
+                    reason = rejection.as_str(),
+                    "tick refused: it vouches for nothing"
+                );
+                return;
+            }
+        };
+        if admission.restores_trust {
             let beyond = channel.time_beyond_bound(source);
             metrics::counter!(names::CHANNEL_BYPASS_SECONDS, "cache" => cache_of(source)).increment(beyond.as_secs());
             self.state.directory.flush_source(source);
             tracing::info!(source = %source, bypassed_secs = beyond.as_secs(), "ticks back within the bound; cache flushed and trusted again");
-        } else if heartbeats_missed(previous_ms, written_at_ms, interval_ms) {
+        } else if heartbeats_missed(admission.previous_ms, written_at_ms, interval_ms) {
             metrics::counter!(names::TICK_GAPS, "source" => source.as_str()).increment(1);
             self.state.directory.flush_source(source);
             tracing::warn!(
                 source = %source,
-                gap_ms = written_at_ms.saturating_sub(previous_ms.unwrap_or(written_at_ms)),
+                writer = writer.unwrap_or(""),
+                gap_ms = written_at_ms.saturating_sub(admission.previous_ms.unwrap_or(written_at_ms)),
                 "heartbeats went missing on the way here; cache flushed"
             );
         }
-        channel.record_tick(source, written_at_ms);
+        channel.record_tick(source, &admission, written_at_ms);
         metrics::counter!(names::TICKS, "source" => source.as_str()).increment(1);
     }
 
@@ -503,10 +520,11 @@ impl Listener {
         if let Invalidation::Tick {
             source,
             written_at_ms,
+            writer,
             interval_ms,
         } = invalidation
         {
-            self.record_tick(*source, *written_at_ms, *interval_ms);
+            self.record_tick(*source, writer.as_deref(), *written_at_ms, *interval_ms);
             return;
         }
         let evicted = self.state.apply(invalidation);
@@ -521,9 +539,14 @@ impl Listener {
                 }
                 tracing::debug!(source = %source, keys = keys.len(), "invalidation applied");
             }
-            Invalidation::FlushAll { reason } => {
-                metrics::counter!(names::INVALIDATIONS_APPLIED, "source" => "all").increment(1);
-                tracing::info!(reason = reason.as_deref().unwrap_or(""), "flush_all applied");
+            Invalidation::FlushAll { source, reason } => {
+                let label = source.map_or("all", Source::as_str);
+                metrics::counter!(names::INVALIDATIONS_APPLIED, "source" => label).increment(1);
+                tracing::info!(
+                    source = label,
+                    reason = reason.as_deref().unwrap_or(""),
+                    "flush applied"
+                );
             }
             Invalidation::Tick { .. } => {}
         }

@@ -35,7 +35,12 @@ fn expected_version(headers: &HeaderMap) -> Result<Option<u64>, AppError> {
 
 /// A role as JSON with its version as the `ETag`, for a later `If-Match`.
 fn with_etag(role: &RoleDefinition) -> ([(axum::http::HeaderName, String); 1], Json<serde_json::Value>) {
-    ([(ETAG, format!("\"{}\"", role.version))], Json(json!(role)))
+    etagged(role.version, json!(role))
+}
+
+/// `body` with `version` as the `ETag`.
+fn etagged(version: u64, body: serde_json::Value) -> ([(axum::http::HeaderName, String); 1], Json<serde_json::Value>) {
+    ([(ETAG, format!("\"{version}\""))], Json(body))
 }
 
 fn checked_role_id(role_id: &str) -> Result<(), AppError> {
@@ -66,13 +71,18 @@ pub async fn user(
     Ok(Json(super::users::view_json(&profile, &access)))
 }
 
-/// `GET /admin/roles`: `{"roles": [...]}`, sorted by id.
+/// `GET /admin/roles`: `{"roles": [...], "corrupt": [...]}`, each sorted by id. A corrupt role
+/// (an item that does not fit the data model) grants nothing; it is listed apart, as much of it
+/// as could be read, with its `faults`, to be repaired (`PATCH` naming each attribute at fault)
+/// or deleted.
 ///
 /// # Errors
 /// 401, 403, or a store error.
 pub async fn list_roles(State(state): State<AppState>, _admin: Admin) -> Result<Json<serde_json::Value>, AppError> {
     let catalogue = state.directory.catalogue().await?;
-    Ok(Json(json!({"roles": catalogue.roles()})))
+    Ok(Json(
+        json!({"roles": catalogue.roles(), "corrupt": catalogue.corrupt()}),
+    ))
 }
 
 /// `POST /admin/roles`: 201 with the stored role.
@@ -88,7 +98,7 @@ pub async fn create_role(
     Ok((StatusCode::CREATED, with_etag(&role)))
 }
 
-/// `GET /admin/roles/{role_id}`.
+/// `GET /admin/roles/{role_id}`: the role, or a corrupt one with its `faults`.
 ///
 /// # Errors
 /// 400 for a malformed id, 401, 403, 404, or a store error.
@@ -99,6 +109,9 @@ pub async fn get_role(
 ) -> Result<impl axum::response::IntoResponse, AppError> {
     checked_role_id(&role_id)?;
     let catalogue = state.directory.catalogue().await?;
+    if let Some(stored) = catalogue.corrupt_role(&role_id) {
+        return Ok(etagged(stored.role.version, json!(stored)));
+    }
     let role = catalogue
         .role(&role_id)
         .ok_or_else(|| AppError::NotFound(format!("role {role_id} does not exist")))?;

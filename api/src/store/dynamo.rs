@@ -19,7 +19,7 @@ use staleless_protocol::keys::{
 };
 
 use super::{ProfileStore, ProfileSync, RoleStore, StoreError};
-use crate::model::{Profile, RoleDefinition};
+use crate::model::{Profile, RoleDefinition, StoredRole, read_item};
 
 /// `BatchGetItem` takes at most 100 keys.
 /// <https://docs.aws.amazon.com/amazondynamodb/latest/APIReference/API_BatchGetItem.html>
@@ -60,33 +60,41 @@ fn is_condition_failure<R>(err: &aws_sdk_dynamodb::error::SdkError<UpdateItemErr
         .is_some_and(UpdateItemError::is_conditional_check_failed_exception)
 }
 
-fn corrupt(pk: &str, err: &serde_dynamo::Error) -> StoreError {
+fn corrupt(pk: &str, err: &impl std::fmt::Display) -> StoreError {
     StoreError::Corrupt {
         key: pk.to_owned(),
         detail: err.to_string(),
     }
 }
 
+/// A profile item read as a [`Profile`], or the attribute at fault.
+fn read_profile(pk: &str, item: &serde_json::Value) -> Result<Profile, StoreError> {
+    read_item(item).map_err(|fault| corrupt(pk, &fault))
+}
+
+/// An item as JSON, for [`read_item`] and [`StoredRole::read`], which name the attribute at
+/// fault (every DynamoDB value has a JSON form, so this fails only on a bug).
+fn item_json(pk: &str, item: Item) -> Result<serde_json::Value, StoreError> {
+    serde_dynamo::from_item(item).map_err(|err| corrupt(pk, &err))
+}
+
 /// Reads one item from the base table with `ConsistentRead`: a cache fill must see every write
 /// acknowledged before it, or it could re-cache the value an invalidation just evicted.
-async fn get_consistent<T: serde::de::DeserializeOwned>(
+async fn get_consistent(
     client: &Client,
     table: &str,
-    pk: String,
+    pk: &str,
     sk: &str,
-) -> Result<Option<T>, StoreError> {
+) -> Result<Option<serde_json::Value>, StoreError> {
     let output = client
         .get_item()
         .table_name(table)
-        .set_key(Some(key(pk.clone(), sk)))
+        .set_key(Some(key(pk.to_owned(), sk)))
         .consistent_read(true)
         .send()
         .await
         .map_err(|err| unavailable("GetItem", &err))?;
-    output
-        .item
-        .map(|item| serde_dynamo::from_item(item).map_err(|err| corrupt(&pk, &err)))
-        .transpose()
+    output.item.map(|item| item_json(pk, item)).transpose()
 }
 
 /// Profiles in the users table.
@@ -171,17 +179,19 @@ impl DynamoProfiles {
             Err(err) if is_condition_failure(&err) => return Ok(None),
             Err(err) => return Err(unavailable("UpdateItem", &err)),
         };
-        let item = output.attributes.unwrap_or_default();
-        serde_dynamo::from_item(item)
-            .map(Some)
-            .map_err(|err| corrupt(&pk, &err))
+        let item = item_json(&pk, output.attributes.unwrap_or_default())?;
+        read_profile(&pk, &item).map(Some)
     }
 }
 
 #[async_trait]
 impl ProfileStore for DynamoProfiles {
     async fn get_profile(&self, user_id: &str) -> Result<Option<Profile>, StoreError> {
-        get_consistent(&self.client, &self.table, user_pk(user_id), PROFILE_SK).await
+        let pk = user_pk(user_id);
+        get_consistent(&self.client, &self.table, &pk, PROFILE_SK)
+            .await?
+            .map(|item| read_profile(&pk, &item))
+            .transpose()
     }
 
     async fn sync_profile(&self, sync: &ProfileSync) -> Result<Profile, StoreError> {
@@ -377,17 +387,20 @@ impl DynamoRoles {
 }
 
 /// The condition of an API write based on version `expected` of a definition: it still exists
-/// and is still at that version (an item written without a version is at version 0).
+/// and is still at that version (an item written without a version, or with one that is not a
+/// number, is at version 0: a corrupt version must not make a role impossible to repair).
 fn version_condition(expected: u64) -> (String, HashMap<String, String>, Item) {
+    let mut values = HashMap::from([(":expected".to_owned(), AttributeValue::N(expected.to_string()))]);
     let condition = if expected == 0 {
-        "attribute_exists(PK) AND (attribute_not_exists(#version) OR #version = :expected)"
+        values.insert(":number".to_owned(), string("N"));
+        "attribute_exists(PK) AND (attribute_not_exists(#version) OR #version = :expected OR NOT attribute_type(#version, :number))"
     } else {
         "attribute_exists(PK) AND #version = :expected"
     };
     (
         condition.to_owned(),
         HashMap::from([("#version".to_owned(), "version".to_owned())]),
-        HashMap::from([(":expected".to_owned(), AttributeValue::N(expected.to_string()))]),
+        values,
     )
 }
 
@@ -405,7 +418,7 @@ fn condition_failed<E: ProvideErrorMetadata>(err: &E) -> bool {
 
 #[async_trait]
 impl RoleStore for DynamoRoles {
-    async fn list_roles(&self, recently_changed: &[String]) -> Result<Vec<RoleDefinition>, StoreError> {
+    async fn list_roles(&self, recently_changed: &[String]) -> Result<Vec<StoredRole>, StoreError> {
         // Ids from the sparse definitions index (keys only; eventually consistent), plus the
         // roles changed moments ago that the index may not show yet; then the definitions
         // themselves, consistently. O(number of roles) whatever else the table holds.
@@ -446,15 +459,23 @@ impl RoleStore for DynamoRoles {
                     Some(AttributeValue::S(pk)) => pk.clone(),
                     _ => String::new(),
                 };
-                roles.push(serde_dynamo::from_item(item).map_err(|err| corrupt(&pk, &err))?);
+                let PartitionKey::Role(id) = parse_pk(&pk) else {
+                    continue;
+                };
+                let id = id.to_owned();
+                roles.push(StoredRole::read(&id, item_json(&pk, item)?));
             }
         }
-        roles.sort_by(|a: &RoleDefinition, b| a.role_id.cmp(&b.role_id));
+        roles.sort_by(|a: &StoredRole, b| a.role.role_id.cmp(&b.role.role_id));
         Ok(roles)
     }
 
-    async fn get_role(&self, role_id: &str) -> Result<Option<RoleDefinition>, StoreError> {
-        get_consistent(&self.client, &self.table, role_pk(role_id), DEFINITION_SK).await
+    async fn get_role(&self, role_id: &str) -> Result<Option<StoredRole>, StoreError> {
+        Ok(
+            get_consistent(&self.client, &self.table, &role_pk(role_id), DEFINITION_SK)
+                .await?
+                .map(|item| StoredRole::read(role_id, item)),
+        )
     }
 
     async fn create_role(&self, role: &RoleDefinition) -> Result<(), StoreError> {

@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use async_trait::async_trait;
 
 use super::{ProfileStore, ProfileSync, RoleStore, StoreError, apply_sync};
-use crate::model::{Profile, RoleDefinition, claim_is_current};
+use crate::model::{Profile, RoleDefinition, StoredRole, claim_is_current};
 
 /// Profiles and roles in two maps.
 #[derive(Debug, Default)]
@@ -115,13 +115,13 @@ impl ProfileStore for MemoryStore {
 
 #[async_trait]
 impl RoleStore for MemoryStore {
-    async fn list_roles(&self, _recently_changed: &[String]) -> Result<Vec<RoleDefinition>, StoreError> {
+    async fn list_roles(&self, _recently_changed: &[String]) -> Result<Vec<StoredRole>, StoreError> {
         self.role_scans.fetch_add(1, Ordering::Relaxed);
-        Ok(lock(&self.roles).values().cloned().collect())
+        Ok(lock(&self.roles).values().cloned().map(StoredRole::sound).collect())
     }
 
-    async fn get_role(&self, role_id: &str) -> Result<Option<RoleDefinition>, StoreError> {
-        Ok(lock(&self.roles).get(role_id).cloned())
+    async fn get_role(&self, role_id: &str) -> Result<Option<StoredRole>, StoreError> {
+        Ok(lock(&self.roles).get(role_id).cloned().map(StoredRole::sound))
     }
 
     async fn create_role(&self, role: &RoleDefinition) -> Result<(), StoreError> {

@@ -8,7 +8,7 @@
 
 use async_trait::async_trait;
 
-use crate::model::{Profile, RoleDefinition, UserStatus, claim_is_current};
+use crate::model::{Profile, RoleDefinition, StoredRole, UserStatus, claim_is_current};
 
 pub mod dynamo;
 pub mod memory;
@@ -22,8 +22,8 @@ pub enum StoreError {
     /// The store could not be reached or refused the call (throttling, network, missing table).
     #[error("store unavailable: {0}")]
     Unavailable(String),
-    /// An item exists but does not fit the data model.
-    #[error("corrupt item {key}: {detail}")]
+    /// An item exists but does not fit the data model (written by hand or by a script).
+    #[error("the stored item {key} does not fit the data model: {detail}")]
     Corrupt {
         /// The item's `PK`.
         key: String,
@@ -129,17 +129,18 @@ pub trait ProfileStore: Send + Sync {
 pub trait RoleStore: Send + Sync {
     /// Every role definition (`ROLE#…` / `DEFINITION`), read strongly consistently, in
     /// O(number of roles). `recently_changed` names roles changed moments ago: they are read
-    /// even if the listing (an index, eventually consistent) does not show them yet.
+    /// even if the listing (an index, eventually consistent) does not show them yet. A corrupt
+    /// definition is returned with its faults, never an error for the whole listing.
     ///
     /// # Errors
-    /// [`StoreError::Unavailable`] or [`StoreError::Corrupt`].
-    async fn list_roles(&self, recently_changed: &[String]) -> Result<Vec<RoleDefinition>, StoreError>;
+    /// [`StoreError::Unavailable`].
+    async fn list_roles(&self, recently_changed: &[String]) -> Result<Vec<StoredRole>, StoreError>;
 
-    /// One role definition, read strongly consistently.
+    /// One role definition, read strongly consistently, with its faults if it is corrupt.
     ///
     /// # Errors
-    /// [`StoreError::Unavailable`] or [`StoreError::Corrupt`].
-    async fn get_role(&self, role_id: &str) -> Result<Option<RoleDefinition>, StoreError>;
+    /// [`StoreError::Unavailable`].
+    async fn get_role(&self, role_id: &str) -> Result<Option<StoredRole>, StoreError>;
 
     /// Creates `role` (at version 1) with its mapping items; it must not exist.
     ///
