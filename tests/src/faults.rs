@@ -65,6 +65,26 @@ pub enum Row {
     HeartbeatWriterStopped,
     /// DynamoDB accepts one task's connections and never answers.
     DynamoHangsForOneTask,
+    /// Hostile data: a role definition whose `enabled` is the string `"yes"`, mapped to `Staff`
+    /// and granting every tool.
+    CorruptRoleItem,
+    /// Hostile data: a profile whose `roles` is a string instead of a list.
+    CorruptProfile,
+    /// Hostile data: the heartbeat items of both tables written an hour ahead, then a silent
+    /// outage shorter than the bound with renames inside it.
+    HeartbeatsFromTheFuture,
+    /// Hostile data: the heartbeat items of both tables written an hour behind, then the same
+    /// outage.
+    HeartbeatsFromThePast,
+    /// Hostile data: heartbeat items under a writer name no task trusts, an hour ahead, then the
+    /// same outage.
+    ForgedWriter,
+    /// Hostile data: the heartbeat writer's clock jumps an hour ahead (and stays there).
+    WriterClockAhead,
+    /// Hostile data: the heartbeat writer's clock jumps an hour back (and stays there).
+    WriterClockBehind,
+    /// Hostile data: a users-table item whose stream record names no key.
+    UnreadableRecord,
 }
 
 impl Row {
@@ -85,6 +105,34 @@ impl Row {
         Self::DynamoHangsForOneTask,
     ];
 
+    /// The hostile-data rows: what anyone with write access to a table can write.
+    pub const HOSTILE: [Self; 8] = [
+        Self::CorruptRoleItem,
+        Self::CorruptProfile,
+        Self::HeartbeatsFromTheFuture,
+        Self::HeartbeatsFromThePast,
+        Self::ForgedWriter,
+        Self::WriterClockAhead,
+        Self::WriterClockBehind,
+        Self::UnreadableRecord,
+    ];
+
+    /// Whether the row is one of [`Self::HOSTILE`].
+    #[must_use]
+    pub const fn is_hostile(self) -> bool {
+        matches!(
+            self,
+            Self::CorruptRoleItem
+                | Self::CorruptProfile
+                | Self::HeartbeatsFromTheFuture
+                | Self::HeartbeatsFromThePast
+                | Self::ForgedWriter
+                | Self::WriterClockAhead
+                | Self::WriterClockBehind
+                | Self::UnreadableRecord
+        )
+    }
+
     /// Whether the row measures staleness during its fault with a [`probe`].
     #[must_use]
     pub const fn probes_during_fault(self) -> bool {
@@ -97,7 +145,7 @@ impl Row {
                 | Self::SubscriptionFilteredToNothing
                 | Self::HeartbeatWriterStopped
                 | Self::DynamoHangsForOneTask
-        )
+        ) || self.is_hostile()
     }
 
     /// Whether a task is expected to repair the fault by itself (no operator, no restart).
@@ -129,6 +177,14 @@ impl Row {
             Self::SubscriptionFilteredToNothing => "one subscription filtered to nothing",
             Self::HeartbeatWriterStopped => "heartbeat writer stopped (SIGSTOP), never healed while measured",
             Self::DynamoHangsForOneTask => "DynamoDB reads hang for one task",
+            Self::CorruptRoleItem => "corrupt role item (`enabled` = \"yes\", maps Staff, grants `*`)",
+            Self::CorruptProfile => "corrupt profile (`roles` = \"Staff\", a string)",
+            Self::HeartbeatsFromTheFuture => "heartbeats 1 h in the future in both tables, then a 1.2 s silent outage",
+            Self::HeartbeatsFromThePast => "heartbeats 1 h in the past in both tables, then a 1.2 s silent outage",
+            Self::ForgedWriter => "heartbeats of a forged writer id, 1 h ahead, then a 1.2 s silent outage",
+            Self::WriterClockAhead => "heartbeat writer's clock jumps 1 h ahead",
+            Self::WriterClockBehind => "heartbeat writer's clock jumps 1 h back",
+            Self::UnreadableRecord => "unreadable stream record of a watched table (`PK` = `USER#`)",
         }
     }
 }
@@ -170,6 +226,8 @@ pub struct RowReport {
     /// For the rows a task repairs by itself: whether it did (re-created its subscription or
     /// queue, or read DynamoDB again) and trusted its caches again, with no help.
     pub healed_itself: Option<bool>,
+    /// For the hostile rows: the requests that failed, for whom, and what an operator sees.
+    pub observed: Option<String>,
 }
 
 /// Runs one row on a fresh system and stops it.
@@ -213,6 +271,7 @@ async fn run_on(system: &mut LocalSystem, row: Row) -> anyhow::Result<RowReport>
     warm(system, &users).await?;
     let mut during_fault = None;
     let mut healed_itself = None;
+    let mut observed = None;
     // The probe renames a tenth of the users in round 1 while the fault lasts.
     let probed = &users[..users.len() / 10];
 
@@ -317,6 +376,14 @@ async fn run_on(system: &mut LocalSystem, row: Row) -> anyhow::Result<RowReport>
             writes += write_round(system, &users, 2).await?;
             2
         }
+        hostile_row => {
+            let (probe, seen) = hostile_fault(system, hostile_row, probed, &users).await?;
+            writes += probe.writes;
+            during_fault = Some(probe);
+            observed = Some(seen);
+            writes += write_round(system, &users, 2).await?;
+            2
+        }
     };
 
     let healed_at = Instant::now();
@@ -331,7 +398,192 @@ async fn run_on(system: &mut LocalSystem, row: Row) -> anyhow::Result<RowReport>
         elapsed: Duration::ZERO,
         during_fault,
         healed_itself,
+        observed,
     })
+}
+
+/// Writes the hostile data of `row`, probes while it stays, then removes it (an operator's part):
+/// the probe, and what failed and what an operator sees meanwhile.
+async fn hostile_fault(
+    system: &LocalSystem,
+    row: Row,
+    probed: &[String],
+    users: &[String],
+) -> anyhow::Result<(Probe, String)> {
+    use crate::hostile::{self, AN_HOUR_MS, FORGED_WRITER, now_ms};
+    use staleless_protocol::keys::DEFAULT_HEARTBEAT_WRITER;
+
+    const OUTAGE: Duration = Duration::from_millis(1_200);
+    const RENAME_INTO_THE_OUTAGE: Duration = Duration::from_millis(300);
+    let metric = |name: &'static str, labels: &'static [(&'static str, &'static str)]| async move {
+        hostile::metric_on_every_task(system, name, labels).await
+    };
+    match row {
+        Row::CorruptRoleItem => {
+            hostile::put_corrupt_role(system).await?;
+            // The admin reads of the probe resolve permissions through the catalogue that holds it.
+            let probe = probe(system, probed, 1, false).await?;
+            let admin = system.admin_token();
+            let staff = system.token(&users[0], &["Staff"]);
+            let mut failed = 0;
+            let mut granted = 0;
+            for task in 0..system.task_urls.len() {
+                let (status, body) = system.get(task, "/admin/roles", &admin).await?;
+                failed += usize::from(status != 200);
+                ensure!(
+                    body["corrupt"][0]["roleId"] == hostile::CORRUPT_ROLE,
+                    "task {task} does not list the corrupt role: {body}"
+                );
+                let (status, body) = system.get(task, "/users/me", &staff).await?;
+                failed += usize::from(status != 200);
+                granted += usize::from(body["appRoles"].to_string().contains(hostile::CORRUPT_ROLE));
+            }
+            ensure!(granted == 0, "a corrupt role's grants were given");
+            let counted = metric("staleless_corrupt_items_total", &[("table", "roles")]).await?;
+            hostile::delete_corrupt_role(system).await?;
+            Ok((
+                probe,
+                format!(
+                    "{failed} failed (`/users/me` of a Staff user and `/admin/roles` on both tasks); its grants not given; \
+                     `/admin/roles` lists it under `corrupt` with the attribute at fault; \
+                     `staleless_corrupt_items_total{{table=\"roles\"}}` = {counted} over both tasks (once per task)"
+                ),
+            ))
+        }
+        Row::CorruptProfile => {
+            let victim = users.last().context("no users")?;
+            hostile::put_corrupt_profile(system, victim).await?;
+            let probe = probe(system, probed, 1, false).await?;
+            let admin = system.admin_token();
+            let mut refused = Vec::new();
+            for task in 0..system.task_urls.len() {
+                let (status, body) = system.get(task, &format!("/admin/users/{victim}"), &admin).await?;
+                ensure!(
+                    status == 500 && body["error"] == "corrupt_item" && body["message"].to_string().contains("roles"),
+                    "task {task} answered {status} {body} for the corrupt profile"
+                );
+                refused.push(status);
+            }
+            let counted = metric("staleless_corrupt_items_total", &[("table", "users")]).await?;
+            operator::put_user(
+                &system.aws.dynamodb(),
+                &system.stack.users_table,
+                victim,
+                &UserChange {
+                    roles: Some(vec!["Staff".to_owned()]),
+                    ..UserChange::default()
+                },
+            )
+            .await?;
+            Ok((
+                probe,
+                format!(
+                    "only the corrupt user's: {} on both tasks, `corrupt_item` naming `roles`; every other user 0; \
+                     `staleless_corrupt_items_total{{table=\"users\"}}` = {counted} over both tasks",
+                    refused.first().copied().unwrap_or_default()
+                ),
+            ))
+        }
+        Row::HeartbeatsFromTheFuture | Row::HeartbeatsFromThePast | Row::ForgedWriter => {
+            let (writer, offset) = match row {
+                Row::HeartbeatsFromTheFuture => (DEFAULT_HEARTBEAT_WRITER, AN_HOUR_MS),
+                Row::HeartbeatsFromThePast => (DEFAULT_HEARTBEAT_WRITER, -AN_HOUR_MS),
+                _ => (FORGED_WRITER, AN_HOUR_MS),
+            };
+            // The real writer pauses while the hostile items travel, so the relay cannot fold
+            // them into a later beat of the same item in one batch.
+            let real = system.heartbeat.as_ref().context("no heartbeat writer")?;
+            let (counter, reason) = if offset > 0 {
+                (
+                    "staleless_ticks_rejected_total",
+                    if writer == FORGED_WRITER {
+                        "unknown_writer"
+                    } else {
+                        "future"
+                    },
+                )
+            } else {
+                ("staleless_ticks_total", "")
+            };
+            let labels: &[(&str, &str)] = if offset > 0 { &[("reason", reason)] } else { &[] };
+            let before = hostile::metric_on_every_task(system, counter, labels).await?;
+            real.pause();
+            hostile::put_heartbeats(system, writer, now_ms() + offset).await?;
+            let arrived = eventually(PATIENCE, "the hostile ticks reaching every task", || async {
+                Ok(hostile::metric_on_every_task(system, counter, labels).await? - before >= 4.0)
+            })
+            .await;
+            real.resume();
+            arrived?;
+            let rejected = hostile::metric_on_every_task(system, counter, labels).await? - before;
+            system.until_ticks_after(now_ms()).await?;
+            let restore = hostile::filter_every_subscription_for(system, OUTAGE).await?;
+            tokio::time::sleep(RENAME_INTO_THE_OUTAGE).await;
+            let gaps_before = metric("staleless_tick_gaps_total", &[]).await?;
+            let probe = probe(system, probed, 1, false).await?;
+            restore.await??;
+            let gaps = metric("staleless_tick_gaps_total", &[]).await? - gaps_before;
+            Ok((
+                probe,
+                if offset > 0 {
+                    format!(
+                        "0 failed; `{counter}{{reason=\"{reason}\"}}` +{rejected} over both tasks; the outage after it \
+                         caught by `staleless_tick_gaps_total` +{gaps} (caches flushed)"
+                    )
+                } else {
+                    format!(
+                        "0 failed; the {rejected} past ticks admitted but vouching for nothing; the outage after them \
+                         caught by `staleless_tick_gaps_total` +{gaps} (caches flushed)"
+                    )
+                },
+            ))
+        }
+        Row::WriterClockAhead | Row::WriterClockBehind => {
+            let offset = if row == Row::WriterClockAhead {
+                AN_HOUR_MS
+            } else {
+                -AN_HOUR_MS
+            };
+            let real = system.heartbeat.as_ref().context("no heartbeat writer")?;
+            real.pause();
+            let skewed = hostile::skewed_writer(system, offset);
+            every_task_bypassing(system).await?;
+            let probe = probe(system, probed, 1, false).await;
+            skewed.abort();
+            if let Some(real) = &system.heartbeat {
+                real.resume();
+            }
+            let rejected = metric("staleless_ticks_rejected_total", &[("reason", "future")]).await?;
+            Ok((
+                probe?,
+                format!(
+                    "0 failed; both tasks read through (`staleless_cache_trusted` 0, `/admin/cache/stats` \
+                     `reads: bypass`, the writer's lag {} by an hour); `staleless_ticks_rejected_total{{reason=\"future\"}}` = {rejected}",
+                    if offset > 0 { "negative" } else { "positive" }
+                ),
+            ))
+        }
+        Row::UnreadableRecord => {
+            let flushes_before = metric("staleless_invalidations_applied_total", &[("source", "users")]).await?;
+            hostile::put_unreadable_user_item(system).await?;
+            system.until_ticks_after(now_ms()).await?;
+            let flushes =
+                metric("staleless_invalidations_applied_total", &[("source", "users")]).await? - flushes_before;
+            ensure!(
+                flushes >= 2.0,
+                "the unreadable record did not flush the users caches of both tasks ({flushes})"
+            );
+            let probe = probe(system, probed, 1, false).await?;
+            Ok((
+                probe,
+                format!(
+                    "0 failed; the relay publishes a flush of the users caches (its `UnreadableRecords` metric and alarm), \
+                     applied by both tasks (`staleless_invalidations_applied_total{{source=\"users\"}}` +{flushes})"
+                ),
+            ))
+        }
+        other => anyhow::bail!("{other:?} is not a hostile row"),
+    }
 }
 
 /// Breaks what `row` names and leaves it broken.
@@ -756,6 +1008,29 @@ async fn check(system: &LocalSystem, users: &[String]) -> anyhow::Result<consist
     };
     let keys: Vec<(KeyKind, String)> = users.iter().map(|user| (KeyKind::User, user.clone())).collect();
     Ok(consistency::check(&system.aws.dynamodb(), &reqwest::Client::new(), &target, &keys).await?)
+}
+
+/// The Markdown table of hostile-data `reports`: the worst staleness served while the data
+/// stayed, the requests that failed and for whom, and what an operator sees.
+#[must_use]
+pub fn hostile_table(reports: &[RowReport]) -> String {
+    let mut out = String::from(
+        "| hostile data | worst staleness served | time to the new value | bypassed reads | failed requests, for whom, and what the operator sees | invalidations lost | row wall time |\n|---|---:|---:|---:|---|---:|---:|\n",
+    );
+    for report in reports {
+        let probe = report.during_fault.unwrap_or_default();
+        out.push_str(&format!(
+            "| {} | {} ms | {} ms | {} | {} | {} | {:.1} s |\n",
+            report.row.title(),
+            probe.worst_staleness.as_millis(),
+            probe.worst_time_to_new_value.as_millis(),
+            probe.bypassed_reads,
+            report.observed.as_deref().unwrap_or("—"),
+            report.lost,
+            report.elapsed.as_secs_f64()
+        ));
+    }
+    out
 }
 
 /// The Markdown table of `reports`.

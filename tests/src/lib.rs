@@ -11,6 +11,7 @@ pub mod bench;
 pub mod bench_proxy;
 pub mod faults;
 pub mod fleet;
+pub mod hostile;
 pub mod invoke_bench;
 
 use std::future::Future;
@@ -66,6 +67,10 @@ pub struct LocalSystem {
     http: reqwest::Client,
     /// Whether the tasks run the invalidation channel (`CACHE_MODE=event`) and so hear ticks.
     hears_ticks: bool,
+    /// The heartbeat writer's interval `H`.
+    pub heartbeat_interval: Duration,
+    /// The tasks' freshness bound `B`.
+    pub staleness_bound: Duration,
 }
 
 /// What to start.
@@ -189,6 +194,8 @@ impl LocalSystem {
             bin_dir,
             http: reqwest::Client::new(),
             hears_ticks: options.cache_mode == "event",
+            heartbeat_interval: options.heartbeat_interval,
+            staleness_bound: options.staleness_bound,
         };
         system.start_relay_processes().await?;
         system.start_heartbeat()?;

@@ -16,7 +16,11 @@ async fn nothing_lost(row: Row) -> anyhow::Result<()> {
 
 fn nothing_lost_in(report: &faults::RowReport) -> anyhow::Result<()> {
     let row = report.row;
-    println!("{}", faults::table(std::slice::from_ref(report)));
+    if row.is_hostile() {
+        println!("{}", faults::hostile_table(std::slice::from_ref(report)));
+    } else {
+        println!("{}", faults::table(std::slice::from_ref(report)));
+    }
     assert!(report.writes > 0, "{report:?}");
     assert!(report.checked > 0, "{report:?}");
     assert_eq!(report.lost, 0, "lost invalidations in {report:?}");
@@ -117,4 +121,56 @@ async fn dynamodb_reads_hang_for_one_task() -> anyhow::Result<()> {
         "the hung task answered errors, not waits: {report:?}"
     );
     nothing_lost_in(&report)
+}
+
+// Hostile data: what anyone with write access to a table can write. Each row asserts what the
+// others do (nothing lost, nothing older than B served while it stays) and, inside the row, that
+// the damage stays with the item it spoils.
+
+#[tokio::test]
+async fn hostile_corrupt_role_item() -> anyhow::Result<()> {
+    let report = faults::run(Row::CorruptRoleItem).await?;
+    assert_eq!(report.during_fault.expect("probed").failed_reads, 0, "{report:?}");
+    nothing_lost_in(&report)
+}
+
+#[tokio::test]
+async fn hostile_corrupt_profile() -> anyhow::Result<()> {
+    let report = faults::run(Row::CorruptProfile).await?;
+    assert_eq!(report.during_fault.expect("probed").failed_reads, 0, "{report:?}");
+    nothing_lost_in(&report)
+}
+
+#[tokio::test]
+async fn hostile_heartbeats_from_the_future_then_a_short_outage() -> anyhow::Result<()> {
+    nothing_lost(Row::HeartbeatsFromTheFuture).await
+}
+
+#[tokio::test]
+async fn hostile_heartbeats_from_the_past_then_a_short_outage() -> anyhow::Result<()> {
+    nothing_lost(Row::HeartbeatsFromThePast).await
+}
+
+#[tokio::test]
+async fn hostile_forged_writer_then_a_short_outage() -> anyhow::Result<()> {
+    nothing_lost(Row::ForgedWriter).await
+}
+
+#[tokio::test]
+async fn hostile_writer_clock_an_hour_ahead() -> anyhow::Result<()> {
+    let report = faults::run(Row::WriterClockAhead).await?;
+    assert!(report.during_fault.expect("probed").bypassed_reads > 0, "{report:?}");
+    nothing_lost_in(&report)
+}
+
+#[tokio::test]
+async fn hostile_writer_clock_an_hour_behind() -> anyhow::Result<()> {
+    let report = faults::run(Row::WriterClockBehind).await?;
+    assert!(report.during_fault.expect("probed").bypassed_reads > 0, "{report:?}");
+    nothing_lost_in(&report)
+}
+
+#[tokio::test]
+async fn hostile_unreadable_record_of_a_watched_table() -> anyhow::Result<()> {
+    nothing_lost(Row::UnreadableRecord).await
 }

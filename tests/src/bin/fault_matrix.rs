@@ -8,19 +8,39 @@ use std::process::ExitCode;
 
 use staleless_tests::faults::{self, Row};
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// Runs `rows` one after another, each on a fresh system; stops at the first that cannot run.
+async fn run_rows(rows: &[Row]) -> Result<Vec<faults::RowReport>, ExitCode> {
     let mut reports = Vec::new();
-    for row in Row::ALL {
+    for &row in rows {
         eprintln!("running: {}", row.title());
         match faults::run(row).await {
             Ok(report) => reports.push(report),
             Err(err) => {
                 eprintln!("error: {err:#}");
-                return ExitCode::FAILURE;
+                return Err(ExitCode::FAILURE);
             }
         }
     }
+    Ok(reports)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    // `--hostile`: only the hostile-data rows, printed (not written to the page).
+    let hostile_only = std::env::args().any(|arg| arg == "--hostile");
+    let hostile = match run_rows(&Row::HOSTILE).await {
+        Ok(reports) => reports,
+        Err(code) => return code,
+    };
+    let hostile_table = faults::hostile_table(&hostile);
+    println!("{hostile_table}");
+    if hostile_only {
+        return ExitCode::SUCCESS;
+    }
+    let reports = match run_rows(&Row::ALL).await {
+        Ok(reports) => reports,
+        Err(code) => return code,
+    };
     let table = faults::table(&reports);
     println!("{table}");
 
@@ -83,6 +103,9 @@ async fn main() -> ExitCode {
          - *Duplicates, reordering, poison*: evictions are idempotent; malformed bodies are counted, \
          logged and deleted, and the queues drain to empty.\n",
     );
+    page.push_str(HOSTILE_INTRO);
+    page.push_str(&hostile_table);
+    page.push_str(HOSTILE_READING);
     let path = infra::emulator::project_root().join("docs").join("fault-matrix.md");
     if let Err(err) = std::fs::write(&path, page) {
         eprintln!("error: cannot write {}: {err}", path.display());
@@ -96,9 +119,36 @@ async fn main() -> ExitCode {
     };
     if reports
         .iter()
+        .chain(&hostile)
         .any(|report| report.lost > 0 || past_bound(report) || report.healed_itself == Some(false))
     {
         return ExitCode::FAILURE;
     }
     ExitCode::SUCCESS
 }
+
+const HOSTILE_INTRO: &str = "\n## Hostile data\n\n\
+Rows of what anyone with write access to a table can write (the console, a script, a writer \
+whose clock jumps), written with the SDK straight into the tables, on the same local system \
+(B = 3 s, a heartbeat every 0.5 s). Each row warms both tasks, writes its data, renames a tenth \
+of the users while the data stays (read every 20 ms on both tasks, as above), then removes it \
+and checks every user against DynamoDB. The heartbeat rows that end in an outage give every \
+subscription a filter policy matching nothing for 1.2 s (shorter than half the bound, so no \
+task's subscription check can see it), with the renames 0.3 s in: only the gap in the \
+heartbeats shows that invalidations were dropped.\n\n";
+
+const HOSTILE_READING: &str = "\n- **The bound holds against the data itself.** A tick from an \
+unknown writer or from further ahead than the tolerance (`TICK_FUTURE_TOLERANCE_MS`, 500 ms, \
+charged against B) is refused and counted; the state is per writer, so the gap after it is \
+still measured against the writer's last real beat and the outage is caught. Before, one \
+heartbeat item written an hour ahead made every task keep trusting its caches through the \
+outage, and the renamed users were served stale for the TTL.\n\
+- *A writer's clock an hour off*: its ticks never vouch (refused when ahead, too old when \
+behind), so the tasks read through: correct, slower, until the clock is fixed.\n\
+- *Corrupt items stay with the item*: a corrupt role grants nothing and is listed under \
+`corrupt` by `/admin/roles` (repair it with a `PATCH` naming each attribute at fault, or \
+`DELETE` it); a corrupt profile fails only its own user's requests, with `corrupt_item` naming \
+the attribute. Both are counted once per change (`staleless_corrupt_items_total{table}`) and \
+logged with their key.\n\
+- *An unreadable record of a watched table* flushes that source's caches on every task instead \
+of being dropped.\n";
