@@ -617,6 +617,67 @@ async fn the_catalogue_reads_only_role_definitions_and_sees_a_new_role_at_once()
     api.stop().await;
 }
 
+/// A role definition written by hand with a string for a boolean and for its version is listed
+/// apart with both faults and grants nothing; a patch setting the boolean repairs it through
+/// DynamoDB's condition (a version that is not a number counts as none), and the repaired role
+/// grants again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_corrupt_role_with_a_corrupt_version_is_listed_apart_and_repaired_in_dynamodb() {
+    use aws_sdk_dynamodb::types::AttributeValue;
+    let stack = Stack::start().await;
+    let dynamodb = stack.aws.dynamodb();
+    let text = |value: &str| AttributeValue::S(value.to_owned());
+    dynamodb
+        .put_item()
+        .table_name(&stack.stack.roles_table)
+        .item("PK", text("ROLE#auditor"))
+        .item("SK", text("DEFINITION"))
+        .item("roleId", text("auditor"))
+        .item("displayName", text("Auditor"))
+        .item("jwtRoleMappings", AttributeValue::L(vec![text("Staff")]))
+        .item("grantedTools", AttributeValue::L(vec![text("audit-log")]))
+        .item("enabled", text("yes"))
+        .item("version", text("3"))
+        .send()
+        .await
+        .expect("a hand-written role");
+    let api = stack.instance(None).await;
+    let admin = token("admin", &["Admin"]);
+    let (status, body) = api.get("/admin/roles", &admin).await;
+    assert_eq!(status, 200, "{body}");
+    let faults: Vec<&str> = body["corrupt"][0]["faults"]
+        .as_array()
+        .expect("faults")
+        .iter()
+        .filter_map(|fault| fault["attribute"].as_str())
+        .collect();
+    assert_eq!(faults, ["enabled", "version"], "{body}");
+    let staff = token_without_roles("alice");
+    let (_, me) = api.get("/users/me", &staff).await;
+    assert!(!me["permissions"]["tools"].to_string().contains("audit-log"), "{me}");
+
+    let (status, body) = api
+        .send(
+            reqwest::Method::PATCH,
+            "/admin/roles/auditor",
+            &admin,
+            Some(r#"{"enabled": true}"#),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    eventually("the repaired role granting", || async {
+        let (_, me) = api.get("/users/me", &staff).await;
+        me["permissions"]["tools"]
+            .to_string()
+            .contains("audit-log")
+            .then_some(())
+    })
+    .await;
+    let (_, body) = api.get("/admin/roles", &admin).await;
+    assert_eq!(body["corrupt"], serde_json::json!([]), "{body}");
+    api.stop().await;
+}
+
 /// A short outage — shorter than the bound, so trust never lapses — still drops messages: here
 /// the subscription is removed and restored by hand within a second, and the rename made
 /// meanwhile never arrives. The ticks after it show heartbeats missing, and the instance flushes.
