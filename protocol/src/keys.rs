@@ -8,7 +8,12 @@
 //! | profile | `USER#<user_id>` | `PROFILE` |
 //! | role definition | `ROLE#<role_id>` | `DEFINITION` |
 //! | role mapping | `ROLE#<role_id>` | `JWT_MAPPING#<idp role>` |
-//! | heartbeat (each table) | `HEARTBEAT#<writer>` | `HEARTBEAT` |
+//! | heartbeat (each table), slot `0` | `HEARTBEAT#<writer>` | `HEARTBEAT` |
+//! | heartbeat (each table), slot `n` | `HEARTBEAT#<writer>#<n>` | `HEARTBEAT` |
+//!
+//! A table's stream has one shard per partition, and a heartbeat item proves only the shard its
+//! key hashes to; so the writer writes one item (a *slot*) per open shard, and tasks require a
+//! recent tick of every slot the writer announces.
 //!
 //! Heartbeat items live outside the user and role key spaces: no `GetItem` of a user or a role can
 //! reach them, and the role catalogue only reads `ROLE#` definitions.
@@ -40,6 +45,14 @@ pub const DEFAULT_HEARTBEAT_WRITER: &str = "staleless";
 pub const HEARTBEAT_WRITTEN_AT_ATTRIBUTE: &str = "writtenAtMs";
 /// Attribute of a heartbeat item holding the writer's interval in ms.
 pub const HEARTBEAT_INTERVAL_ATTRIBUTE: &str = "intervalMs";
+/// Attribute of a heartbeat item listing every slot its writer writes into that table (a list of
+/// strings): the slots a task requires recent ticks of.
+pub const HEARTBEAT_SLOTS_ATTRIBUTE: &str = "slots";
+/// Attribute of a heartbeat item saying whether those slots cover every open shard of the
+/// table's stream, as the writer last found them (a boolean).
+pub const HEARTBEAT_COVERED_ATTRIBUTE: &str = "covered";
+/// The slot of the item `HEARTBEAT#<writer>`, the only one of writers that predate slots.
+pub const FIRST_HEARTBEAT_SLOT: &str = "0";
 /// The sparse index of the app-roles table holding exactly the role definitions (keyed on
 /// `displayName`, which only definitions carry): the role catalogue is listed from it in
 /// O(number of roles), never by scanning a table that also holds per-user items.
@@ -75,6 +88,23 @@ pub fn jwt_role_gsi_pk(idp_role: &str) -> String {
 #[must_use]
 pub fn heartbeat_pk(writer: &str) -> String {
     format!("{HEARTBEAT_PK_PREFIX}{writer}")
+}
+
+/// The heartbeat item of `writer`'s `slot`: `HEARTBEAT#<writer>` for slot `0`, else
+/// `HEARTBEAT#<writer>#<slot>`.
+#[must_use]
+pub fn heartbeat_slot_pk(writer: &str, slot: &str) -> String {
+    if slot == FIRST_HEARTBEAT_SLOT {
+        heartbeat_pk(writer)
+    } else {
+        format!("{HEARTBEAT_PK_PREFIX}{writer}#{slot}")
+    }
+}
+
+/// The writer and slot of the `<writer>[#<slot>]` part of a heartbeat key.
+#[must_use]
+pub fn heartbeat_writer_and_slot(name: &str) -> (&str, &str) {
+    name.split_once('#').unwrap_or((name, FIRST_HEARTBEAT_SLOT))
 }
 
 /// What a partition key names.
@@ -137,6 +167,18 @@ mod tests {
         assert_eq!(parse_pk("USER#"), PartitionKey::Empty(USER_PK_PREFIX));
         assert_eq!(parse_pk("TOOL#search"), PartitionKey::Other);
         assert_eq!(parse_pk("user#u-1"), PartitionKey::Other, "prefixes are case-sensitive");
+    }
+
+    #[test]
+    fn heartbeat_slots_round_trip_and_slot_zero_is_the_old_key() {
+        assert_eq!(heartbeat_slot_pk("w", "0"), heartbeat_pk("w"));
+        for slot in ["0", "3", "17"] {
+            let pk = heartbeat_slot_pk("w", slot);
+            let PartitionKey::Heartbeat(name) = parse_pk(&pk) else {
+                panic!("{pk} is a heartbeat key");
+            };
+            assert_eq!(heartbeat_writer_and_slot(name), ("w", slot));
+        }
     }
 
     #[test]

@@ -12,6 +12,7 @@
 //! {"v":1,"kind":"flush_all","reason":"operator request"}
 //! {"v":1,"kind":"flush_all","source":"users","reason":"unreadable stream record 41… of staleless-users"}
 //! {"v":1,"kind":"tick","source":"users","written_at_ms":1732500000123,"writer":"staleless","interval_ms":5000}
+//! {"v":1,"kind":"tick","source":"users","written_at_ms":1732500000123,"writer":"staleless","slot":"3","slots":["0","3"],"covered":true,"interval_ms":5000}
 //! ```
 //!
 //! A `tick` is the heartbeat of one source: a heartbeat item written into that source's table
@@ -168,6 +169,18 @@ pub enum Invalidation {
         /// nothing. Absent in ticks of relays that predate it: such a tick is refused.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         writer: Option<String>,
+        /// The heartbeat item (slot) the tick came from; absent means slot `0`, the only one of
+        /// writers that predate slots. Each slot lives on one shard of the table's stream.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        slot: Option<String>,
+        /// Every slot the writer writes into this table; absent means `[slot]`. A task requires
+        /// recent ticks of each, so a stuck shard stops trust however many others flow.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        slots: Option<Vec<String>>,
+        /// Whether those slots cover every open shard of the stream as the writer last found
+        /// them; absent means yes. `false` (a split not yet covered) vouches for nothing.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        covered: Option<bool>,
         /// The writer's interval between heartbeats, so a subscriber can tell a heartbeat that
         /// went missing (the path dropped messages) from a quiet stretch.
         #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -409,6 +422,9 @@ mod tests {
             source: Source::Roles,
             written_at_ms: 1_732_500_000_123,
             writer: Some("staleless".to_owned()),
+            slot: None,
+            slots: None,
+            covered: None,
             interval_ms: Some(5_000),
         };
         let text = tick.encode().expect("encode");
@@ -423,9 +439,27 @@ mod tests {
             Invalidation::Tick {
                 interval_ms: None,
                 writer: None,
+                slot: None,
+                slots: None,
+                covered: None,
                 ..
             }
         ));
+        let per_shard = Invalidation::Tick {
+            source: Source::Users,
+            written_at_ms: 1,
+            writer: Some("staleless".to_owned()),
+            slot: Some("3".to_owned()),
+            slots: Some(vec!["0".to_owned(), "3".to_owned()]),
+            covered: Some(true),
+            interval_ms: None,
+        };
+        let text = per_shard.encode().expect("encode");
+        assert_eq!(
+            text,
+            r#"{"v":1,"kind":"tick","source":"users","written_at_ms":1,"writer":"staleless","slot":"3","slots":["0","3"],"covered":true}"#
+        );
+        assert_eq!(decode(&text).expect("decode"), per_shard);
         assert_eq!(tick.source(), Some(Source::Roles));
         assert!(matches!(
             decode(r#"{"v":1,"kind":"tick","source":"users"}"#),

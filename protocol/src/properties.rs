@@ -13,13 +13,17 @@ use serde_json::Value;
 use super::*;
 
 /// Every field name of the format, drawn often so that random objects collide with them.
-const FIELDS: [&str; 10] = [
+const FIELDS: [&str; 14] = [
     "v",
     "kind",
     "source",
     "keys",
     "reason",
     "written_at_ms",
+    "writer",
+    "slot",
+    "slots",
+    "covered",
     "interval_ms",
     "id",
     "seq",
@@ -55,13 +59,21 @@ fn invalidation_with(keys: impl Strategy<Value = Vec<KeyVersion>>) -> impl Strat
             source(),
             any::<i64>(),
             proptest::option::of(any::<String>()),
-            proptest::option::of(any::<u64>())
+            proptest::option::of(any::<u64>()),
+            proptest::option::of(any::<String>()),
+            proptest::option::of(vec(any::<String>(), 0..4)),
+            proptest::option::of(any::<bool>()),
         )
-            .prop_map(|(source, written_at_ms, writer, interval_ms)| Invalidation::Tick {
-                source,
-                written_at_ms,
-                writer,
-                interval_ms,
+            .prop_map(|(source, written_at_ms, writer, interval_ms, slot, slots, covered)| {
+                Invalidation::Tick {
+                    source,
+                    written_at_ms,
+                    writer,
+                    slot,
+                    slots,
+                    covered,
+                    interval_ms,
+                }
             }),
     ]
 }
@@ -114,8 +126,16 @@ fn to_json(message: &Invalidation) -> Value {
 fn fields_of(kind: &str) -> &'static [&'static str] {
     match kind {
         "invalidate" => &["source", "keys"],
-        "flush_all" => &["reason"],
-        _ => &["source", "written_at_ms", "interval_ms"],
+        "flush_all" => &["source", "reason"],
+        _ => &[
+            "source",
+            "written_at_ms",
+            "writer",
+            "slot",
+            "slots",
+            "covered",
+            "interval_ms",
+        ],
     }
 }
 

@@ -21,7 +21,8 @@ use std::collections::HashMap;
 use aws_lambda_events::event::dynamodb::EventRecord;
 use serde_dynamo::{AttributeValue, Item};
 use staleless_protocol::keys::{
-    self, HEARTBEAT_INTERVAL_ATTRIBUTE, HEARTBEAT_WRITTEN_AT_ATTRIBUTE, PARTITION_KEY, PartitionKey, USER_ID_ATTRIBUTE,
+    self, HEARTBEAT_COVERED_ATTRIBUTE, HEARTBEAT_INTERVAL_ATTRIBUTE, HEARTBEAT_SLOTS_ATTRIBUTE,
+    HEARTBEAT_WRITTEN_AT_ATTRIBUTE, PARTITION_KEY, PartitionKey, USER_ID_ATTRIBUTE,
 };
 use staleless_protocol::{KeyVersion, SequenceNumber, Source, compare_sequence_numbers};
 
@@ -60,6 +61,8 @@ pub struct Change<'a> {
     pub ttl_expiry: bool,
     /// For a heartbeat: the writer's interval in ms, when the item says.
     pub interval_ms: Option<u64>,
+    /// For a heartbeat: the slots its writer writes and whether they cover the stream.
+    pub announcement: Option<Announcement<'a>>,
     /// What could not be read of a record whose key could (no sequence number, an unknown
     /// `eventName`): the key is invalidated all the same, and the record logged and counted as
     /// malformed. Always `None` for a heartbeat: a tick never rests on a record read in part.
@@ -230,6 +233,7 @@ impl Mapper {
             seq,
             at_ms: created_ms,
             interval_ms: None,
+            announcement: None,
             ttl_expiry: operation == Operation::Remove
                 && record
                     .user_identity
@@ -281,7 +285,7 @@ fn heartbeat<'a>(
     source: Source,
     writer: &'a str,
     seq: &'a str,
-    new_image: &Item,
+    new_image: &'a Item,
     created_ms: i64,
 ) -> Mapped<'a> {
     if operation == Operation::Remove {
@@ -302,8 +306,46 @@ fn heartbeat<'a>(
         at_ms: number(HEARTBEAT_WRITTEN_AT_ATTRIBUTE).unwrap_or(created_ms),
         ttl_expiry: false,
         interval_ms: number(HEARTBEAT_INTERVAL_ATTRIBUTE).and_then(|ms| u64::try_from(ms).ok()),
+        announcement: Some(Announcement {
+            slots: match new_image.get(HEARTBEAT_SLOTS_ATTRIBUTE) {
+                Some(AttributeValue::L(slots)) => Some(slots.as_slice()),
+                _ => None,
+            },
+            covered: match new_image.get(HEARTBEAT_COVERED_ATTRIBUTE) {
+                Some(AttributeValue::Bool(covered)) => Some(*covered),
+                _ => None,
+            },
+        }),
         defect: None,
     })
+}
+
+/// What a heartbeat item says besides its time: every slot its writer writes into the table, and
+/// whether they cover every open shard of the stream. Passed on in the tick as the item says;
+/// values of the wrong type are left out (the task then requires only the tick's own slot, or
+/// takes the coverage as given, as for writers that predate slots).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Announcement<'a> {
+    /// The item's `slots` list, when it is one.
+    pub slots: Option<&'a [AttributeValue]>,
+    /// The item's `covered` flag, when it is a boolean.
+    pub covered: Option<bool>,
+}
+
+impl Announcement<'_> {
+    /// The slots named as strings (other entries are left out).
+    #[must_use]
+    pub fn slot_names(&self) -> Option<Vec<String>> {
+        self.slots.map(|slots| {
+            slots
+                .iter()
+                .filter_map(|slot| match slot {
+                    AttributeValue::S(name) => Some(name.clone()),
+                    _ => None,
+                })
+                .collect()
+        })
+    }
 }
 
 /// `staleless-users` from `arn:aws:dynamodb:<region>:<account>:table/staleless-users/stream/<label>`.
@@ -393,6 +435,8 @@ pub struct PendingKey<'a> {
     pub at_ms: i64,
     /// For a heartbeat, the writer's interval (from the latest record).
     pub interval_ms: Option<u64>,
+    /// For a heartbeat, what its latest record announces.
+    pub announcement: Option<Announcement<'a>>,
     /// Position in the batch of the first record that needed this key: if the key is not
     /// published, that record and every later one must be retried. For a heartbeat it is the
     /// latest heartbeat record instead, so its tick is published after every key of the records
@@ -471,6 +515,7 @@ impl<'a> Coalescer<'a> {
                     key.seq = change.seq;
                     key.at_ms = change.at_ms;
                     key.interval_ms = change.interval_ms;
+                    key.announcement = change.announcement;
                     if change.kind == ChangeKind::Heartbeat {
                         key.first_record = position;
                     }
@@ -486,6 +531,7 @@ impl<'a> Coalescer<'a> {
                     seq: change.seq,
                     at_ms: change.at_ms,
                     interval_ms: change.interval_ms,
+                    announcement: change.announcement,
                     first_record: position,
                 });
             }
@@ -625,6 +671,7 @@ mod tests {
                 at_ms: 1_732_500_000_000,
                 ttl_expiry: false,
                 interval_ms: None,
+                announcement: None,
                 defect: None,
             })
         );
@@ -714,6 +761,7 @@ mod tests {
                 seq: "4200000000000000000104",
                 at_ms: 1_732_500_003_000,
                 interval_ms: None,
+                announcement: None,
                 first_record: 0,
             }]
         );
@@ -934,6 +982,7 @@ mod tests {
             at_ms,
             ttl_expiry: false,
             interval_ms: None,
+            announcement: None,
             defect: None,
         };
         coalescer.add(change("99", 1), 0);
@@ -957,6 +1006,7 @@ mod tests {
                     at_ms: 0,
                     ttl_expiry: false,
                     interval_ms: None,
+                    announcement: None,
                     defect: None,
                 },
                 position,

@@ -378,10 +378,16 @@ impl Relay {
     fn pack(&self, keys: &[PendingKey<'_>], flushes: &[PendingFlush<'_>]) -> Result<Vec<OutgoingMessage>, EncodeError> {
         let mut messages = Vec::new();
         for heartbeat in keys.iter().filter(|key| key.kind == ChangeKind::Heartbeat) {
+            // `HEARTBEAT#<writer>#<slot>`: each slot is one heartbeat item, on one shard.
+            let (writer, slot) = staleless_protocol::keys::heartbeat_writer_and_slot(heartbeat.id);
+            let announcement = heartbeat.announcement;
             let tick = Invalidation::Tick {
                 source: heartbeat.source,
                 written_at_ms: heartbeat.at_ms,
-                writer: Some(heartbeat.id.to_owned()),
+                writer: Some(writer.to_owned()),
+                slot: (slot != staleless_protocol::keys::FIRST_HEARTBEAT_SLOT).then(|| slot.to_owned()),
+                slots: announcement.and_then(|announcement| announcement.slot_names()),
+                covered: announcement.and_then(|announcement| announcement.covered),
                 interval_ms: heartbeat.interval_ms,
             };
             messages.push(OutgoingMessage {

@@ -497,3 +497,52 @@ async fn a_rejected_call_reports_the_first_record_whose_keys_were_not_sent() {
         "a rejection is not retried inside the invocation"
     );
 }
+
+#[tokio::test]
+async fn each_heartbeat_slot_is_a_tick_of_its_own_carrying_the_writers_announcement() {
+    let (relay, publisher) = new_relay();
+    let mut event: Value = serde_json::from_str(include_str!("fixtures/heartbeats.json")).expect("fixture");
+    let records = event["Records"].as_array_mut().expect("records");
+    records.truncate(1);
+    let mut slot = records[0].clone();
+    let announce = |record: &mut Value, pk: &str, seq: &str| {
+        record["dynamodb"]["Keys"]["PK"]["S"] = json!(pk);
+        record["dynamodb"]["NewImage"]["PK"]["S"] = json!(pk);
+        record["dynamodb"]["NewImage"]["slots"] = json!({"L": [{"S": "0"}, {"S": "3"}]});
+        record["dynamodb"]["NewImage"]["covered"] = json!({"BOOL": false});
+        record["dynamodb"]["SequenceNumber"] = json!(seq);
+    };
+    announce(&mut records[0], "HEARTBEAT#staleless", "5100000000000000000001");
+    announce(&mut slot, "HEARTBEAT#staleless#3", "5100000000000000000002");
+    records.push(slot);
+    let event: Event = serde_json::from_value(event).expect("event");
+    let outcome = relay.handle_event(&event).await;
+    assert!(outcome.response.batch_item_failures.is_empty());
+    let ticks: Vec<(Option<String>, Option<String>, Option<Vec<String>>, Option<bool>)> = accepted(&publisher)
+        .into_iter()
+        .filter_map(|message| match message {
+            Invalidation::Tick {
+                writer,
+                slot,
+                slots,
+                covered,
+                ..
+            } => Some((writer, slot, slots, covered)),
+            _ => None,
+        })
+        .collect();
+    let announced = Some(vec!["0".to_owned(), "3".to_owned()]);
+    assert_eq!(
+        ticks,
+        [
+            (Some("staleless".to_owned()), None, announced.clone(), Some(false)),
+            (
+                Some("staleless".to_owned()),
+                Some("3".to_owned()),
+                announced,
+                Some(false)
+            ),
+        ],
+        "one tick per slot, the writer's name without the slot"
+    );
+}

@@ -22,7 +22,7 @@ use staleless_protocol::{Invalidation, Source, decode};
 use tokio_util::sync::CancellationToken;
 
 use super::queue::{self, HEARTBEAT_TAG, OWNER_TAG};
-use super::{SOURCES, cache_of, heartbeats_missed, unix_now_ms};
+use super::{SOURCES, SlotProof, cache_of, heartbeats_missed, unix_now_ms};
 use crate::config::ChannelConfig;
 use crate::metrics as names;
 use crate::state::{AppState, ChannelClients};
@@ -268,9 +268,16 @@ impl Listener {
     /// invalidations, so the cache is flushed *before* the tick is recorded (and trust returns).
     /// If it shows that its writer's heartbeats went missing while the cache stayed trusted (an
     /// outage shorter than the bound), messages were dropped and the cache is flushed too.
-    fn record_tick(&self, source: Source, writer: Option<&str>, written_at_ms: i64, interval_ms: Option<u64>) {
+    fn record_tick(
+        &self,
+        source: Source,
+        writer: Option<&str>,
+        written_at_ms: i64,
+        proof: &SlotProof<'_>,
+        interval_ms: Option<u64>,
+    ) {
         let channel = &self.state.channel;
-        let admission = match channel.admit_tick(source, writer, written_at_ms) {
+        let admission = match channel.admit_tick(source, writer, written_at_ms, proof) {
             Ok(admission) => admission,
             Err(rejection) => {
                 metrics::counter!(names::TICKS_REJECTED, "source" => source.as_str(), "reason" => rejection.as_str())
@@ -297,11 +304,12 @@ impl Listener {
             tracing::warn!(
                 source = %source,
                 writer = writer.unwrap_or(""),
+                slot = proof.slot,
                 gap_ms = written_at_ms.saturating_sub(admission.previous_ms.unwrap_or(written_at_ms)),
                 "heartbeats went missing on the way here; cache flushed"
             );
         }
-        channel.record_tick(source, &admission, written_at_ms);
+        channel.record_tick(source, &admission, written_at_ms, proof);
         metrics::counter!(names::TICKS, "source" => source.as_str()).increment(1);
     }
 
@@ -521,10 +529,14 @@ impl Listener {
             source,
             written_at_ms,
             writer,
+            slot,
+            slots,
+            covered,
             interval_ms,
         } = invalidation
         {
-            self.record_tick(*source, writer.as_deref(), *written_at_ms, *interval_ms);
+            let proof = SlotProof::of(slot.as_deref(), slots.as_deref(), *covered);
+            self.record_tick(*source, writer.as_deref(), *written_at_ms, &proof, *interval_ms);
             return;
         }
         let evicted = self.state.apply(invalidation);

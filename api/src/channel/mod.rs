@@ -33,12 +33,10 @@ pub mod queue;
 pub mod sweeper;
 pub mod trust;
 
-pub use trust::{TickRejection, TrustRules, heartbeats_missed};
+pub use trust::{SlotProof, TickRejection, TrustRules, WriterLedger, heartbeats_missed};
 
 /// Sentinel for "never" in the millisecond atomics below.
 const NEVER: u64 = u64::MAX;
-/// Sentinel for "no tick yet" in [`SourceFreshness::written_ms`].
-const NO_TICK: i64 = i64::MIN;
 
 /// The two sources, in the order of [`ChannelHealth::sources`].
 pub const SOURCES: [Source; 2] = [Source::Users, Source::Roles];
@@ -67,26 +65,9 @@ pub fn unix_now_ms() -> i64 {
         .map_or(0, |elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// The last admitted tick of one source from one writer.
-#[derive(Debug)]
-struct SourceFreshness {
-    /// When the newest admitted tick was written (writer's clock, Unix ms), or [`NO_TICK`].
-    written_ms: AtomicI64,
-    /// Milliseconds after the channel's origin when a tick last arrived, or [`NEVER`].
-    arrived_ms: AtomicU64,
-}
-
-impl SourceFreshness {
-    const fn new() -> Self {
-        Self {
-            written_ms: AtomicI64::new(NO_TICK),
-            arrived_ms: AtomicU64::new(NEVER),
-        }
-    }
-}
-
 /// The health of the invalidation channel and the trust in each cache, shared by the listener
-/// (writer) and every request (reader). Lock-free: a request reads a few atomics and the clock.
+/// (writer) and every request (reader). A request reads two atomics and the monotonic clock: the
+/// listener works out, at each tick, until when each cache is trusted.
 ///
 /// The methods ending in `_at` take the time (`now_ms`: Unix ms on this task's wall clock;
 /// `mono_ms`: ms after the channel's origin on its monotonic clock), so the rules are tested
@@ -109,11 +90,29 @@ pub struct ChannelHealth {
     started: AtomicBool,
     /// Set on shutdown: `/ready` turns 503 so the load balancer drains the task.
     stopping: AtomicBool,
-    /// Ticks per configured writer (in [`TrustRules::writers`] order), per source (in
-    /// [`SOURCES`] order): one writer's clock cannot move another's state.
-    writers: Box<[[SourceFreshness; 2]]>,
+    /// Per configured writer (in [`TrustRules::writers`] order), per source (in [`SOURCES`]
+    /// order): its ticks per slot. Written by the listener only; one writer's clock cannot move
+    /// another's state.
+    ledgers: std::sync::Mutex<Vec<[WriterLedger; 2]>>,
+    /// Per source: the last monotonic ms at which the cache is trusted, or [`NO_TRUST`].
+    trusted_until: [AtomicI64; 2],
     /// The queue's name, for stats and logs.
     queue: std::sync::RwLock<Option<String>>,
+}
+
+/// "Not trusted" in [`ChannelHealth::trusted_until`].
+const NO_TRUST: i64 = -1;
+
+/// One slot of a writer, as reported by `/admin/cache/stats`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SlotReport {
+    /// The heartbeat item (one per shard of the stream).
+    pub slot: String,
+    /// Now minus its newest tick's write time, in ms; `None` before its first tick.
+    pub lag_ms: Option<i64>,
+    /// Milliseconds since one of its ticks arrived.
+    pub ms_since_tick: Option<u64>,
 }
 
 /// One writer's ticks of one source, as reported by `/admin/cache/stats`.
@@ -124,10 +123,14 @@ pub struct WriterReport {
     pub writer: String,
     /// Whether its ticks vouch for the cache now.
     pub vouches: bool,
+    /// Whether its newest tick says its slots cover every shard of the stream.
+    pub covered: bool,
     /// Now minus its newest tick's write time, in ms (writer's clock against this task's).
     pub lag_ms: Option<i64>,
     /// Milliseconds since one of its ticks last arrived.
     pub ms_since_tick: Option<u64>,
+    /// The slots required now, each of which must be fresh.
+    pub slots: Vec<SlotReport>,
 }
 
 /// One source's freshness as reported by `/admin/cache/stats`.
@@ -139,7 +142,7 @@ pub struct SourceReport {
     /// Whether that cache is served now; `false` means reads go through to DynamoDB.
     pub trusted: bool,
     /// Now minus the newest admitted tick's write time, in ms (writer's clock against this
-    /// task's), over every writer.
+    /// task's), over every writer and slot.
     pub lag_ms: Option<i64>,
     /// Milliseconds since an admitted tick of this source last arrived.
     pub ms_since_tick: Option<u64>,
@@ -179,7 +182,7 @@ pub struct ChannelReport {
 pub struct TickAdmission {
     /// The writer's state slot.
     pub slot: usize,
-    /// The writer's newest tick before this one, for the gap test.
+    /// The newest tick of the same writer and heartbeat slot before this one, for the gap test.
     pub previous_ms: Option<i64>,
     /// The cache is not trusted now and will be once the tick is recorded: flush it first.
     pub restores_trust: bool,
@@ -196,11 +199,7 @@ impl ChannelHealth {
     /// A channel under `rules`.
     #[must_use]
     pub fn with_rules(rules: TrustRules) -> Self {
-        let writers = rules
-            .writers()
-            .iter()
-            .map(|_| [SourceFreshness::new(), SourceFreshness::new()])
-            .collect();
+        let ledgers = rules.writers().iter().map(|_| <[WriterLedger; 2]>::default()).collect();
         Self {
             required: true,
             rules,
@@ -209,7 +208,8 @@ impl ChannelHealth {
             subscribed: AtomicBool::new(false),
             started: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
-            writers,
+            ledgers: std::sync::Mutex::new(ledgers),
+            trusted_until: [AtomicI64::new(NO_TRUST), AtomicI64::new(NO_TRUST)],
             queue: std::sync::RwLock::new(None),
         }
     }
@@ -246,30 +246,25 @@ impl ChannelHealth {
         (at != NEVER).then(|| Duration::from_millis(mono_ms.saturating_sub(at)))
     }
 
-    fn freshness(&self, slot: usize, source: Source) -> &SourceFreshness {
-        &self.writers[slot][self::slot(source)]
+    fn ledgers(&self) -> std::sync::MutexGuard<'_, Vec<[WriterLedger; 2]>> {
+        self.ledgers.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn written(freshness: &SourceFreshness) -> Option<i64> {
-        let written = freshness.written_ms.load(Ordering::Acquire);
-        (written != NO_TICK).then_some(written)
-    }
-
-    /// Whether the writer in `slot` vouches for `source` at the given times.
-    fn vouches_at(&self, slot: usize, source: Source, now_ms: i64, mono_ms: u64) -> bool {
-        let freshness = self.freshness(slot, source);
-        self.rules.vouches(
-            Self::written(freshness),
-            Self::since(&freshness.arrived_ms, mono_ms),
-            now_ms,
-        )
+    /// Until when (monotonic ms) some writer vouches for `source`, over `ledgers`.
+    fn trusted_until_of(&self, ledgers: &[[WriterLedger; 2]], source: Source, now_ms: i64, mono_ms: u64) -> i64 {
+        ledgers
+            .iter()
+            .filter_map(|ledger| ledger[slot(source)].vouches_until(&self.rules, now_ms, mono_ms))
+            .max()
+            .map_or(NO_TRUST, |until| i64::try_from(until).unwrap_or(i64::MAX))
     }
 
     /// When the newest admitted tick of `source` was written (Unix ms), over every writer.
     #[must_use]
     pub fn last_tick_written_ms(&self, source: Source) -> Option<i64> {
-        (0..self.writers.len())
-            .filter_map(|slot| Self::written(self.freshness(slot, source)))
+        self.ledgers()
+            .iter()
+            .filter_map(|ledger| ledger[slot(source)].newest_written_ms())
             .max()
     }
 
@@ -277,23 +272,25 @@ impl ChannelHealth {
     #[must_use]
     pub fn since_tick(&self, source: Source) -> Option<Duration> {
         let mono_ms = self.mono_ms();
-        (0..self.writers.len())
-            .filter_map(|slot| Self::since(&self.freshness(slot, source).arrived_ms, mono_ms))
-            .min()
+        self.ledgers()
+            .iter()
+            .filter_map(|ledger| ledger[slot(source)].last_arrival_mono_ms())
+            .max()
+            .map(|at| Duration::from_millis(mono_ms.saturating_sub(at)))
     }
 
     /// Whether the cache of `source` may be served from now: the queue is subscribed and some
-    /// configured writer's ticks vouch for it ([`TrustRules::vouches`]).
+    /// configured writer vouches for it ([`WriterLedger::vouches_until`]).
     #[must_use]
     pub fn is_trusted(&self, source: Source) -> bool {
-        self.is_trusted_at(source, unix_now_ms(), self.mono_ms())
+        self.is_trusted_at(source, self.mono_ms())
     }
 
-    /// [`Self::is_trusted`] at the given times.
+    /// [`Self::is_trusted`] at the given monotonic time.
     #[must_use]
-    pub fn is_trusted_at(&self, source: Source, now_ms: i64, mono_ms: u64) -> bool {
+    pub fn is_trusted_at(&self, source: Source, mono_ms: u64) -> bool {
         self.subscribed.load(Ordering::Acquire)
-            && (0..self.writers.len()).any(|slot| self.vouches_at(slot, source, now_ms, mono_ms))
+            && i64::try_from(mono_ms).is_ok_and(|mono| mono <= self.trusted_until[slot(source)].load(Ordering::Acquire))
     }
 
     /// Whether every cache is trusted.
@@ -322,7 +319,7 @@ impl ChannelHealth {
 
     /// Decides on a tick of `source` by `writer`, written at `written_ms`, arriving now; records
     /// nothing. The listener flushes the cache when [`TickAdmission::restores_trust`] (or when
-    /// the writer's heartbeats went missing), *then* calls [`Self::record_tick`], so nothing
+    /// the slot's heartbeats went missing), *then* calls [`Self::record_tick`], so nothing
     /// cached while invalidations could have been lost is served once trust returns.
     ///
     /// # Errors
@@ -332,8 +329,9 @@ impl ChannelHealth {
         source: Source,
         writer: Option<&str>,
         written_ms: i64,
+        proof: &SlotProof<'_>,
     ) -> Result<TickAdmission, TickRejection> {
-        self.admit_tick_at(source, writer, written_ms, unix_now_ms(), self.mono_ms())
+        self.admit_tick_at(source, writer, written_ms, proof, unix_now_ms(), self.mono_ms())
     }
 
     /// [`Self::admit_tick`] at the given times.
@@ -345,49 +343,57 @@ impl ChannelHealth {
         source: Source,
         writer: Option<&str>,
         written_ms: i64,
+        proof: &SlotProof<'_>,
         now_ms: i64,
         mono_ms: u64,
     ) -> Result<TickAdmission, TickRejection> {
-        let slot = self.rules.admit(writer, written_ms, now_ms)?;
-        let previous_ms = Self::written(self.freshness(slot, source));
-        let newest = previous_ms.map_or(written_ms, |previous| previous.max(written_ms));
+        let writer_slot = self.rules.admit(writer, written_ms, now_ms)?;
+        let mut ledgers = self.ledgers().clone();
+        let previous_ms = ledgers[writer_slot][slot(source)].previous_ms(proof.slot);
+        ledgers[writer_slot][slot(source)].record(proof, written_ms, mono_ms);
         let restores_trust = self.subscribed.load(Ordering::Acquire)
-            && !self.is_trusted_at(source, now_ms, mono_ms)
-            && self.rules.vouches(Some(newest), Some(Duration::ZERO), now_ms);
+            && !self.is_trusted_at(source, mono_ms)
+            && self.trusted_until_of(&ledgers, source, now_ms, mono_ms) >= i64::try_from(mono_ms).unwrap_or(i64::MAX);
         Ok(TickAdmission {
-            slot,
+            slot: writer_slot,
             previous_ms,
             restores_trust,
         })
     }
 
     /// Records an admitted tick of `source` (see [`Self::admit_tick`]).
-    pub fn record_tick(&self, source: Source, admission: &TickAdmission, written_ms: i64) {
-        self.record_tick_at(source, admission, written_ms, self.mono_ms());
+    pub fn record_tick(&self, source: Source, admission: &TickAdmission, written_ms: i64, proof: &SlotProof<'_>) {
+        self.record_tick_at(source, admission, written_ms, proof, unix_now_ms(), self.mono_ms());
     }
 
-    /// [`Self::record_tick`] at the given monotonic time.
-    pub fn record_tick_at(&self, source: Source, admission: &TickAdmission, written_ms: i64, mono_ms: u64) {
-        let freshness = self.freshness(admission.slot, source);
-        // The newest write time only grows: an older tick arriving late (at-least-once delivery
-        // reorders) proves the path works now, not that later changes were sent.
-        freshness.written_ms.fetch_max(written_ms, Ordering::AcqRel);
-        freshness.arrived_ms.store(mono_ms, Ordering::Release);
+    /// [`Self::record_tick`] at the given times.
+    pub fn record_tick_at(
+        &self,
+        source: Source,
+        admission: &TickAdmission,
+        written_ms: i64,
+        proof: &SlotProof<'_>,
+        now_ms: i64,
+        mono_ms: u64,
+    ) {
+        let mut ledgers = self.ledgers();
+        ledgers[admission.slot][slot(source)].record(proof, written_ms, mono_ms);
+        let until = self.trusted_until_of(&ledgers, source, now_ms, mono_ms);
+        self.trusted_until[slot(source)].store(until, Ordering::Release);
     }
 
     /// Vouches for every source as of now, as a tick of each writer would: for benchmarks and
     /// tests that run without a heartbeat writer.
     pub fn record_ticks_now(&self) {
-        let now = unix_now_ms();
-        let mono_ms = self.mono_ms();
-        for slot in 0..self.writers.len() {
+        let (now_ms, mono_ms) = (unix_now_ms(), self.mono_ms());
+        for writer_slot in 0..self.rules.writers().len() {
             for source in SOURCES {
                 let admission = TickAdmission {
-                    slot,
+                    slot: writer_slot,
                     previous_ms: None,
                     restores_trust: false,
                 };
-                self.record_tick_at(source, &admission, now, mono_ms);
+                self.record_tick_at(source, &admission, now_ms, &SlotProof::SINGLE, now_ms, mono_ms);
             }
         }
     }
@@ -418,50 +424,68 @@ impl ChannelHealth {
     }
 
     /// How long the cache of `source` has been past the bound (zero while trusted), for the
-    /// bypass-time metric: the least over the writers.
+    /// bypass-time metric: since trust ended, or since the newest tick (written or arrived)
+    /// would have let it last.
     #[must_use]
     pub fn time_beyond_bound(&self, source: Source) -> Duration {
-        if self.is_trusted(source) {
+        let mono_ms = self.mono_ms();
+        if self.is_trusted_at(source, mono_ms) {
             return Duration::ZERO;
         }
-        let (now_ms, mono_ms) = (unix_now_ms(), self.mono_ms());
-        (0..self.writers.len())
-            .map(|slot| {
-                let freshness = self.freshness(slot, source);
-                self.rules.beyond_bound(
-                    Self::written(freshness),
-                    Self::since(&freshness.arrived_ms, mono_ms),
-                    now_ms,
-                )
-            })
-            .min()
-            .unwrap_or(Duration::ZERO)
+        let until = self.trusted_until[slot(source)].load(Ordering::Acquire);
+        let ended = if until == NO_TRUST {
+            self.since_tick(source)
+                .map_or(Duration::ZERO, |since| since.saturating_sub(self.bound()))
+        } else {
+            Duration::from_millis(mono_ms.saturating_sub(u64::try_from(until).unwrap_or(0)))
+        };
+        ended
     }
 
     fn source_report(&self, source: Source) -> SourceReport {
         let (now_ms, mono_ms) = (unix_now_ms(), self.mono_ms());
-        let millis = |since: Duration| u64::try_from(since.as_millis()).unwrap_or(u64::MAX);
+        let since =
+            |at: u64| u64::try_from(Duration::from_millis(mono_ms.saturating_sub(at)).as_millis()).unwrap_or(u64::MAX);
+        let ledgers = self.ledgers();
         let writers: Vec<WriterReport> = self
             .rules
             .writers()
             .iter()
-            .enumerate()
-            .map(|(slot, writer)| {
-                let freshness = self.freshness(slot, source);
+            .zip(ledgers.iter())
+            .map(|(writer, ledger)| {
+                let ledger = &ledger[slot(source)];
                 WriterReport {
                     writer: writer.clone(),
-                    vouches: self.vouches_at(slot, source, now_ms, mono_ms),
-                    lag_ms: Self::written(freshness).map(|written| now_ms.saturating_sub(written)),
-                    ms_since_tick: Self::since(&freshness.arrived_ms, mono_ms).map(millis),
+                    vouches: ledger.vouches_until(&self.rules, now_ms, mono_ms).is_some(),
+                    covered: ledger.covered(),
+                    lag_ms: ledger.newest_written_ms().map(|written| now_ms.saturating_sub(written)),
+                    ms_since_tick: ledger.last_arrival_mono_ms().map(since),
+                    slots: ledger
+                        .required_slots(&self.rules, mono_ms)
+                        .into_iter()
+                        .map(|(slot, ticks)| SlotReport {
+                            slot,
+                            lag_ms: ticks.map(|(written, _)| now_ms.saturating_sub(written)),
+                            ms_since_tick: ticks.map(|(_, arrived)| since(arrived)),
+                        })
+                        .collect(),
                 }
             })
             .collect();
-        let written = self.last_tick_written_ms(source);
+        let written = ledgers
+            .iter()
+            .filter_map(|ledger| ledger[slot(source)].newest_written_ms())
+            .max();
+        let arrived = ledgers
+            .iter()
+            .filter_map(|ledger| ledger[slot(source)].last_arrival_mono_ms())
+            .max();
+        drop(ledgers);
         SourceReport {
             cache: cache_of(source),
-            trusted: self.is_trusted_at(source, now_ms, mono_ms),
+            trusted: self.is_trusted_at(source, mono_ms),
             lag_ms: written.map(|written| now_ms.saturating_sub(written)),
-            ms_since_tick: self.since_tick(source).map(millis),
+            ms_since_tick: arrived.map(since),
             last_tick_written_at_ms: written,
             writers,
         }
@@ -534,14 +558,26 @@ mod tests {
         written_ms: i64,
         mono_ms: u64,
     ) -> Result<TickAdmission, TickRejection> {
+        tick_of(health, source, writer, written_ms, &SlotProof::SINGLE, mono_ms)
+    }
+
+    /// [`tick`] of a heartbeat slot.
+    fn tick_of(
+        health: &ChannelHealth,
+        source: Source,
+        writer: &str,
+        written_ms: i64,
+        proof: &SlotProof<'_>,
+        mono_ms: u64,
+    ) -> Result<TickAdmission, TickRejection> {
         let now_ms = EPOCH_MS + i64::try_from(mono_ms).expect("small");
-        let admission = health.admit_tick_at(source, Some(writer), written_ms, now_ms, mono_ms)?;
-        health.record_tick_at(source, &admission, written_ms, mono_ms);
+        let admission = health.admit_tick_at(source, Some(writer), written_ms, proof, now_ms, mono_ms)?;
+        health.record_tick_at(source, &admission, written_ms, proof, now_ms, mono_ms);
         Ok(admission)
     }
 
     fn trusted(health: &ChannelHealth, source: Source, mono_ms: u64) -> bool {
-        health.is_trusted_at(source, EPOCH_MS + i64::try_from(mono_ms).expect("small"), mono_ms)
+        health.is_trusted_at(source, mono_ms)
     }
 
     #[test]
@@ -633,6 +669,43 @@ mod tests {
     }
 
     #[test]
+    fn a_stuck_shard_stops_trust_within_the_bound_while_the_others_flow() {
+        let health = channel(&["staleless"]);
+        let slots: Vec<String> = ["0", "1", "2", "3"].map(str::to_owned).to_vec();
+        let beat = |slot: &str, at: u64| {
+            let proof = SlotProof {
+                slot,
+                slots: Some(&slots),
+                covered: true,
+            };
+            tick_of(&health, Source::Users, "staleless", EPOCH_MS + at as i64, &proof, at).expect("admitted")
+        };
+        for slot in ["0", "1", "2", "3"] {
+            beat(slot, 0);
+        }
+        assert!(trusted(&health, Source::Users, 0));
+        // Slot 2's shard stops; the others beat every 500 ms.
+        let mut last_trusted = 0;
+        for at in (500..=30_000).step_by(500) {
+            for slot in ["0", "1", "3"] {
+                beat(slot, at);
+            }
+            if trusted(&health, Source::Users, at) {
+                last_trusted = at;
+            }
+        }
+        assert_eq!(
+            last_trusted, 14_500,
+            "trust ends B less T after the stuck shard's last tick"
+        );
+        // The shard comes back: its tick restores trust, and says the cache must be flushed first.
+        assert!(beat("2", 30_500).restores_trust);
+        assert!(trusted(&health, Source::Users, 30_500));
+        let report = health.report();
+        assert_eq!(report.users.writers[0].slots.len(), 4);
+    }
+
+    #[test]
     fn readiness_waits_for_the_start_and_not_for_ticks() {
         let health = ChannelHealth::new(BOUND);
         assert!(!health.is_ready());
@@ -715,6 +788,55 @@ mod tests {
                     });
                     prop_assert!(!trusted(&health, source, mono) || proof, "{source} trusted without proof at {mono} ms");
                 }
+            }
+        }
+
+        /// With slots: whatever ticks arrive (any slot, any announcement, covering or not, any
+        /// time), a cache is trusted only while, for some configured writer, every slot it
+        /// announced within `B` has a tick written and arrived within the bound, and its newest
+        /// tick says its slots cover the stream.
+        #[test]
+        fn no_slot_sequence_makes_trust_outlive_a_shards_proof(
+            steps in proptest::collection::vec(
+                (0u64..3_000, 0usize..4, -20_000i64..2_000, proptest::collection::vec(0usize..4, 0..4), any::<bool>()),
+                1..150,
+            )
+        ) {
+            let health = channel(&["staleless"]);
+            let tolerance = i64::try_from(health.rules().future_tolerance().as_millis()).expect("small");
+            let bound = i64::try_from(BOUND.as_millis()).expect("small");
+            let names = ["0", "1", "2", "3"];
+            // (slot, announced, covered, written, arrival) of every admitted tick.
+            let mut log: Vec<(usize, Vec<usize>, bool, i64, i64)> = Vec::new();
+            let mut mono = 0u64;
+            for (advance, slot, offset, announced, covered) in steps {
+                mono += advance;
+                let now = EPOCH_MS + i64::try_from(mono).expect("small");
+                let written = now + offset;
+                let slots: Vec<String> = announced.iter().map(|index| names[*index].to_owned()).collect();
+                let proof = SlotProof { slot: names[slot], slots: Some(&slots), covered };
+                if tick_of(&health, Source::Users, "staleless", written, &proof, mono).is_ok() {
+                    log.push((slot, announced, covered, written, now));
+                }
+                let recent = |at: i64| now - at <= bound;
+                let mut required: Vec<usize> = log
+                    .iter()
+                    .filter(|entry| recent(entry.4))
+                    .flat_map(|entry| entry.1.iter().copied().chain([entry.0]))
+                    .collect();
+                required.sort_unstable();
+                required.dedup();
+                let proven = |slot: usize| {
+                    log.iter().any(|&(of, _, _, written, at)| {
+                        of == slot && recent(at) && now - written + tolerance <= bound
+                    })
+                };
+                let newest_covers = log
+                    .iter()
+                    .max_by_key(|entry| entry.3)
+                    .is_some_and(|entry| entry.2 || log.iter().any(|other| other.3 == entry.3 && other.2));
+                let proof_holds = !required.is_empty() && required.iter().all(|slot| proven(*slot)) && newest_covers;
+                prop_assert!(!trusted(&health, Source::Users, mono) || proof_holds, "trusted without every shard's proof at {mono} ms: {log:?}");
             }
         }
 

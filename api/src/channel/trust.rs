@@ -14,7 +14,17 @@
 //! within `B`. A writer whose clock runs ahead by up to `T` then still cannot extend trust past
 //! `B` of real time, and one whose clock runs behind only makes its ticks look older (bypass
 //! sooner, never trust longer).
+//!
+//! **Every shard.** A table's stream has one shard per partition, read on its own; a heartbeat
+//! item proves only the shard its key hashes to. So a writer writes one item per open shard (a
+//! *slot*), each tick names its slot and every slot the writer writes, and a [`WriterLedger`]
+//! vouches only while every slot announced within the bound has a recent tick, and the writer
+//! says its slots cover the stream. One stuck shard then stops trust within `B`, however many
+//! others flow. A slot announced once is required for a whole bound after its last
+//! announcement, so an announcement that names fewer slots (forged, or after a split) cannot
+//! drop a stuck shard's slot sooner than its own ticks would have aged out.
 
+use std::collections::HashMap;
 use std::time::Duration;
 
 /// The tolerance of a writer's clock running ahead of a task's, unless configured: AWS's time
@@ -151,6 +161,160 @@ impl TrustRules {
     }
 }
 
+/// What a tick says besides its writer and time: its slot, and the writer's announcement.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SlotProof<'a> {
+    /// The heartbeat item the tick came from.
+    pub slot: &'a str,
+    /// Every slot the writer writes into the table; `None` means only this one.
+    pub slots: Option<&'a [String]>,
+    /// Whether they cover every open shard of the stream.
+    pub covered: bool,
+}
+
+impl<'a> SlotProof<'a> {
+    /// The proof of a writer that predates slots: slot `0`, alone, covering the stream.
+    pub const SINGLE: SlotProof<'static> = SlotProof {
+        slot: staleless_protocol::keys::FIRST_HEARTBEAT_SLOT,
+        slots: None,
+        covered: true,
+    };
+
+    /// The proof of a tick's fields (absent ones as a writer that predates slots means them).
+    #[must_use]
+    pub fn of(slot: Option<&'a str>, slots: Option<&'a [String]>, covered: Option<bool>) -> Self {
+        Self {
+            slot: slot.unwrap_or(staleless_protocol::keys::FIRST_HEARTBEAT_SLOT),
+            slots,
+            covered: covered.unwrap_or(true),
+        }
+    }
+}
+
+/// The newest admitted tick of one slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SlotTicks {
+    /// Its write time (writer's clock, Unix ms): only grows.
+    newest_written_ms: i64,
+    /// When a tick of it last arrived (this task's monotonic ms).
+    arrived_mono_ms: u64,
+}
+
+/// One writer's admitted ticks of one source, per slot, and what it announced.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct WriterLedger {
+    /// Per slot.
+    slots: HashMap<String, SlotTicks>,
+    /// Slot → when (monotonic ms) a tick last announced it.
+    announced: HashMap<String, u64>,
+    /// Write time of the newest tick, whose `covered` flag stands.
+    newest_written_ms: Option<i64>,
+    /// Whether the newest tick said the slots cover the stream.
+    covered: bool,
+}
+
+impl WriterLedger {
+    /// The newest write time of `slot` before now: what a gap of that slot is measured against.
+    #[must_use]
+    pub fn previous_ms(&self, slot: &str) -> Option<i64> {
+        self.slots.get(slot).map(|ticks| ticks.newest_written_ms)
+    }
+
+    /// The newest write time over every slot.
+    #[must_use]
+    pub fn newest_written_ms(&self) -> Option<i64> {
+        self.slots.values().map(|ticks| ticks.newest_written_ms).max()
+    }
+
+    /// When a tick of any slot last arrived (monotonic ms).
+    #[must_use]
+    pub fn last_arrival_mono_ms(&self) -> Option<u64> {
+        self.slots.values().map(|ticks| ticks.arrived_mono_ms).max()
+    }
+
+    /// Records an admitted tick written at `written_ms`, arriving at `mono_ms`.
+    pub fn record(&mut self, proof: &SlotProof<'_>, written_ms: i64, mono_ms: u64) {
+        let ticks = self.slots.entry(proof.slot.to_owned()).or_insert(SlotTicks {
+            newest_written_ms: written_ms,
+            arrived_mono_ms: mono_ms,
+        });
+        // An older tick arriving late (at-least-once delivery reorders) proves the path works
+        // now, not that later changes were sent: the write time only grows.
+        ticks.newest_written_ms = ticks.newest_written_ms.max(written_ms);
+        ticks.arrived_mono_ms = mono_ms;
+        let own = [proof.slot.to_owned()];
+        for slot in proof.slots.unwrap_or(&own).iter().chain(&own) {
+            self.announced.insert(slot.clone(), mono_ms);
+        }
+        if self.newest_written_ms.is_none_or(|newest| written_ms >= newest) {
+            self.newest_written_ms = Some(written_ms);
+            self.covered = proof.covered;
+        }
+    }
+
+    /// The last monotonic ms at which this writer vouches, computed at (`now_ms`, `mono_ms`):
+    /// every slot announced within the bound must have a tick written within `B` less the
+    /// tolerance and arrived within `B`; `None` when it vouches for nothing (no slot, a slot
+    /// without a tick, or not covering the stream). Conservative as time passes: a slot that
+    /// stops being required later still counts until the next tick recomputes.
+    #[must_use]
+    pub fn vouches_until(&self, rules: &TrustRules, now_ms: i64, mono_ms: u64) -> Option<u64> {
+        if !self.covered {
+            return None;
+        }
+        let bound = u64::try_from(rules.bound.as_millis()).unwrap_or(u64::MAX);
+        let mut until: Option<u64> = None;
+        for (slot, announced) in &self.announced {
+            if mono_ms.saturating_sub(*announced) > bound {
+                continue;
+            }
+            let ticks = self.slots.get(slot)?;
+            // The wall-clock deadline of the write time, carried onto the monotonic clock now.
+            let lag_left = ticks
+                .newest_written_ms
+                .saturating_add(millis(rules.bound))
+                .saturating_sub(millis(rules.future_tolerance))
+                .saturating_sub(now_ms);
+            let by_lag = i128::from(mono_ms) + i128::from(lag_left);
+            let by_arrival = i128::from(ticks.arrived_mono_ms) + i128::from(bound);
+            let slot_until = by_lag.min(by_arrival);
+            if slot_until < 0 {
+                return None;
+            }
+            let slot_until = u64::try_from(slot_until).unwrap_or(u64::MAX);
+            until = Some(until.map_or(slot_until, |until| until.min(slot_until)));
+        }
+        until.filter(|until| *until >= mono_ms)
+    }
+
+    /// The slots required now, sorted, each with its newest write time and arrival (monotonic
+    /// ms), for the operators' report.
+    #[must_use]
+    pub fn required_slots(&self, rules: &TrustRules, mono_ms: u64) -> Vec<(String, Option<(i64, u64)>)> {
+        let bound = u64::try_from(rules.bound.as_millis()).unwrap_or(u64::MAX);
+        let mut slots: Vec<(String, Option<(i64, u64)>)> = self
+            .announced
+            .iter()
+            .filter(|(_, announced)| mono_ms.saturating_sub(**announced) <= bound)
+            .map(|(slot, _)| {
+                let ticks = self
+                    .slots
+                    .get(slot)
+                    .map(|ticks| (ticks.newest_written_ms, ticks.arrived_mono_ms));
+                (slot.clone(), ticks)
+            })
+            .collect();
+        slots.sort();
+        slots
+    }
+
+    /// Whether the newest tick said the slots cover the stream.
+    #[must_use]
+    pub const fn covered(&self) -> bool {
+        self.covered
+    }
+}
+
 fn millis(duration: Duration) -> i64 {
     i64::try_from(duration.as_millis()).unwrap_or(i64::MAX)
 }
@@ -243,6 +407,75 @@ mod tests {
     fn the_tolerance_never_takes_more_than_half_the_bound() {
         let rules = TrustRules::new(Duration::from_secs(2), Duration::from_secs(60), &[]);
         assert_eq!(rules.future_tolerance(), Duration::from_secs(1));
+    }
+
+    fn proof<'a>(slot: &'a str, slots: &'a [String], covered: bool) -> SlotProof<'a> {
+        SlotProof {
+            slot,
+            slots: Some(slots),
+            covered,
+        }
+    }
+
+    #[test]
+    fn a_writer_vouches_only_while_every_announced_slot_is_fresh() {
+        let rules = rules();
+        let slots: Vec<String> = ["0", "1", "2", "3"].map(str::to_owned).to_vec();
+        let mut ledger = WriterLedger::default();
+        for slot in ["0", "1", "2"] {
+            ledger.record(&proof(slot, &slots, true), NOW, 0);
+        }
+        assert_eq!(ledger.vouches_until(&rules, NOW, 0), None, "slot 3 has no tick yet");
+        ledger.record(&proof("3", &slots, true), NOW, 0);
+        assert_eq!(ledger.vouches_until(&rules, NOW, 0), Some(14_500), "B less T");
+        // Slots 0-2 keep beating; slot 3's shard is stuck: trust ends with slot 3's last tick.
+        for second in 1..=20u64 {
+            let now = NOW + i64::try_from(second * 1_000).expect("small");
+            for slot in ["0", "1", "2"] {
+                ledger.record(&proof(slot, &slots, true), now, second * 1_000);
+            }
+        }
+        assert_eq!(ledger.vouches_until(&rules, NOW + 20_000, 20_000), None);
+        assert_eq!(ledger.previous_ms("3"), Some(NOW));
+    }
+
+    #[test]
+    fn a_writer_that_does_not_cover_the_stream_vouches_for_nothing_until_it_does() {
+        let rules = rules();
+        let slots = vec!["0".to_owned()];
+        let mut ledger = WriterLedger::default();
+        ledger.record(&proof("0", &slots, false), NOW, 0);
+        assert_eq!(ledger.vouches_until(&rules, NOW, 0), None);
+        ledger.record(&proof("0", &slots, true), NOW + 1, 1);
+        assert!(ledger.vouches_until(&rules, NOW + 1, 1).is_some());
+        // An older tick arriving late does not take the newer word back.
+        ledger.record(&proof("0", &slots, false), NOW - 5_000, 2);
+        assert!(ledger.vouches_until(&rules, NOW + 2, 2).is_some());
+    }
+
+    #[test]
+    fn an_announcement_naming_fewer_slots_drops_a_slot_only_a_bound_later() {
+        let rules = rules();
+        let both: Vec<String> = vec!["0".to_owned(), "1".to_owned()];
+        let one: Vec<String> = vec!["0".to_owned()];
+        let mut ledger = WriterLedger::default();
+        ledger.record(&proof("0", &both, true), NOW, 0);
+        ledger.record(&proof("1", &both, true), NOW, 0);
+        // A split retires slot 1 (or a forger says so): it is still required for a bound.
+        ledger.record(&proof("0", &one, true), NOW + 1_000, 1_000);
+        assert_eq!(
+            ledger.vouches_until(&rules, NOW + 1_000, 1_000),
+            Some(14_500),
+            "slot 1's own ticks still decide"
+        );
+        ledger.record(&proof("0", &one, true), NOW + 16_000, 16_000);
+        assert_eq!(ledger.vouches_until(&rules, NOW + 16_000, 16_000), Some(30_500));
+        let required: Vec<String> = ledger
+            .required_slots(&rules, 16_000)
+            .into_iter()
+            .map(|(slot, _)| slot)
+            .collect();
+        assert_eq!(required, ["0"]);
     }
 
     #[test]
