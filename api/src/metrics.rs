@@ -45,6 +45,9 @@ pub const TICKS: &str = "staleless_ticks_total";
 /// Ticks refused, by `source` and `reason` (`unknown_writer`: not a configured heartbeat writer;
 /// `future`: written further ahead than the tolerance). A refused tick changes nothing.
 pub const TICKS_REJECTED: &str = "staleless_ticks_rejected_total";
+/// Flushes because the event source mapping gave up records of a table (their invalidations are
+/// lost), by `source` (`users`, `roles`, `all` for a stream of no table of this task).
+pub const GIVE_UP_FLUSHES: &str = "staleless_give_up_flushes_total";
 /// Items read from a table that do not fit the data model, by `table` (`users`, `roles`):
 /// counted once per change of the item, which is left out (roles) or refused (profiles).
 pub const CORRUPT_ITEMS: &str = "staleless_corrupt_items_total";
@@ -138,10 +141,12 @@ fn describe() {
         "Ticks refused: unknown writer, or written in the future"
     );
     metrics::describe_counter!(CORRUPT_ITEMS, "Items that do not fit the data model, once per change");
+    metrics::describe_counter!(GIVE_UP_FLUSHES, "Flushes because records of a table were given up");
     for source in ["users", "roles"] {
         for reason in ["unknown_writer", "future"] {
             metrics::counter!(TICKS_REJECTED, "source" => source, "reason" => reason).increment(0);
         }
         metrics::counter!(CORRUPT_ITEMS, "table" => source).increment(0);
+        metrics::counter!(GIVE_UP_FLUSHES, "source" => source).increment(0);
     }
 }

@@ -827,6 +827,28 @@ async fn malformed_messages_are_deleted_and_protocol_messages_applied() {
     })
     .await;
 
+    // The event source mapping gave up records of the roles table (AWS's on-failure message,
+    // sent to the topic): the role catalogue is flushed, the profiles are not.
+    let (profile_flushes, role_flushes) = (
+        api.state.directory.stats().profiles.flushes,
+        api.state.directory.stats().roles.flushes,
+    );
+    let give_up = serde_json::json!({
+        "requestContext": {"condition": "RetryAttemptsExhausted", "approximateInvokeCount": 11},
+        "responseContext": {"statusCode": 200, "functionError": "Unhandled"},
+        "version": "1.0",
+        "DDBStreamBatchInfo": {
+            "shardId": "shardId-1", "startSequenceNumber": "7", "endSequenceNumber": "7", "batchSize": 1,
+            "streamArn": format!("arn:aws:dynamodb:us-east-1:123456789012:table/{}/stream/2026-01-01T00:00:00.000", stack.stack.roles_table),
+        },
+    });
+    stack.publish(&give_up.to_string(), "roles").await;
+    eventually("the give-up's flush", || async {
+        (api.state.directory.stats().roles.flushes > role_flushes).then_some(())
+    })
+    .await;
+    assert_eq!(api.state.directory.stats().profiles.flushes, profile_flushes);
+
     // Every message, malformed or not, was deleted, and the listener is still healthy.
     let queue = stack.task_queues().await.remove(0);
     eventually("an empty queue", || async {

@@ -279,10 +279,7 @@ pub async fn heartbeat(
     heartbeat: stream_relay::heartbeat::HeartbeatConfig,
 ) -> anyhow::Result<()> {
     tracing::info!(tables = ?heartbeat.tables, interval_ms = heartbeat.interval.as_millis(), "heartbeat writer running");
-    let writer = stream_relay::heartbeat::HeartbeatWriter::new(
-        stream_relay::heartbeat::DynamoHeartbeats::new(aws_sdk_dynamodb::Client::new(config)),
-        heartbeat,
-    );
+    let writer = stream_relay::heartbeat::HeartbeatWriter::on_aws(config, heartbeat);
     let shutdown = CancellationToken::new();
     let stop = shutdown.clone();
     tokio::spawn(async move {

@@ -15,8 +15,9 @@
 //! Like Lambda it reads each shard in order, one batch at a time, children only after their
 //! parent is finished. A batch the function fails (raises, crashes, times out) is bisected down
 //! to the record; a record it reports is retried from; after `MaximumRetryAttempts` retries (or
-//! past `MaximumRecordAgeInSeconds`) the records are given up to the on-failure queue with the
-//! message AWS sends, and the shard moves on. When Lambda cannot run the function at all, the
+//! past `MaximumRecordAgeInSeconds`) the records are given up to the template's on-failure
+//! destination (the invalidation topic, [`SnsDestination`]; or a queue, [`SqsDestination`]) with
+//! the message AWS sends, and the shard moves on. When Lambda cannot run the function at all, the
 //! batch waits, uncounted. Unlike the template's `LATEST`, it starts at `TRIM_HORIZON` by
 //! default so that a write made right after [`spawn`] is never missed.
 
@@ -25,6 +26,7 @@ pub mod convert;
 pub mod failure;
 pub mod filter;
 pub mod invoke;
+pub mod memory;
 pub mod reader;
 
 use std::collections::BTreeMap;
@@ -42,7 +44,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::provision::Provisioned;
-use crate::template::{self, TemplateError, TemplateSpec};
+use crate::template::{self, OnFailureDestination, TemplateError, TemplateSpec};
 use checkpoint::{Checkpoint, CheckpointFile};
 use failure::{Condition, Decision, DiscardContext, DiscardedBatch, FailurePolicy, Outcome, RetryState};
 use filter::{FilterPattern, PatternError};
@@ -60,8 +62,16 @@ pub const DEFAULT_BATCH_SIZE: u32 = 100;
 pub const MAX_BATCH_SIZE: u32 = 1_000;
 /// Logical id of the relay function in `template.yaml`, whose DynamoDB events are reproduced.
 pub const RELAY_FUNCTION: &str = "StreamRelayFunction";
-/// Logical id of the on-failure queue the local stack provisions.
+/// Logical id of the relay's dead-letter queue, the one queue the local stack can name as an
+/// on-failure destination (its URL is [`Provisioned::dead_letter_queue_url`]).
 pub const DEAD_LETTER_QUEUE: &str = "RelayDeadLetterQueue";
+/// Logical id of the invalidation topic, the one topic the local stack can name as an on-failure
+/// destination (its ARN is [`Provisioned::topic_arn`]).
+pub const INVALIDATION_TOPIC: &str = "InvalidationTopic";
+/// Longest one send to the on-failure destination may take: one that does not answer is then
+/// retried like one that refuses (the batch kept, the shard backing off) instead of holding its
+/// shard for good. The relay's own bound on one AWS call.
+pub const DESTINATION_TIMEOUT: Duration = stream_relay::AWS_OPERATION_TIMEOUT;
 /// How long an `Invoke` may outlast the function's timeout before the mapping stops waiting: the
 /// local Lambda answers a timed-out invocation itself, so this only bounds one that never does.
 const INVOKE_GRACE: Duration = Duration::from_secs(5);
@@ -221,7 +231,7 @@ pub trait FailureDestination: Send + Sync {
     async fn send(&self, message: String) -> Result<(), String>;
 }
 
-/// The relay's dead-letter queue.
+/// An SQS queue as the on-failure destination (`Type: SQS`), the relay's dead-letter queue.
 pub struct SqsDestination {
     /// SQS client.
     pub client: aws_sdk_sqs::Client,
@@ -232,27 +242,102 @@ pub struct SqsDestination {
 #[async_trait]
 impl FailureDestination for SqsDestination {
     async fn send(&self, message: String) -> Result<(), String> {
-        self.client
+        let sent = self
+            .client
             .send_message()
             .queue_url(&self.queue_url)
             .message_body(message)
-            .send()
-            .await
-            .map(|_| ())
-            .map_err(|err| aws_sdk_sqs::error::DisplayErrorContext(err).to_string())
+            .send();
+        within_destination_timeout(sent, |err| aws_sdk_sqs::error::DisplayErrorContext(err).to_string()).await
     }
+}
+
+/// The invalidation topic as the on-failure destination (`Type: SNS`): every task hears the
+/// message on its queue and flushes the caches of the table whose records were given up, and the
+/// dead-letter queue's body-filtered subscription keeps a copy.
+pub struct SnsDestination {
+    /// SNS client.
+    pub client: aws_sdk_sns::Client,
+    /// Topic ARN.
+    pub topic_arn: String,
+}
+
+#[async_trait]
+impl FailureDestination for SnsDestination {
+    async fn send(&self, message: String) -> Result<(), String> {
+        // The body alone, no message attributes: what Lambda publishes.
+        let published = self.client.publish().topic_arn(&self.topic_arn).message(message).send();
+        within_destination_timeout(published, |err| {
+            aws_sdk_sns::error::DisplayErrorContext(err).to_string()
+        })
+        .await
+    }
+}
+
+/// Awaits one destination call for at most [`DESTINATION_TIMEOUT`].
+async fn within_destination_timeout<T, E>(
+    call: impl std::future::Future<Output = Result<T, E>>,
+    describe: impl FnOnce(E) -> String,
+) -> Result<(), String> {
+    match tokio::time::timeout(DESTINATION_TIMEOUT, call).await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(err)) => Err(describe(err)),
+        Err(_) => Err(format!("no answer within {DESTINATION_TIMEOUT:?}")),
+    }
+}
+
+/// The on-failure destination of the relay's event sources in `spec`: `None` when none names
+/// one.
+///
+/// # Errors
+/// [`EventSourceError::Source`] when an event source names a destination other than
+/// [`INVALIDATION_TOPIC`] or [`DEAD_LETTER_QUEUE`] (the local stack knows no other's address),
+/// or two name different ones (the local mapping has one).
+pub fn failure_destination(spec: &TemplateSpec) -> Result<Option<OnFailureDestination>, EventSourceError> {
+    let mut found: Option<&OnFailureDestination> = None;
+    for event in spec
+        .stream_events
+        .iter()
+        .filter(|event| event.function == RELAY_FUNCTION)
+    {
+        let Some(destination) = &event.on_failure else {
+            continue;
+        };
+        let problem = match destination {
+            OnFailureDestination::Topic(topic) if topic != INVALIDATION_TOPIC => Some(format!(
+                "sends failures to topic {topic}; the local stack can send them only to {INVALIDATION_TOPIC}"
+            )),
+            OnFailureDestination::Queue(queue) if queue != DEAD_LETTER_QUEUE => Some(format!(
+                "sends failures to queue {queue}; the local stack can send them only to {DEAD_LETTER_QUEUE}"
+            )),
+            _ if found.is_some_and(|found| found != destination) => Some(format!(
+                "sends failures to {destination:?}, another event source to {found:?}; the local mapping has one destination"
+            )),
+            _ => None,
+        };
+        if let Some(problem) = problem {
+            return Err(EventSourceError::Source {
+                event: event.name.clone(),
+                problem,
+            });
+        }
+        found = Some(destination);
+    }
+    Ok(found.cloned())
 }
 
 /// The relay's stream event sources in `spec`, bound to `stack`'s tables.
 ///
 /// # Errors
-/// [`EventSourceError::Source`] when the template reads a table the stack does not have, or has
-/// no event source for the relay; [`EventSourceError::Pattern`] for an unsupported filter.
+/// [`EventSourceError::Source`] when the template reads a table the stack does not have, names an
+/// on-failure destination it cannot send to (see [`failure_destination`]), or has no event source
+/// for the relay; [`EventSourceError::Pattern`] for an unsupported filter.
 pub fn stream_sources(
     spec: &TemplateSpec,
     stack: &Provisioned,
     batch_size: Option<u32>,
 ) -> Result<Vec<StreamSource>, EventSourceError> {
+    failure_destination(spec)?;
     let mut sources = Vec::new();
     for event in spec
         .stream_events
@@ -269,17 +354,9 @@ pub fn stream_sources(
                 });
             }
         };
-        if let Some(queue) = event.on_failure_queue.as_deref()
-            && queue != DEAD_LETTER_QUEUE
-        {
-            return Err(EventSourceError::Source {
-                event: event.name.clone(),
-                problem: format!("sends failures to {queue}; the local stack provisions only {DEAD_LETTER_QUEUE}"),
-            });
-        }
         sources.push(StreamSource {
             policy: FailurePolicy::of(event),
-            on_failure: event.on_failure_queue.is_some(),
+            on_failure: event.on_failure.is_some(),
             table: table.clone(),
             stream_arn: stream_arn.clone(),
             batch_size: batch_size
@@ -340,13 +417,21 @@ pub async fn run(
         || format!("{}-stream-relay", stack.prefix),
         |lambda| lambda.function_name.clone(),
     );
-    let target = Target {
-        invoker,
-        function_arn: function_arn(&stack.users_stream_arn, &function_name),
-        on_failure: Some(Arc::new(SqsDestination {
+    let on_failure: Option<Arc<dyn FailureDestination>> = match failure_destination(&spec)? {
+        Some(OnFailureDestination::Topic(_)) => Some(Arc::new(SnsDestination {
+            client: aws_sdk_sns::Client::new(config),
+            topic_arn: stack.topic_arn.clone(),
+        })),
+        Some(OnFailureDestination::Queue(_)) => Some(Arc::new(SqsDestination {
             client: aws_sdk_sqs::Client::new(config),
             queue_url: stack.dead_letter_queue_url.clone(),
         })),
+        None => None,
+    };
+    let target = Target {
+        invoker,
+        function_arn: function_arn(&stack.users_stream_arn, &function_name),
+        on_failure,
     };
     let reader = Arc::new(SdkStreamReader::new(aws_sdk_dynamodbstreams::Client::new(config)));
     run_with(reader, Arc::new(target), sources, &options, shutdown).await
@@ -880,6 +965,54 @@ impl StreamPoller {
         match serde_json::to_value(record) {
             Ok(json) => self.source.filters.iter().any(|pattern| pattern.matches(&json)),
             Err(_) => true,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    const TEMPLATE: &str = include_str!("../../template.yaml");
+    const TO_TOPIC: &str = "Type: SNS\n                Destination: !Ref InvalidationTopic";
+    const TO_QUEUE: &str = "Type: SQS\n                Destination: !GetAtt RelayDeadLetterQueue.Arn";
+
+    fn destination(text: &str) -> Result<Option<OnFailureDestination>, EventSourceError> {
+        failure_destination(&template::parse(text, "t.yaml", &BTreeMap::new()).expect("parses"))
+    }
+
+    #[test]
+    fn the_template_gives_records_up_to_the_invalidation_topic() {
+        assert_eq!(TEMPLATE.matches(TO_TOPIC).count(), 2, "both event sources");
+        assert_eq!(
+            destination(TEMPLATE).expect("supported"),
+            Some(OnFailureDestination::Topic(INVALIDATION_TOPIC.into()))
+        );
+        assert_eq!(
+            destination(&TEMPLATE.replace(TO_TOPIC, TO_QUEUE)).expect("supported"),
+            Some(OnFailureDestination::Queue(DEAD_LETTER_QUEUE.into())),
+            "a template that says SQS keeps the queue"
+        );
+        let without = TEMPLATE.replace(
+            &format!("            DestinationConfig:\n              OnFailure:\n                {TO_TOPIC}\n"),
+            "",
+        );
+        assert_eq!(destination(&without).expect("supported"), None);
+    }
+
+    #[test]
+    fn a_destination_the_local_stack_cannot_address_is_refused() {
+        for (text, expected) in [
+            (
+                TEMPLATE.replace("Destination: !Ref InvalidationTopic", "Destination: !Ref OtherTopic"),
+                "topic OtherTopic",
+            ),
+            (TEMPLATE.replacen(TO_TOPIC, TO_QUEUE, 1), "one destination"),
+        ] {
+            let message = destination(&text).expect_err(expected).to_string();
+            assert!(message.contains(expected), "{message}");
         }
     }
 }

@@ -1,5 +1,6 @@
 //! The heartbeat writer of the local stack: the same [`stream_relay::heartbeat::HeartbeatWriter`]
-//! the scheduled Lambda runs on AWS, beating into a provisioned stack's two tables until stopped.
+//! the scheduled Lambda runs on AWS, beating into a provisioned stack's two tables until stopped,
+//! one item per stream shard (moto's streams have one shard that never splits: slot `0`).
 //! `infra heartbeat` runs it as its own process (so a test or an operator can pause it like any
 //! other component); in-process tests spawn it with [`spawn`].
 
@@ -12,12 +13,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::provision::Provisioned;
 
-/// The writer for `stack`, beating every `interval`.
+/// The writer for `stack`, beating every `interval` and discovering the streams' shards.
 #[must_use]
 pub fn writer(config: &SdkConfig, stack: &Provisioned, interval: Duration) -> HeartbeatWriter<DynamoHeartbeats> {
-    let client = aws_sdk_dynamodb::Client::new(config);
-    HeartbeatWriter::new(
-        DynamoHeartbeats::new(client),
+    HeartbeatWriter::on_aws(
+        config,
         HeartbeatConfig {
             tables: vec![stack.users_table.clone(), stack.roles_table.clone()],
             writer: staleless_protocol::keys::DEFAULT_HEARTBEAT_WRITER.to_owned(),

@@ -1,8 +1,11 @@
 //! Creates what `template.yaml` declares (tables with their streams and indexes, the topic, the
-//! relay's dead-letter queue) in an AWS endpoint, normally the local emulator.
+//! relay's dead-letter queue and its subscription to the topic) in an AWS endpoint, normally the
+//! local emulator.
 //!
 //! Provisioning is idempotent: what already exists is described and reused, so the run command
 //! can be pointed at an emulator that is already up.
+
+use std::collections::BTreeMap;
 
 use aws_config::SdkConfig;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
@@ -10,8 +13,9 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection, ProjectionType,
     ScalarAttributeType, StreamSpecification, StreamViewType, TimeToLiveSpecification,
 };
+use aws_sdk_sqs::types::QueueAttributeName;
 
-use crate::template::{self, TableSpec, TemplateSpec};
+use crate::template::{self, SubscriptionSpec, TableSpec, TemplateSpec};
 
 /// Why provisioning failed.
 #[derive(Debug, thiserror::Error)]
@@ -118,23 +122,29 @@ pub async fn provision(config: &SdkConfig, spec: &TemplateSpec, prefix: &str) ->
     let (users_table, users_stream_arn) = stream_of("UsersTable")?;
     let (roles_table, roles_stream_arn) = stream_of("AppRolesTable")?;
 
-    let topic = spec
-        .topic("InvalidationTopic")
+    // Topic ARNs and queue URLs by logical id, for the subscriptions and the stack's outputs.
+    let mut topic_arns = BTreeMap::new();
+    for topic in &spec.topics {
+        let arn = sns
+            .create_topic()
+            .name(&topic.name)
+            .send()
+            .await
+            .map_err(|err| classify(&endpoint, "CreateTopic", &topic.name, err))?
+            .topic_arn
+            .ok_or_else(|| ProvisionError::Service {
+                operation: "CreateTopic",
+                resource: topic.name.clone(),
+                detail: "no TopicArn in the response".into(),
+            })?;
+        topic_arns.insert(topic.logical_id.as_str(), arn);
+    }
+    let topic_arn = topic_arns
+        .get("InvalidationTopic")
+        .cloned()
         .ok_or(ProvisionError::Missing("InvalidationTopic"))?;
-    let topic_arn = sns
-        .create_topic()
-        .name(&topic.name)
-        .send()
-        .await
-        .map_err(|err| classify(&endpoint, "CreateTopic", &topic.name, err))?
-        .topic_arn
-        .ok_or_else(|| ProvisionError::Service {
-            operation: "CreateTopic",
-            resource: topic.name.clone(),
-            detail: "no TopicArn in the response".into(),
-        })?;
 
-    let mut dead_letter_queue_url = String::new();
+    let mut queue_urls = BTreeMap::new();
     for queue in &spec.queues {
         let url = sqs
             .create_queue()
@@ -144,9 +154,25 @@ pub async fn provision(config: &SdkConfig, spec: &TemplateSpec, prefix: &str) ->
             .map_err(|err| classify(&endpoint, "CreateQueue", &queue.name, err))?
             .queue_url
             .unwrap_or_default();
-        if queue.logical_id == "RelayDeadLetterQueue" {
-            dead_letter_queue_url = url;
-        }
+        queue_urls.insert(queue.logical_id.as_str(), url);
+    }
+    let dead_letter_queue_url = queue_urls.get("RelayDeadLetterQueue").cloned().unwrap_or_default();
+
+    for subscription in &spec.subscriptions {
+        let (Some(topic_arn), Some(queue_url)) = (
+            topic_arns.get(subscription.topic.as_str()),
+            queue_urls.get(subscription.queue.as_str()),
+        ) else {
+            return Err(ProvisionError::Service {
+                operation: "Subscribe",
+                resource: subscription.logical_id.clone(),
+                detail: format!(
+                    "subscribes {} to {}, which the template does not declare as a queue and a topic",
+                    subscription.queue, subscription.topic
+                ),
+            });
+        };
+        subscribe(&sns, &sqs, &endpoint, subscription, topic_arn, queue_url).await?;
     }
 
     Ok(Provisioned {
@@ -159,6 +185,55 @@ pub async fn provision(config: &SdkConfig, spec: &TemplateSpec, prefix: &str) ->
         dead_letter_queue_url,
         task_queue_prefix: format!("{prefix}-task"),
     })
+}
+
+/// Subscribes the queue at `queue_url` to `topic_arn` with the subscription's attributes. SNS
+/// answers a repeated `Subscribe` with the subscription that exists.
+async fn subscribe(
+    sns: &aws_sdk_sns::Client,
+    sqs: &aws_sdk_sqs::Client,
+    endpoint: &str,
+    subscription: &SubscriptionSpec,
+    topic_arn: &str,
+    queue_url: &str,
+) -> Result<(), ProvisionError> {
+    let queue_arn = sqs
+        .get_queue_attributes()
+        .queue_url(queue_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(|err| classify(endpoint, "GetQueueAttributes", queue_url, err))?
+        .attributes
+        .and_then(|mut attributes| attributes.remove(&QueueAttributeName::QueueArn))
+        .ok_or_else(|| ProvisionError::Service {
+            operation: "GetQueueAttributes",
+            resource: queue_url.to_owned(),
+            detail: "no QueueArn in the response".into(),
+        })?;
+    let attributes = [
+        (
+            "RawMessageDelivery",
+            Some(subscription.raw_message_delivery.to_string()),
+        ),
+        ("FilterPolicyScope", subscription.filter_policy_scope.clone()),
+        ("FilterPolicy", subscription.filter_policy.clone()),
+    ];
+    let mut request = sns
+        .subscribe()
+        .topic_arn(topic_arn)
+        .protocol("sqs")
+        .endpoint(&queue_arn);
+    for (name, value) in attributes {
+        if let Some(value) = value {
+            request = request.attributes(name, value);
+        }
+    }
+    request
+        .send()
+        .await
+        .map_err(|err| classify(endpoint, "Subscribe", &subscription.logical_id, err))?;
+    Ok(())
 }
 
 /// Creates one table (or reuses it) and returns its latest stream ARN.
@@ -256,8 +331,8 @@ async fn create_table(
     Ok(description.table.and_then(|table| table.latest_stream_arn))
 }
 
-/// Deletes what [`provision`] created. Best effort: used by tests to leave a shared emulator
-/// clean, never on a real account.
+/// Deletes what [`provision`] created (the topic's subscriptions go with it). Best effort: used by
+/// tests to leave a shared emulator clean, never on a real account.
 pub async fn teardown(config: &SdkConfig, stack: &Provisioned) {
     let dynamodb = aws_sdk_dynamodb::Client::new(config);
     let sns = aws_sdk_sns::Client::new(config);

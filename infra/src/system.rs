@@ -510,6 +510,9 @@ pub fn start_event_source(
     Component::spawn("event source", &bin_dir.join("infra"), &args, &env, log)
 }
 
+/// The variable of [`RelaySetup::env`] that only the function takes.
+const FUNCTION_ONLY_SNS_ENDPOINT: &str = "AWS_ENDPOINT_URL_SNS";
+
 /// What the relay's three processes are started with.
 #[derive(Debug, Clone)]
 pub struct RelaySetup<'a> {
@@ -519,7 +522,8 @@ pub struct RelaySetup<'a> {
     pub stack: &'a Provisioned,
     /// Environment of the event source mapping and, under the template's own variables, of the
     /// function (the stack's AWS endpoint and credentials; `AWS_ENDPOINT_URL_SNS` to route the
-    /// function's publishes through a proxy).
+    /// function's publishes through a proxy, which the mapping does not take: see
+    /// [`start_relay`]).
     pub env: &'a [(String, String)],
     /// Where the event source mapping keeps its checkpoints.
     pub checkpoint_dir: &'a Path,
@@ -584,7 +588,15 @@ pub async fn start_relay(setup: RelaySetup<'_>) -> Result<RelayProcesses, System
     let function_env = relay_function_env(&spec, setup.stack, setup.env, port).map_err(template_error)?;
     let function_log = setup.logs.join("relay.log");
     let function = start_relay_function(&setup.function, &function_env, &function_log)?;
-    let mut event_source_env = setup.env.to_vec();
+    // The mapping stands for Lambda's own service, whose network is not the function's: an SNS
+    // endpoint meant for the function (a proxy that fails its publishes) would also fail the
+    // mapping's on-failure messages to the topic, which on AWS still arrive.
+    let mut event_source_env: Vec<(String, String)> = setup
+        .env
+        .iter()
+        .filter(|(key, _)| key != FUNCTION_ONLY_SNS_ENDPOINT)
+        .cloned()
+        .collect();
     event_source_env.push(("RELAY_FUNCTION_TIMEOUT_SECS".to_owned(), timeout_secs.to_string()));
     let endpoint = format!("http://127.0.0.1:{port}");
     let event_source = start_event_source(

@@ -2,14 +2,16 @@
 //! provisions, so that local tables, streams and topic cannot drift from what `sam deploy` creates.
 //!
 //! Only what the emulator needs is read: DynamoDB tables (keys, attribute types, GSIs, stream view
-//! type, TTL attribute), SNS topics, SQS queues, the functions' DynamoDB event sources (stream,
-//! batch size, starting position, filter patterns, retries, bisection, on-failure destination)
-//! that the local event source mapping reproduces, and the functions themselves (binary, timeout,
-//! environment) that the local Lambda runs. Names written with `!Sub "${NamePrefix}-..."`
-//! or `!Ref NamePrefix` are resolved against the parameters given (defaults from the template).
+//! type, TTL attribute), SNS topics, SQS queues, SNS subscriptions of those queues to those topics
+//! (raw delivery, filter policy), the functions' DynamoDB event sources (stream, batch size,
+//! starting position, filter patterns, retries, bisection, on-failure destination) that the local
+//! event source mapping reproduces, and the functions themselves (binary, timeout, environment)
+//! that the local Lambda runs. Names written with `!Sub "${NamePrefix}-..."` or
+//! `!Ref NamePrefix` are resolved against the parameters given (defaults from the template).
 //!
-//! IAM managed policies are read too, not to provision them (the emulator enforces no IAM) but
-//! so that tests can check the deployed permissions as data.
+//! IAM managed policies and the roles' inline policies are read too, not to provision them (the
+//! emulator enforces no IAM) but so that tests can check the deployed permissions as data.
+//! Queue policies are not read: the emulator does not enforce them either.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -146,8 +148,36 @@ pub struct StreamEventSpec {
     pub bisect_on_function_error: bool,
     /// `FunctionResponseTypes` holds `ReportBatchItemFailures`.
     pub report_batch_item_failures: bool,
-    /// Logical id of the `DestinationConfig.OnFailure` queue (from `!GetAtt <Queue>.Arn`).
-    pub on_failure_queue: Option<String>,
+    /// `DestinationConfig.OnFailure`: where Lambda sends the message describing records it gives
+    /// up.
+    pub on_failure: Option<OnFailureDestination>,
+}
+
+/// A stream event source's `DestinationConfig.OnFailure`, by the logical id it names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OnFailureDestination {
+    /// `Type: SQS`, `Destination: !GetAtt <Queue>.Arn`.
+    Queue(String),
+    /// `Type: SNS`, `Destination: !Ref <Topic>`.
+    Topic(String),
+}
+
+/// An `AWS::SNS::Subscription` of one of the template's queues to one of its topics.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SubscriptionSpec {
+    /// Logical id in the template (`RelayDeadLetterSubscription`).
+    pub logical_id: String,
+    /// Logical id of the topic (from `TopicArn: !Ref <Topic>`).
+    pub topic: String,
+    /// Logical id of the subscribed queue (`Protocol: sqs`, `Endpoint: !GetAtt <Queue>.Arn`): the
+    /// only kind of endpoint the local stack subscribes.
+    pub queue: String,
+    /// `RawMessageDelivery`: the queue receives the published body as is, not SNS's envelope.
+    pub raw_message_delivery: bool,
+    /// `FilterPolicyScope` (`MessageAttributes`, SNS's default, or `MessageBody`).
+    pub filter_policy_scope: Option<String>,
+    /// `FilterPolicy` as the JSON text `Subscribe` takes.
+    pub filter_policy: Option<String>,
 }
 
 /// A value of a function's `Environment.Variables`.
@@ -190,10 +220,10 @@ pub struct PolicyStatement {
     pub conditions: BTreeMap<String, BTreeMap<String, Vec<String>>>,
 }
 
-/// An `AWS::IAM::ManagedPolicy`.
+/// An `AWS::IAM::ManagedPolicy`, or the inline policies of an `AWS::IAM::Role` together.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicySpec {
-    /// Logical id in the template (`ApiTaskPolicy`).
+    /// Logical id in the template (`ApiTaskPolicy`, `StreamRelayRole`).
     pub logical_id: String,
     /// `PolicyDocument.Statement`.
     pub statements: Vec<PolicyStatement>,
@@ -208,12 +238,16 @@ pub struct TemplateSpec {
     pub topics: Vec<NamedResource>,
     /// SQS queues declared by the template (the relay's dead-letter queue).
     pub queues: Vec<NamedResource>,
+    /// SNS subscriptions of the template's queues to its topics (the dead-letter queue's).
+    pub subscriptions: Vec<SubscriptionSpec>,
     /// DynamoDB stream event sources of the template's functions.
     pub stream_events: Vec<StreamEventSpec>,
     /// The serverless functions.
     pub functions: Vec<FunctionSpec>,
     /// IAM managed policies, for tests that check permissions as data; nothing provisions them.
     pub policies: Vec<PolicySpec>,
+    /// IAM roles, each with the statements of all its inline `Policies`, for the same tests.
+    pub roles: Vec<PolicySpec>,
 }
 
 impl TemplateSpec {
@@ -239,6 +273,12 @@ impl TemplateSpec {
     #[must_use]
     pub fn policy(&self, logical_id: &str) -> Option<&PolicySpec> {
         self.policies.iter().find(|policy| policy.logical_id == logical_id)
+    }
+
+    /// The inline policies of the role with this logical id.
+    #[must_use]
+    pub fn role(&self, logical_id: &str) -> Option<&PolicySpec> {
+        self.roles.iter().find(|role| role.logical_id == logical_id)
     }
 }
 
@@ -358,7 +398,22 @@ struct RawDestinationConfig {
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct RawDestination {
+    #[serde(rename = "Type")]
+    kind: Option<String>,
     destination: Value,
+}
+
+/// `RawMessageDelivery` is a boolean, which YAML may also spell as a string.
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawSubscription {
+    topic_arn: Value,
+    protocol: String,
+    endpoint: Value,
+    #[serde(default)]
+    raw_message_delivery: Value,
+    filter_policy_scope: Option<String>,
+    filter_policy: Option<Value>,
 }
 
 #[derive(Deserialize)]
@@ -385,6 +440,13 @@ struct RawTtl {
 #[serde(rename_all = "PascalCase")]
 struct RawManagedPolicy {
     policy_document: RawPolicyDocument,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct RawRole {
+    #[serde(default)]
+    policies: Vec<RawManagedPolicy>,
 }
 
 #[derive(Deserialize)]
@@ -456,9 +518,11 @@ pub fn parse(text: &str, origin: &str, overrides: &BTreeMap<String, String>) -> 
         tables: Vec::new(),
         topics: Vec::new(),
         queues: Vec::new(),
+        subscriptions: Vec::new(),
         stream_events: Vec::new(),
         functions: Vec::new(),
         policies: Vec::new(),
+        roles: Vec::new(),
     };
     for (logical_id, resource) in raw.resources {
         let resource_error = |problem: String| TemplateError::Resource {
@@ -513,19 +577,24 @@ pub fn parse(text: &str, origin: &str, overrides: &BTreeMap<String, String>) -> 
                     spec.queues.push(named);
                 }
             }
+            "AWS::SNS::Subscription" => {
+                let raw: RawSubscription = serde_yaml_ng::from_value(resource.properties).map_err(yaml_error)?;
+                spec.subscriptions
+                    .push(subscription(&logical_id, raw).map_err(resource_error)?);
+            }
             "AWS::IAM::ManagedPolicy" => {
                 let policy: RawManagedPolicy = serde_yaml_ng::from_value(resource.properties).map_err(yaml_error)?;
-                let statements = policy
-                    .policy_document
-                    .statement
+                spec.policies
+                    .push(policy_spec(&logical_id, policy.policy_document.statement).map_err(resource_error)?);
+            }
+            "AWS::IAM::Role" => {
+                let role: RawRole = serde_yaml_ng::from_value(resource.properties).map_err(yaml_error)?;
+                let statements = role
+                    .policies
                     .into_iter()
-                    .map(policy_statement)
-                    .collect::<Result<_, _>>()
-                    .map_err(resource_error)?;
-                spec.policies.push(PolicySpec {
-                    logical_id: logical_id.clone(),
-                    statements,
-                });
+                    .flat_map(|policy| policy.policy_document.statement);
+                spec.roles
+                    .push(policy_spec(&logical_id, statements).map_err(resource_error)?);
             }
             "AWS::Serverless::Function" => {
                 let function: RawFunction = serde_yaml_ng::from_value(resource.properties).map_err(yaml_error)?;
@@ -573,10 +642,10 @@ pub fn parse(text: &str, origin: &str, overrides: &BTreeMap<String, String>) -> 
                             .function_response_types
                             .iter()
                             .any(|kind| kind == "ReportBatchItemFailures"),
-                        on_failure_queue: raw
+                        on_failure: raw
                             .destination_config
                             .and_then(|config| config.on_failure)
-                            .map(|destination| get_att(&destination.destination, "Arn"))
+                            .map(|destination| on_failure_destination(&destination))
                             .transpose()
                             .map_err(event_error)?,
                     });
@@ -586,6 +655,13 @@ pub fn parse(text: &str, origin: &str, overrides: &BTreeMap<String, String>) -> 
         }
     }
     Ok(spec)
+}
+
+fn policy_spec(logical_id: &str, statements: impl IntoIterator<Item = RawStatement>) -> Result<PolicySpec, String> {
+    Ok(PolicySpec {
+        logical_id: logical_id.to_owned(),
+        statements: statements.into_iter().map(policy_statement).collect::<Result<_, _>>()?,
+    })
 }
 
 fn policy_statement(raw: RawStatement) -> Result<PolicyStatement, String> {
@@ -638,6 +714,67 @@ fn sub_form(value: &Value) -> Result<String, String> {
     }
 }
 
+/// The queue or topic of a `DestinationConfig.OnFailure`, as its `Type` says to name it.
+fn on_failure_destination(raw: &RawDestination) -> Result<OnFailureDestination, String> {
+    match raw.kind.as_deref() {
+        Some("SQS") => get_att(&raw.destination, "Arn").map(OnFailureDestination::Queue),
+        Some("SNS") => reference(&raw.destination).map(OnFailureDestination::Topic),
+        Some(other) => Err(format!(
+            "OnFailure Type {other}: the local stack delivers failures to SQS or SNS only"
+        )),
+        None => Err("OnFailure needs its Type (SQS or SNS)".to_owned()),
+    }
+}
+
+/// A subscription of a queue: the only endpoint the local stack can create.
+fn subscription(logical_id: &str, raw: RawSubscription) -> Result<SubscriptionSpec, String> {
+    if !raw.protocol.eq_ignore_ascii_case("sqs") {
+        return Err(format!(
+            "Protocol {}: the local stack subscribes SQS queues only",
+            raw.protocol
+        ));
+    }
+    let raw_message_delivery = match &raw.raw_message_delivery {
+        Value::Null => false,
+        Value::Bool(flag) => *flag,
+        Value::String(text) if text.eq_ignore_ascii_case("true") => true,
+        Value::String(text) if text.eq_ignore_ascii_case("false") => false,
+        other => return Err(format!("RawMessageDelivery must be true or false, found {other:?}")),
+    };
+    let filter_policy = raw
+        .filter_policy
+        .map(|policy| {
+            // CloudFormation takes the policy as an object or as its JSON text; an intrinsic
+            // function in it is refused (nothing here resolves one).
+            match policy {
+                Value::String(text) => serde_json::from_str::<serde_json::Value>(&text).map_err(|err| err.to_string()),
+                other => serde_yaml_ng::from_value::<serde_json::Value>(other).map_err(|err| err.to_string()),
+            }
+            .map_err(|err| format!("FilterPolicy is not plain JSON: {err}"))
+        })
+        .transpose()?;
+    Ok(SubscriptionSpec {
+        logical_id: logical_id.to_owned(),
+        topic: reference(&raw.topic_arn).map_err(|problem| format!("TopicArn: {problem}"))?,
+        queue: get_att(&raw.endpoint, "Arn").map_err(|problem| format!("Endpoint: {problem}"))?,
+        raw_message_delivery,
+        filter_policy_scope: raw.filter_policy_scope,
+        filter_policy: filter_policy.map(|policy| policy.to_string()),
+    })
+}
+
+/// The resource of `!Ref <Resource>`.
+fn reference(value: &Value) -> Result<String, String> {
+    match value {
+        Value::Tagged(tagged) if tagged.tag == "Ref" => tagged
+            .value
+            .as_str()
+            .map(str::to_owned)
+            .ok_or_else(|| "!Ref needs a name".to_owned()),
+        other => Err(format!("expected !Ref <Resource>, found {other:?}")),
+    }
+}
+
 /// The table of `!GetAtt <Table>.StreamArn` (or its list form).
 fn stream_table(value: &Value) -> Result<String, String> {
     get_att(value, "StreamArn")
@@ -649,10 +786,7 @@ fn get_att(value: &Value, attribute: &str) -> Result<String, String> {
         return Err(format!("expected !GetAtt <Resource>.{attribute}, found {value:?}"));
     };
     if tagged.tag != "GetAtt" {
-        return Err(format!(
-            "expected !GetAtt <Resource>.{attribute}, found !{}",
-            tagged.tag
-        ));
+        return Err(format!("expected !GetAtt <Resource>.{attribute}, found {}", tagged.tag));
     }
     let (resource, found) = match &tagged.value {
         Value::String(text) => text
@@ -819,7 +953,160 @@ mod tests {
             assert_eq!(event.maximum_record_age_secs, Some(3600), "{}", event.name);
             assert!(event.bisect_on_function_error, "{}", event.name);
             assert!(event.report_batch_item_failures, "{}", event.name);
-            assert_eq!(event.on_failure_queue.as_deref(), Some("RelayDeadLetterQueue"));
+            assert_eq!(
+                event.on_failure,
+                Some(OnFailureDestination::Topic("InvalidationTopic".into())),
+                "a give-up is a flush: {}",
+                event.name
+            );
+        }
+    }
+
+    #[test]
+    fn the_dead_letter_queue_copies_exactly_the_give_ups_from_the_topic() {
+        let spec = parse(TEMPLATE, "template.yaml", &BTreeMap::new()).expect("template parses");
+        assert_eq!(
+            spec.subscriptions,
+            [SubscriptionSpec {
+                logical_id: "RelayDeadLetterSubscription".into(),
+                topic: "InvalidationTopic".into(),
+                queue: "RelayDeadLetterQueue".into(),
+                raw_message_delivery: true,
+                filter_policy_scope: Some("MessageBody".into()),
+                filter_policy: Some(r#"{"DDBStreamBatchInfo":{"streamArn":[{"exists":true}]}}"#.into()),
+            }]
+        );
+        // Wherever the relay's event sources give up, the dead-letter queue listens.
+        for event in &spec.stream_events {
+            let Some(OnFailureDestination::Topic(topic)) = &event.on_failure else {
+                continue;
+            };
+            assert!(
+                spec.subscriptions
+                    .iter()
+                    .any(|subscription| &subscription.topic == topic && subscription.queue == "RelayDeadLetterQueue"),
+                "{}: nothing keeps a copy of what goes to {topic}",
+                event.name
+            );
+        }
+    }
+
+    #[test]
+    fn the_relay_role_publishes_where_its_event_sources_give_up_and_never_calls_sqs() {
+        let spec = parse(TEMPLATE, "template.yaml", &BTreeMap::new()).expect("template parses");
+        let role = spec.role("StreamRelayRole").expect("relay role");
+        for event in spec
+            .stream_events
+            .iter()
+            .filter(|event| event.function == "StreamRelayFunction")
+        {
+            // Lambda sends the on-failure message with the function's execution role.
+            let (action, resource) = match event.on_failure.as_ref().expect("a destination") {
+                OnFailureDestination::Topic(topic) => ("sns:Publish", format!("${{{topic}}}")),
+                OnFailureDestination::Queue(queue) => ("sqs:SendMessage", format!("${{{queue}.Arn}}")),
+            };
+            assert!(
+                role.statements
+                    .iter()
+                    .any(|statement| grants(statement, action) && statement.resources.contains(&resource)),
+                "{}: the role may not {action} on {resource}",
+                event.name
+            );
+        }
+        let sqs: Vec<&str> = role
+            .statements
+            .iter()
+            .filter(|statement| statement.actions.iter().any(|action| action.starts_with("sqs:")))
+            .map(name)
+            .collect();
+        assert!(sqs.is_empty(), "the relay sends nothing to SQS: {sqs:?}");
+    }
+
+    #[test]
+    fn an_on_failure_destination_is_named_as_its_type_says() {
+        let event = |destination: &str| {
+            format!(
+                "Resources:\n  F:\n    Type: AWS::Serverless::Function\n    Properties:\n      Events:\n        E:\n          Type: DynamoDB\n          Properties:\n            Stream: !GetAtt T.StreamArn\n            DestinationConfig:\n              OnFailure:\n{destination}"
+            )
+        };
+        let on_failure = |destination: &str| {
+            parse(&event(destination), "t.yaml", &BTreeMap::new()).map(|spec| spec.stream_events[0].on_failure.clone())
+        };
+        assert_eq!(
+            on_failure("                Type: SQS\n                Destination: !GetAtt [Q, Arn]\n").expect("a queue"),
+            Some(OnFailureDestination::Queue("Q".into()))
+        );
+        assert_eq!(
+            on_failure("                Type: SNS\n                Destination: !Ref Topic\n").expect("a topic"),
+            Some(OnFailureDestination::Topic("Topic".into()))
+        );
+        for (destination, expected) in [
+            (
+                "                Type: SNS\n                Destination: !GetAtt Q.Arn\n",
+                "!Ref",
+            ),
+            (
+                "                Type: SQS\n                Destination: !Ref Q\n",
+                "expected !GetAtt <Resource>.Arn, found !Ref",
+            ),
+            ("                Destination: !GetAtt Q.Arn\n", "needs its Type"),
+            (
+                "                Type: S3\n                Destination: !GetAtt B.Arn\n",
+                "S3",
+            ),
+        ] {
+            let message = on_failure(destination).expect_err(destination).to_string();
+            assert!(
+                message.contains("event E") && message.contains(expected),
+                "{destination}: {message}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_subscription_reads_as_subscribe_takes_it() {
+        let text = |properties: &str| {
+            format!(
+                "Resources:\n  S:\n    Type: AWS::SNS::Subscription\n    Properties:\n      TopicArn: !Ref T\n      Endpoint: !GetAtt Q.Arn\n{properties}"
+            )
+        };
+        let spec = parse(
+            &text("      Protocol: sqs\n      RawMessageDelivery: \"true\"\n      FilterPolicy: '{\"kind\": [\"flush\"]}'\n"),
+            "t.yaml",
+            &BTreeMap::new(),
+        )
+        .expect("parses");
+        assert_eq!(
+            spec.subscriptions,
+            [SubscriptionSpec {
+                logical_id: "S".into(),
+                topic: "T".into(),
+                queue: "Q".into(),
+                raw_message_delivery: true,
+                filter_policy_scope: None,
+                filter_policy: Some(r#"{"kind":["flush"]}"#.into()),
+            }]
+        );
+        let spec = parse(&text("      Protocol: sqs\n"), "t.yaml", &BTreeMap::new()).expect("parses");
+        assert!(!spec.subscriptions[0].raw_message_delivery, "SNS's default");
+        for (properties, expected) in [
+            ("      Protocol: https\n", "Protocol https"),
+            (
+                "      Protocol: sqs\n      FilterPolicy:\n        source: !Ref P\n",
+                "FilterPolicy",
+            ),
+            (
+                "      Protocol: sqs\n      RawMessageDelivery: yes please\n",
+                "RawMessageDelivery",
+            ),
+        ] {
+            let message = parse(&text(properties), "t.yaml", &BTreeMap::new())
+                .expect_err(properties)
+                .to_string();
+            assert!(
+                message.contains("resource S") && message.contains(expected),
+                "{properties}: {message}"
+            );
         }
     }
 

@@ -1,6 +1,6 @@
 //! The local event source mapping over a fake stream: shard splits (which moto never does),
 //! checkpoints across restarts, batch item failures re-read from the reported record, and a
-//! failing function's batches bisected down to the record given up to the on-failure queue.
+//! failing function's batches bisected down to the record given up to the on-failure destination.
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -14,9 +14,10 @@ use infra::event_source::checkpoint::{Checkpoint, CheckpointFile};
 use infra::event_source::failure::FailurePolicy;
 use infra::event_source::filter::FilterPattern;
 use infra::event_source::invoke::{Invocation, Invoker};
+use infra::event_source::memory::MemoryStream;
 use infra::event_source::reader::{Position, RecordPage, ShardInfo, StreamError, StreamReader};
 use infra::event_source::{EventSourceOptions, FailureDestination, StreamSource, Target, run_with};
-use staleless_protocol::{Invalidation, compare_sequence_numbers};
+use staleless_protocol::Invalidation;
 use stream_relay::{Mapper, MemoryPublisher, PublishError, Relay};
 use tokio_util::sync::CancellationToken;
 
@@ -47,108 +48,36 @@ fn record(seq: u64) -> Record {
         .build()
 }
 
+/// An in-memory stream whose shards hold the user records of the given sequence numbers.
 #[derive(Debug, Default)]
-struct FakeShard {
-    parent: Option<String>,
-    records: Vec<Record>,
-    closed: bool,
-}
-
-/// Shards in memory; iterators are `<shard>|<offset>`.
-#[derive(Debug, Default)]
-struct FakeStream {
-    shards: Mutex<Vec<(String, FakeShard)>>,
-}
+struct FakeStream(MemoryStream);
 
 impl FakeStream {
     fn with_shard(&self, id: &str, parent: Option<&str>, seqs: impl IntoIterator<Item = u64>) {
-        let mut shards = self.shards.lock().expect("lock");
-        shards.push((
-            id.to_owned(),
-            FakeShard {
-                parent: parent.map(str::to_owned),
-                records: seqs.into_iter().map(record).collect(),
-                closed: false,
-            },
-        ));
+        self.0.with_shard(id, parent, seqs.into_iter().map(record));
     }
 
     fn append(&self, id: &str, seqs: impl IntoIterator<Item = u64>) {
-        let mut shards = self.shards.lock().expect("lock");
-        let (_, shard) = shards.iter_mut().find(|(shard_id, _)| shard_id == id).expect("shard");
-        shard.records.extend(seqs.into_iter().map(record));
+        self.0.append(id, seqs.into_iter().map(record));
     }
 
     fn close(&self, id: &str) {
-        let mut shards = self.shards.lock().expect("lock");
-        let (_, shard) = shards.iter_mut().find(|(shard_id, _)| shard_id == id).expect("shard");
-        shard.closed = true;
+        self.0.close(id);
     }
-}
-
-fn seq_of(record: &Record) -> &str {
-    record
-        .dynamodb
-        .as_ref()
-        .and_then(|change| change.sequence_number.as_deref())
-        .expect("seq")
 }
 
 #[async_trait]
 impl StreamReader for FakeStream {
-    async fn shards(&self, _stream_arn: &str) -> Result<Vec<ShardInfo>, StreamError> {
-        Ok(self
-            .shards
-            .lock()
-            .expect("lock")
-            .iter()
-            .map(|(id, shard)| ShardInfo {
-                shard_id: id.clone(),
-                parent_shard_id: shard.parent.clone(),
-            })
-            .collect())
+    async fn shards(&self, stream_arn: &str) -> Result<Vec<ShardInfo>, StreamError> {
+        self.0.shards(stream_arn).await
     }
 
-    async fn iterator(&self, _stream_arn: &str, shard_id: &str, position: &Position) -> Result<String, StreamError> {
-        let shards = self.shards.lock().expect("lock");
-        let (_, shard) = shards
-            .iter()
-            .find(|(id, _)| id == shard_id)
-            .ok_or_else(|| StreamError::Other("no such shard".into()))?;
-        let first_after = |seq: &str, inclusive: bool| {
-            shard
-                .records
-                .iter()
-                .position(|record| {
-                    let order = compare_sequence_numbers(seq_of(record), seq);
-                    order.is_gt() || (inclusive && order.is_eq())
-                })
-                .unwrap_or(shard.records.len())
-        };
-        let offset = match position {
-            Position::TrimHorizon => 0,
-            Position::Latest => shard.records.len(),
-            Position::At(seq) => first_after(seq, true),
-            Position::After(seq) => first_after(seq, false),
-        };
-        Ok(format!("{shard_id}|{offset}"))
+    async fn iterator(&self, stream_arn: &str, shard_id: &str, position: &Position) -> Result<String, StreamError> {
+        self.0.iterator(stream_arn, shard_id, position).await
     }
 
     async fn records(&self, iterator: &str, limit: i32) -> Result<RecordPage, StreamError> {
-        let (shard_id, offset) = iterator.split_once('|').ok_or(StreamError::ExpiredIterator)?;
-        let offset: usize = offset.parse().map_err(|_| StreamError::ExpiredIterator)?;
-        let shards = self.shards.lock().expect("lock");
-        let (_, shard) = shards
-            .iter()
-            .find(|(id, _)| id == shard_id)
-            .ok_or(StreamError::ExpiredIterator)?;
-        let end = (offset + usize::try_from(limit).unwrap_or(1)).min(shard.records.len());
-        let records = shard.records[offset..end].to_vec();
-        let next = (!shard.closed || end < shard.records.len()).then(|| format!("{shard_id}|{end}"));
-        Ok(RecordPage {
-            records,
-            next_iterator: next,
-        })
+        self.0.records(iterator, limit).await
     }
 }
 

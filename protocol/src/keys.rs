@@ -143,6 +143,14 @@ pub fn parse_pk(pk: &str) -> PartitionKey<'_> {
     }
 }
 
+/// `staleless-users` from `arn:aws:dynamodb:<region>:<account>:table/staleless-users/stream/<label>`.
+#[must_use]
+pub fn table_of_stream_arn(arn: &str) -> Option<&str> {
+    let (_, rest) = arn.split_once(":table/")?;
+    let name = rest.split('/').next()?;
+    (!name.is_empty()).then_some(name)
+}
+
 /// Whether `role_id` matches `^[a-z][a-z0-9_]{2,49}$`, the data model's rule for role ids.
 #[must_use]
 pub fn is_valid_role_id(role_id: &str) -> bool {

@@ -255,6 +255,52 @@ impl Invalidation {
     }
 }
 
+/// Records of a stream the event source mapping gave up on (retries exhausted, or older than
+/// the maximum record age): the part of AWS's on-failure message a subscriber needs. The mapping
+/// sends it to the invalidation topic, so every task learns that invalidations of that table may
+/// be lost and flushes its caches of it.
+/// <https://docs.aws.amazon.com/lambda/latest/dg/services-dynamodb-errors.html>
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GiveUp {
+    /// The stream the records were in: its table decides which caches are flushed.
+    pub stream_arn: String,
+    /// The shard.
+    #[serde(default)]
+    pub shard_id: Option<String>,
+    /// The first record given up.
+    #[serde(default)]
+    pub start_sequence_number: Option<String>,
+    /// The last record given up.
+    #[serde(default)]
+    pub end_sequence_number: Option<String>,
+    /// How many records.
+    #[serde(default)]
+    pub batch_size: Option<u64>,
+}
+
+impl GiveUp {
+    /// The table of the stream.
+    #[must_use]
+    pub fn table(&self) -> Option<&str> {
+        keys::table_of_stream_arn(&self.stream_arn)
+    }
+}
+
+/// Reads a queue body as AWS's on-failure message of a DynamoDB stream event source mapping;
+/// `None` for anything else (an invalidation message included).
+#[must_use]
+pub fn decode_give_up(body: &str) -> Option<GiveUp> {
+    #[derive(Deserialize)]
+    struct OnFailure {
+        #[serde(rename = "DDBStreamBatchInfo")]
+        batch: GiveUp,
+    }
+    serde_json::from_str::<OnFailure>(body)
+        .ok()
+        .map(|message| message.batch)
+}
+
 /// Reads one queue body.
 ///
 /// # Errors
@@ -414,6 +460,30 @@ mod tests {
         );
         assert_eq!(decode(&text).expect("decode"), one_source);
         assert_eq!(one_source.source(), Some(Source::Roles));
+    }
+
+    #[test]
+    fn a_give_up_is_read_from_the_on_failure_message_and_nothing_else() {
+        // The shape AWS documents for a DynamoDB stream source's on-failure destination.
+        let message = r#"{"requestContext":{"requestId":"r","functionArn":"arn:aws:lambda:us-east-1:1:function:relay",
+            "condition":"RetryAttemptsExhausted","approximateInvokeCount":11},
+            "responseContext":{"statusCode":200,"executedVersion":"$LATEST","functionError":"Unhandled"},
+            "version":"1.0","timestamp":"2026-12-04T10:00:00.000Z",
+            "DDBStreamBatchInfo":{"shardId":"shardId-0001","startSequenceNumber":"41","endSequenceNumber":"42",
+            "approximateArrivalOfFirstRecord":"2026-12-04T09:59:00Z","approximateArrivalOfLastRecord":"2026-12-04T09:59:01Z",
+            "batchSize":2,"streamArn":"arn:aws:dynamodb:us-east-1:1:table/staleless-users/stream/2026-01-01T00:00:00.000"}}"#;
+        let give_up = decode_give_up(message).expect("an on-failure message");
+        assert_eq!(give_up.table(), Some("staleless-users"));
+        assert_eq!(give_up.batch_size, Some(2));
+        assert_eq!(give_up.shard_id.as_deref(), Some("shardId-0001"));
+        for other in [
+            r#"{"v":1,"kind":"flush_all"}"#,
+            r#"{"DDBStreamBatchInfo":{}}"#,
+            "not json",
+            r#"{"DDBStreamBatchInfo":{"streamArn":7}}"#,
+        ] {
+            assert_eq!(decode_give_up(other), None, "{other}");
+        }
     }
 
     #[test]

@@ -348,13 +348,9 @@ impl Announcement<'_> {
     }
 }
 
-/// `staleless-users` from `arn:aws:dynamodb:<region>:<account>:table/staleless-users/stream/<label>`.
-#[must_use]
-pub fn table_of_stream_arn(arn: &str) -> Option<&str> {
-    let (_, rest) = arn.split_once(":table/")?;
-    let name = rest.split('/').next()?;
-    (!name.is_empty()).then_some(name)
-}
+/// The table a stream ARN belongs to: the one rule, shared with the tasks (which read it from
+/// give-up messages).
+pub use staleless_protocol::keys::table_of_stream_arn;
 
 /// The table a record says it comes from: the one of its `eventSourceARN`, else its `tableName`.
 #[must_use]

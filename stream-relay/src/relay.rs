@@ -38,7 +38,8 @@ pub struct RetryPolicy {
 impl RetryPolicy {
     /// Six attempts over about 1.5 s: enough to ride out a throttling burst, far inside the
     /// function's 30 s timeout, and short enough that a real outage is handed back to Lambda's
-    /// own retries (which bisect and finally park the batch on the dead-letter queue).
+    /// own retries (which bisect and finally give the batch up to the invalidation topic: every
+    /// task flushes that table, and the dead-letter queue keeps a copy).
     pub const DEFAULT: Self = Self {
         max_attempts: 6,
         initial_backoff: Duration::from_millis(50),

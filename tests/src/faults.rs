@@ -558,8 +558,12 @@ async fn hostile_fault(
                 probe?,
                 format!(
                     "0 failed; both tasks read through (`staleless_cache_trusted` 0, `/admin/cache/stats` \
-                     `reads: bypass`, the writer's lag {} by an hour); `staleless_ticks_rejected_total{{reason=\"future\"}}` = {rejected}",
-                    if offset > 0 { "negative" } else { "positive" }
+                     `reads: bypass`, {}); `staleless_ticks_rejected_total{{reason=\"future\"}}` = {rejected}",
+                    if offset > 0 {
+                        "the writer's ticks refused, its lag growing from its last beat before the jump"
+                    } else {
+                        "the writer's ticks admitted but an hour old: its lag an hour"
+                    }
                 ),
             ))
         }

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, QueueAttributeName};
-use staleless_protocol::{Invalidation, Source, decode};
+use staleless_protocol::{GiveUp, Invalidation, Source, decode, decode_give_up};
 use tokio_util::sync::CancellationToken;
 
 use super::queue::{self, HEARTBEAT_TAG, OWNER_TAG};
@@ -509,10 +509,15 @@ impl Listener {
             let Some(receipt) = message.receipt_handle else {
                 continue;
             };
-            match decode(message.body.as_deref().unwrap_or_default()) {
+            let body = message.body.as_deref().unwrap_or_default();
+            match decode(body) {
                 Ok(invalidation) => {
                     self.apply(&invalidation, now_ms);
                     metrics::counter!(names::QUEUE_MESSAGES, "outcome" => "applied").increment(1);
+                }
+                Err(_) if let Some(give_up) = decode_give_up(body) => {
+                    self.flush_given_up(&give_up);
+                    metrics::counter!(names::QUEUE_MESSAGES, "outcome" => "give_up").increment(1);
                 }
                 Err(err) => {
                     metrics::counter!(names::QUEUE_MESSAGES, "outcome" => "malformed").increment(1);
@@ -522,6 +527,33 @@ impl Listener {
             handled.push(receipt);
         }
         self.delete(queue, handled).await;
+    }
+
+    /// The event source mapping gave up records of a table (AWS's on-failure message, sent to the
+    /// topic): their invalidations will never arrive, so that table's caches are flushed — every
+    /// cache when the table is not one of this task's (a renamed table must not be missed).
+    fn flush_given_up(&self, give_up: &GiveUp) {
+        let tables = &self.state.config.tables;
+        let source = match give_up.table() {
+            Some(table) if table == tables.users_table => Some(Source::Users),
+            Some(table) if table == tables.roles_table => Some(Source::Roles),
+            _ => None,
+        };
+        match source {
+            Some(source) => self.state.directory.flush_source(source),
+            None => self.flush_all_sources("records of an unknown stream given up"),
+        }
+        let label = source.map_or("all", Source::as_str);
+        metrics::counter!(names::GIVE_UP_FLUSHES, "source" => label).increment(1);
+        tracing::warn!(
+            source = label,
+            stream = %give_up.stream_arn,
+            shard = give_up.shard_id.as_deref().unwrap_or(""),
+            first_sequence_number = give_up.start_sequence_number.as_deref().unwrap_or(""),
+            last_sequence_number = give_up.end_sequence_number.as_deref().unwrap_or(""),
+            records = give_up.batch_size.unwrap_or(0),
+            "the event source mapping gave up records: their invalidations are lost, cache flushed"
+        );
     }
 
     fn apply(&self, invalidation: &Invalidation, now_ms: i64) {

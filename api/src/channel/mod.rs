@@ -793,8 +793,8 @@ mod tests {
 
         /// With slots: whatever ticks arrive (any slot, any announcement, covering or not, any
         /// time), a cache is trusted only while, for some configured writer, every slot it
-        /// announced within `B` has a tick written and arrived within the bound, and its newest
-        /// tick says its slots cover the stream.
+        /// announced in a covering tick within `B` has a tick written and arrived within the
+        /// bound, and its newest tick says its slots cover the stream.
         #[test]
         fn no_slot_sequence_makes_trust_outlive_a_shards_proof(
             steps in proptest::collection::vec(
@@ -821,7 +821,7 @@ mod tests {
                 let recent = |at: i64| now - at <= bound;
                 let mut required: Vec<usize> = log
                     .iter()
-                    .filter(|entry| recent(entry.4))
+                    .filter(|entry| recent(entry.4) && entry.2)
                     .flat_map(|entry| entry.1.iter().copied().chain([entry.0]))
                     .collect();
                 required.sort_unstable();

@@ -242,9 +242,14 @@ impl WriterLedger {
         // now, not that later changes were sent: the write time only grows.
         ticks.newest_written_ms = ticks.newest_written_ms.max(written_ms);
         ticks.arrived_mono_ms = mono_ms;
-        let own = [proof.slot.to_owned()];
-        for slot in proof.slots.unwrap_or(&own).iter().chain(&own) {
-            self.announced.insert(slot.clone(), mono_ms);
+        // Only a covering announcement sets what is required: the candidates a writer tries
+        // while it looks for a new shard's slot (it says `covered: false` meanwhile) must not
+        // stay required after it settles on one.
+        if proof.covered {
+            let own = [proof.slot.to_owned()];
+            for slot in proof.slots.unwrap_or(&own).iter().chain(&own) {
+                self.announced.insert(slot.clone(), mono_ms);
+            }
         }
         if self.newest_written_ms.is_none_or(|newest| written_ms >= newest) {
             self.newest_written_ms = Some(written_ms);
@@ -451,6 +456,27 @@ mod tests {
         // An older tick arriving late does not take the newer word back.
         ledger.record(&proof("0", &slots, false), NOW - 5_000, 2);
         assert!(ledger.vouches_until(&rules, NOW + 2, 2).is_some());
+    }
+
+    #[test]
+    fn candidates_tried_while_not_covering_are_never_required() {
+        let rules = rules();
+        let mut ledger = WriterLedger::default();
+        let candidates: Vec<String> = ["0", "1", "2"].map(str::to_owned).to_vec();
+        for slot in ["1", "2"] {
+            ledger.record(&proof(slot, &candidates, false), NOW, 0);
+        }
+        let settled: Vec<String> = vec!["0".to_owned(), "1".to_owned()];
+        for slot in ["0", "1"] {
+            ledger.record(&proof(slot, &settled, true), NOW + 100, 100);
+        }
+        let required: Vec<String> = ledger
+            .required_slots(&rules, 100)
+            .into_iter()
+            .map(|(slot, _)| slot)
+            .collect();
+        assert_eq!(required, ["0", "1"], "candidate 2 is not required");
+        assert!(ledger.vouches_until(&rules, NOW + 100, 100).is_some());
     }
 
     #[test]

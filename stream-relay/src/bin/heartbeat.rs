@@ -1,9 +1,10 @@
-//! The `heartbeat` Lambda: invoked once a minute by its schedule, it writes a heartbeat into each
-//! table every `HEARTBEAT_INTERVAL_SECS` for `HEARTBEAT_RUN_SECS`, then returns (see
-//! [`stream_relay::heartbeat`]).
+//! The `heartbeat` Lambda: invoked once a minute by its schedule, it writes a heartbeat item per
+//! stream shard into each table every `HEARTBEAT_INTERVAL_SECS` for `HEARTBEAT_RUN_SECS`, then
+//! returns (see [`stream_relay::heartbeat`]). The writer outlives invocations, so a warm
+//! environment keeps the slots it found.
 
 use lambda_runtime::{LambdaEvent, service_fn};
-use stream_relay::heartbeat::{DynamoHeartbeats, HeartbeatConfig, HeartbeatWriter};
+use stream_relay::heartbeat::{HeartbeatConfig, HeartbeatWriter};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]
@@ -12,7 +13,7 @@ async fn main() -> Result<(), lambda_runtime::Error> {
 
     let (config, run_for) = HeartbeatConfig::from_lookup(|name| std::env::var(name).ok())?;
     let aws = stream_relay::aws_config_with_timeouts().await;
-    let writer = HeartbeatWriter::new(DynamoHeartbeats::new(aws_sdk_dynamodb::Client::new(&aws)), config);
+    let writer = HeartbeatWriter::on_aws(&aws, config);
     let writer = &writer;
     lambda_runtime::run(service_fn(move |_: LambdaEvent<serde_json::Value>| async move {
         let run = writer.run_for(Some(run_for), &CancellationToken::new()).await;
