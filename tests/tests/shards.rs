@@ -369,15 +369,20 @@ async fn one_stuck_shard_of_four_stops_trust_within_the_bound() {
     assert!(control > BOUND, "the control should break the bound: {control:?}");
 }
 
-#[tokio::test]
-async fn a_shard_split_during_ticks_leaves_no_child_unproven_and_trust_returns() {
+/// Shard 0 splits during ticks: slot 0's item now lands on child shard-4; child shard-5 holds no
+/// slot until the writer finds one (slot 4), 300 ms later, and its batches fail until 4 s in.
+/// With `per_shard` false the writer is the one before slots: one item, on shard 0 then shard-4.
+async fn a_split_during_ticks(per_shard: bool) -> (Duration, bool) {
     let row = Row::start(&["shard-0", "shard-1", "shard-2", "shard-3"], FailurePolicy::default());
     let mut consumer = Consumer::new(true);
-    let four = slots(&["0", "1", "2", "3"]);
-    warm(&row, &mut consumer, &FOUR, &four).await;
+    let (before, after_split): (Vec<(&'static str, &'static str)>, Vec<(&'static str, &'static str)>) = if per_shard {
+        (FOUR.to_vec(), vec![("0", "shard-4"), ("1", "shard-1"), ("2", "shard-2"), ("3", "shard-3")])
+    } else {
+        (vec![("0", "shard-0")], vec![("0", "shard-4")])
+    };
+    let announced_before = slots(&before.iter().map(|(slot, _)| *slot).collect::<Vec<_>>());
+    warm(&row, &mut consumer, &before, &announced_before).await;
 
-    // Shard 0 splits: slot 0's item now lands on child shard-4; child shard-5 holds no slot
-    // until the writer finds one (slot 4), 300 ms later. Shard-5's batches fail until 3 s in.
     row.stream.with_shard("shard-4", Some("shard-0"), []);
     row.stream.with_shard("shard-5", Some("shard-0"), []);
     row.stream.close("shard-0");
@@ -385,27 +390,37 @@ async fn a_shard_split_during_ticks_leaves_no_child_unproven_and_trust_returns()
     row.write_user("shard-5", "u-new");
     let changed = Instant::now();
     let function = row.function.clone();
-    let after_split = [("0", "shard-4"), ("1", "shard-1"), ("2", "shard-2"), ("3", "shard-3")];
-    let (worst, trusted_at_the_end) = watch(&row, &mut consumer, "u-new", changed, |elapsed| {
-        if elapsed >= Duration::from_secs(3) {
+    let result = watch(&row, &mut consumer, "u-new", changed, |elapsed| {
+        if elapsed >= Duration::from_secs(4) {
             function.stuck.lock().expect("lock").clear();
         }
-        if elapsed < Duration::from_millis(300) {
-            (after_split.to_vec(), four.clone(), false)
+        if !per_shard {
+            (after_split.clone(), announced_before.clone(), true)
+        } else if elapsed < Duration::from_millis(300) {
+            (after_split.clone(), announced_before.clone(), false)
         } else {
-            let mut placement = after_split.to_vec();
+            let mut placement = after_split.clone();
             placement.push(("4", "shard-5"));
             (placement, slots(&["0", "1", "2", "3", "4"]), true)
         }
     })
     .await;
     row.stop();
+    result
+}
+
+#[tokio::test]
+async fn a_shard_split_during_ticks_leaves_no_child_unproven_and_trust_returns() {
+    let (worst, trusted_at_the_end) = a_split_during_ticks(true).await;
     println!("shard split: worst staleness allowed {worst:?} (bound {BOUND:?})");
-    assert!(
-        worst <= BOUND,
-        "a change on the new shard was trusted {worst:?} after it"
-    );
+    assert!(worst <= BOUND, "a change on the new shard was trusted {worst:?} after it");
     assert!(trusted_at_the_end, "trust never came back after the split was covered");
+
+    // The control: one heartbeat item proves one child; the other child's change, held back
+    // for 4 s, is trusted all along.
+    let (control, _) = a_split_during_ticks(false).await;
+    println!("control, one heartbeat item: worst staleness allowed {control:?}");
+    assert!(control > BOUND, "the control should break the bound: {control:?}");
 }
 
 /// A batch given up to the on-failure destination (retries exhausted), after which the shard
