@@ -1,5 +1,5 @@
 //! The staleless API: an axum service whose in-memory caches are kept fresh by its own
-//! invalidation queue (DESIGN.md §3).
+//! invalidation queue (`docs/design.md`).
 //!
 //! - [`config`]: typed configuration from environment variables, with defaults.
 //! - [`error`]: [`AppError`], the one error enum, mapped to JSON responses once.

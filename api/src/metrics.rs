@@ -1,4 +1,4 @@
-//! Metric names (the first four are the contract of DESIGN.md §5) and the Prometheus recorder.
+//! Metric names (the first four are a contract, `docs/design.md`) and the Prometheus recorder.
 //!
 //! The recorder is process-wide (the `metrics` facade has one global recorder), so two API
 //! instances in one test process share it; per-instance numbers are in `/admin/cache/stats`.

@@ -1,4 +1,4 @@
-//! Permission resolution (DESIGN.md §1), a pure function of a user's IdP roles and the role
+//! Permission resolution (`docs/design.md`, "Data model"), a pure function of a user's IdP roles and the role
 //! catalogue.
 //!
 //! IdP roles → enabled AppRoles whose `jwtRoleMappings` contain any of them; none → the `default`

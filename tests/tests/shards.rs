@@ -376,7 +376,10 @@ async fn a_split_during_ticks(per_shard: bool) -> (Duration, bool) {
     let row = Row::start(&["shard-0", "shard-1", "shard-2", "shard-3"], FailurePolicy::default());
     let mut consumer = Consumer::new(true);
     let (before, after_split): (Vec<(&'static str, &'static str)>, Vec<(&'static str, &'static str)>) = if per_shard {
-        (FOUR.to_vec(), vec![("0", "shard-4"), ("1", "shard-1"), ("2", "shard-2"), ("3", "shard-3")])
+        (
+            FOUR.to_vec(),
+            vec![("0", "shard-4"), ("1", "shard-1"), ("2", "shard-2"), ("3", "shard-3")],
+        )
     } else {
         (vec![("0", "shard-0")], vec![("0", "shard-4")])
     };
@@ -413,7 +416,10 @@ async fn a_split_during_ticks(per_shard: bool) -> (Duration, bool) {
 async fn a_shard_split_during_ticks_leaves_no_child_unproven_and_trust_returns() {
     let (worst, trusted_at_the_end) = a_split_during_ticks(true).await;
     println!("shard split: worst staleness allowed {worst:?} (bound {BOUND:?})");
-    assert!(worst <= BOUND, "a change on the new shard was trusted {worst:?} after it");
+    assert!(
+        worst <= BOUND,
+        "a change on the new shard was trusted {worst:?} after it"
+    );
     assert!(trusted_at_the_end, "trust never came back after the split was covered");
 
     // The control: one heartbeat item proves one child; the other child's change, held back

@@ -12,7 +12,7 @@
 //! policy added out of band). A queue deleted out of band is recreated and resubscribed. Either
 //! way the caches are flushed, since messages were lost. On shutdown: unsubscribe, then delete
 //! the queue (in that order: moto and SNS misbehave on subscriptions whose queue is gone,
-//! DESIGN.md §6).
+//! `docs/design.md`, "Where the local emulator differs from AWS").
 
 use std::time::{Duration, Instant};
 

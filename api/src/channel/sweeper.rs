@@ -8,7 +8,7 @@
 //! whose heartbeat tag is stale (a live task re-tags its own queue every
 //! `QUEUE_HEARTBEAT_INTERVAL_SECS`, far more often than `QUEUE_STALE_AFTER_SECS`), and removes
 //! subscriptions of the topic whose queue no longer exists — in moto such a subscription even
-//! stops delivery to the subscribers after it (DESIGN.md §6).
+//! stops delivery to the subscribers after it (`docs/design.md`, "Where the local emulator differs from AWS").
 
 use std::time::Duration;
 

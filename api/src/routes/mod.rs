@@ -1,4 +1,4 @@
-//! The HTTP surface (DESIGN.md §5): the router, the extractors that turn a request into a
+//! The HTTP surface (`docs/design.md`, and the README's *The API*): the router, the extractors that turn a request into a
 //! caller, and the JSON body extractors whose rejections are [`AppError`]s.
 //!
 //! - [`users`]: `GET /users/me`, `POST /users/me/sync`.

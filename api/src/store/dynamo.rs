@@ -2,7 +2,7 @@
 //!
 //! Every read here may fill a cache, so every read of an item is strongly consistent and on the
 //! base table: a GSI read is eventually consistent and could re-cache the old value right after
-//! an invalidation (DESIGN.md §1). The one index read lists role ids (never role data), and the
+//! an invalidation (`docs/design.md`, "Data model"). The one index read lists role ids (never role data), and the
 //! roles changed moments ago are read even when that listing does not show them yet.
 
 use std::collections::{BTreeSet, HashMap};
