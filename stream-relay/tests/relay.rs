@@ -518,7 +518,8 @@ async fn each_heartbeat_slot_is_a_tick_of_its_own_carrying_the_writers_announcem
     let event: Event = serde_json::from_value(event).expect("event");
     let outcome = relay.handle_event(&event).await;
     assert!(outcome.response.batch_item_failures.is_empty());
-    let ticks: Vec<(Option<String>, Option<String>, Option<Vec<String>>, Option<bool>)> = accepted(&publisher)
+    type TickFields = (Option<String>, Option<String>, Option<Vec<String>>, Option<bool>);
+    let ticks: Vec<TickFields> = accepted(&publisher)
         .into_iter()
         .filter_map(|message| match message {
             Invalidation::Tick {

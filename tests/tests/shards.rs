@@ -312,6 +312,9 @@ fn slots(names: &[&str]) -> Vec<String> {
     names.iter().map(|name| (*name).to_owned()).collect()
 }
 
+/// A heartbeat slot and the shard its item lands on.
+type Placement = (&'static str, &'static str);
+
 const FOUR: [(&str, &str); 4] = [("0", "shard-0"), ("1", "shard-1"), ("2", "shard-2"), ("3", "shard-3")];
 
 /// Warms the consumer: every shard flows, it trusts its cache.
@@ -375,7 +378,7 @@ async fn one_stuck_shard_of_four_stops_trust_within_the_bound() {
 async fn a_split_during_ticks(per_shard: bool) -> (Duration, bool) {
     let row = Row::start(&["shard-0", "shard-1", "shard-2", "shard-3"], FailurePolicy::default());
     let mut consumer = Consumer::new(true);
-    let (before, after_split): (Vec<(&'static str, &'static str)>, Vec<(&'static str, &'static str)>) = if per_shard {
+    let (before, after_split): (Vec<Placement>, Vec<Placement>) = if per_shard {
         (
             FOUR.to_vec(),
             vec![("0", "shard-4"), ("1", "shard-1"), ("2", "shard-2"), ("3", "shard-3")],

@@ -433,13 +433,12 @@ impl ChannelHealth {
             return Duration::ZERO;
         }
         let until = self.trusted_until[slot(source)].load(Ordering::Acquire);
-        let ended = if until == NO_TRUST {
+        if until == NO_TRUST {
             self.since_tick(source)
                 .map_or(Duration::ZERO, |since| since.saturating_sub(self.bound()))
         } else {
             Duration::from_millis(mono_ms.saturating_sub(u64::try_from(until).unwrap_or(0)))
-        };
-        ended
+        }
     }
 
     fn source_report(&self, source: Source) -> SourceReport {
