@@ -124,40 +124,19 @@ impl TrustRules {
         Ok(slot)
     }
 
-    /// Whether one writer's ticks vouch for a cache at `now_ms`: its newest admitted tick was
-    /// written at `newest_written_ms` and one arrived `since_arrival` ago. Both must be recent:
-    /// the write time (plus the tolerance) catches a backlog, the arrival (this task's monotonic
-    /// clock) a silent path or a writer's clock running ahead.
+    /// The last monotonic ms at which a slot's ticks vouch, computed at (`now_ms`, `mono_ms`):
+    /// its newest tick (written at `written_ms`, writer's clock) must be younger than `B` less
+    /// the tolerance, carried onto the monotonic clock now — the lag catches a backlog — and one
+    /// must have arrived within `B` (at `arrived_mono_ms`) — the arrival catches a silent path or
+    /// a writer's clock running ahead. Negative when that moment has passed.
     #[must_use]
-    pub fn vouches(&self, newest_written_ms: Option<i64>, since_arrival: Option<Duration>, now_ms: i64) -> bool {
-        let lag_ok = newest_written_ms.is_some_and(|written| {
-            now_ms
-                .saturating_sub(written)
-                .saturating_add(millis(self.future_tolerance))
-                <= millis(self.bound)
-        });
-        lag_ok && since_arrival.is_some_and(|gap| gap <= self.bound)
-    }
-
-    /// How far past the bound one writer's ticks are at `now_ms` (zero while they vouch).
-    #[must_use]
-    pub fn beyond_bound(
-        &self,
-        newest_written_ms: Option<i64>,
-        since_arrival: Option<Duration>,
-        now_ms: i64,
-    ) -> Duration {
-        if self.vouches(newest_written_ms, since_arrival, now_ms) {
-            return Duration::ZERO;
-        }
-        let lag = newest_written_ms.map_or(0, |written| {
-            now_ms
-                .saturating_sub(written)
-                .saturating_add(millis(self.future_tolerance))
-        });
-        let lag = Duration::from_millis(u64::try_from(lag).unwrap_or(0));
-        lag.max(since_arrival.unwrap_or(Duration::ZERO))
-            .saturating_sub(self.bound)
+    pub fn slot_deadline(&self, written_ms: i64, arrived_mono_ms: u64, now_ms: i64, mono_ms: u64) -> i128 {
+        let lag_left = i128::from(written_ms) + i128::from(millis(self.bound))
+            - i128::from(millis(self.future_tolerance))
+            - i128::from(now_ms);
+        let by_lag = i128::from(mono_ms) + lag_left;
+        let by_arrival = i128::from(arrived_mono_ms) + i128::from(millis(self.bound));
+        by_lag.min(by_arrival)
     }
 }
 
@@ -274,15 +253,7 @@ impl WriterLedger {
                 continue;
             }
             let ticks = self.slots.get(slot)?;
-            // The wall-clock deadline of the write time, carried onto the monotonic clock now.
-            let lag_left = ticks
-                .newest_written_ms
-                .saturating_add(millis(rules.bound))
-                .saturating_sub(millis(rules.future_tolerance))
-                .saturating_sub(now_ms);
-            let by_lag = i128::from(mono_ms) + i128::from(lag_left);
-            let by_arrival = i128::from(ticks.arrived_mono_ms) + i128::from(bound);
-            let slot_until = by_lag.min(by_arrival);
+            let slot_until = rules.slot_deadline(ticks.newest_written_ms, ticks.arrived_mono_ms, now_ms, mono_ms);
             if slot_until < 0 {
                 return None;
             }
@@ -391,21 +362,19 @@ mod tests {
     #[test]
     fn the_tolerance_is_charged_against_the_bound() {
         let rules = rules();
-        let arrived = Some(Duration::from_secs(1));
-        assert!(rules.vouches(Some(NOW - 14_500), arrived, NOW));
+        // Written now, arrived now: vouches for B less T.
+        assert_eq!(rules.slot_deadline(NOW, 0, NOW, 0), 14_500);
+        // Written 14.5 s ago, arrived a second ago: its time is up now.
+        assert_eq!(rules.slot_deadline(NOW - 14_500, 0, NOW, 1_000), 1_000);
+        assert!(rules.slot_deadline(NOW - 14_501, 0, NOW, 1_000) < 1_000);
+        // Written half a second ahead (the tolerance): vouches for the whole bound.
+        assert_eq!(rules.slot_deadline(NOW + 500, 0, NOW, 0), 15_000);
+        // Arrived 15 s ago: the arrival decides, whatever the write time says.
+        assert_eq!(rules.slot_deadline(NOW, 0, NOW, 15_001), 15_000);
         assert!(
-            !rules.vouches(Some(NOW - 14_501), arrived, NOW),
-            "14.5 s plus 0.5 s of tolerance is the bound"
+            rules.slot_deadline(i64::MIN, 0, i64::MAX, u64::MAX) < i128::from(u64::MAX),
+            "extremes never overflow into trust"
         );
-        assert!(rules.vouches(Some(NOW + 500), arrived, NOW));
-        assert!(!rules.vouches(Some(NOW), Some(Duration::from_millis(15_001)), NOW));
-        assert!(!rules.vouches(None, arrived, NOW));
-        assert!(!rules.vouches(Some(NOW), None, NOW));
-        assert_eq!(
-            rules.beyond_bound(Some(NOW - 20_000), arrived, NOW),
-            Duration::from_millis(5_500)
-        );
-        assert_eq!(rules.beyond_bound(Some(NOW), arrived, NOW), Duration::ZERO);
     }
 
     #[test]
