@@ -151,7 +151,8 @@ impl Stack {
             .unwrap_or_default()
     }
 
-    /// `(subscription ARN, endpoint)` of the topic's subscriptions.
+    /// `(subscription ARN, endpoint)` of the topic's subscriptions of task queues (not the
+    /// dead-letter queue's, which copies give-ups for operators).
     async fn subscriptions(&self) -> Vec<(String, String)> {
         self.aws
             .sns()
@@ -164,6 +165,7 @@ impl Stack {
             .unwrap_or_default()
             .into_iter()
             .map(|s| (s.subscription_arn.unwrap_or_default(), s.endpoint.unwrap_or_default()))
+            .filter(|(_, endpoint)| self.stack.is_task_queue(endpoint))
             .collect()
     }
 

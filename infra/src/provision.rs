@@ -64,6 +64,18 @@ pub struct Provisioned {
     pub task_queue_prefix: String,
 }
 
+impl Provisioned {
+    /// Whether a subscription endpoint (a queue ARN) is an API task's queue: the topic also has
+    /// the dead-letter queue's subscription (which copies give-ups for operators), which no test
+    /// of the tasks' own subscriptions may count or pick.
+    #[must_use]
+    pub fn is_task_queue(&self, queue_arn_or_url: &str) -> bool {
+        let name = queue_arn_or_url.rsplit(['/', ':']).next().unwrap_or_default();
+        name.strip_prefix(self.task_queue_prefix.as_str())
+            .is_some_and(|rest| rest.starts_with('-'))
+    }
+}
+
 fn classify<E, R>(endpoint: &str, operation: &'static str, resource: &str, err: SdkError<E, R>) -> ProvisionError
 where
     E: std::error::Error + Send + Sync + 'static,
@@ -343,5 +355,28 @@ pub async fn teardown(config: &SdkConfig, stack: &Provisioned) {
     let _ = sns.delete_topic().topic_arn(&stack.topic_arn).send().await;
     if !stack.dead_letter_queue_url.is_empty() {
         let _ = sqs.delete_queue().queue_url(&stack.dead_letter_queue_url).send().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn task_queues_are_told_from_the_dead_letter_queue() {
+        let stack = Provisioned {
+            prefix: "p".into(),
+            users_table: String::new(),
+            roles_table: String::new(),
+            users_stream_arn: String::new(),
+            roles_stream_arn: String::new(),
+            topic_arn: String::new(),
+            dead_letter_queue_url: String::new(),
+            task_queue_prefix: "p-task".into(),
+        };
+        assert!(stack.is_task_queue("arn:aws:sqs:us-east-1:1:p-task-abc"));
+        assert!(stack.is_task_queue("http://127.0.0.1:4566/1/p-task-abc-2"));
+        assert!(!stack.is_task_queue("arn:aws:sqs:us-east-1:1:p-relay-dlq"));
+        assert!(!stack.is_task_queue("arn:aws:sqs:us-east-1:1:p-tasks"));
     }
 }

@@ -614,10 +614,17 @@ async fn inject_silent_fault(
                 .await?
                 .subscriptions
                 .unwrap_or_default();
+            // A task's subscription: the dead-letter queue's is not one.
             let victim = subscriptions
-                .first()
+                .iter()
+                .find(|subscription| {
+                    subscription
+                        .endpoint
+                        .as_deref()
+                        .is_some_and(|endpoint| system.stack.is_task_queue(endpoint))
+                })
                 .and_then(|subscription| subscription.subscription_arn.clone())
-                .context("no subscription")?;
+                .context("no task subscription")?;
             if row == Row::SubscriptionRemoved {
                 sns.unsubscribe().subscription_arn(victim).send().await?;
             } else {

@@ -169,7 +169,7 @@ pub async fn put_unreadable_user_item(system: &LocalSystem) -> anyhow::Result<()
     put(system, &system.stack.users_table, item).await
 }
 
-/// Gives every subscription of the topic a filter policy matching nothing, and removes it again
+/// Gives every task's subscription of the topic a filter policy matching nothing, and removes it again
 /// after `outage`: a silent outage shorter than half the bound, so no task's subscription check
 /// sees it and only the gap in its heartbeats can.
 ///
@@ -188,6 +188,12 @@ pub async fn filter_every_subscription_for(
         .subscriptions
         .unwrap_or_default()
         .into_iter()
+        .filter(|subscription| {
+            subscription
+                .endpoint
+                .as_deref()
+                .is_some_and(|endpoint| system.stack.is_task_queue(endpoint))
+        })
         .filter_map(|subscription| subscription.subscription_arn)
         .collect();
     anyhow::ensure!(!subscriptions.is_empty(), "no subscription to filter");

@@ -12,7 +12,7 @@ const SWEEP_EVERY_SECS: &str = "1";
 /// every second, so a live one is never near it.
 const STALE_AFTER_SECS: u64 = 5;
 
-/// The topic's subscription endpoints (queue ARNs).
+/// The topic's subscription endpoints of task queues (queue ARNs).
 async fn subscribed_queues(system: &LocalSystem) -> anyhow::Result<Vec<String>> {
     let output = system
         .aws
@@ -26,6 +26,7 @@ async fn subscribed_queues(system: &LocalSystem) -> anyhow::Result<Vec<String>> 
         .unwrap_or_default()
         .into_iter()
         .filter_map(|subscription| subscription.endpoint)
+        .filter(|endpoint| system.stack.is_task_queue(endpoint))
         .collect())
 }
 
