@@ -205,7 +205,9 @@ fn print_banner(
         let role = match component.name() {
             "lambda" => "the local Lambda (cargo lambda watch): Runtime and Invoke APIs",
             "relay" => "the stream-relay Lambda binary, invoked by the event source",
-            "event source" => "streams -> Invoke(stream-relay) as Lambda's event source mapping; give-ups -> the topic (and the DLQ)",
+            "event source" => {
+                "streams -> Invoke(stream-relay) as Lambda's event source mapping; give-ups -> the topic (and the DLQ)"
+            }
             "heartbeat" => "a heartbeat into each table every HEARTBEAT_INTERVAL_SECS; back to every task as ticks",
             _ => "removes queues and subscriptions of crashed tasks every SWEEP_INTERVAL_SECS",
         };

@@ -180,8 +180,9 @@ pub struct ChannelReport {
 /// [`ChannelHealth::admit_tick`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TickAdmission {
-    /// The writer's state slot.
-    pub slot: usize,
+    /// Which configured writer (its index in [`TrustRules::writers`]) the tick is of; not to be
+    /// confused with the heartbeat slot, which is the proof's.
+    pub writer_index: usize,
     /// The newest tick of the same writer and heartbeat slot before this one, for the gap test.
     pub previous_ms: Option<i64>,
     /// The cache is not trusted now and will be once the tick is recorded: flush it first.
@@ -347,15 +348,15 @@ impl ChannelHealth {
         now_ms: i64,
         mono_ms: u64,
     ) -> Result<TickAdmission, TickRejection> {
-        let writer_slot = self.rules.admit(writer, written_ms, now_ms)?;
+        let writer_index = self.rules.admit(writer, written_ms, now_ms)?;
         let mut ledgers = self.ledgers().clone();
-        let previous_ms = ledgers[writer_slot][slot(source)].previous_ms(proof.slot);
-        ledgers[writer_slot][slot(source)].record(proof, written_ms, mono_ms);
+        let previous_ms = ledgers[writer_index][slot(source)].previous_ms(proof.slot);
+        ledgers[writer_index][slot(source)].record(proof, written_ms, mono_ms);
         let restores_trust = self.subscribed.load(Ordering::Acquire)
             && !self.is_trusted_at(source, mono_ms)
             && self.trusted_until_of(&ledgers, source, now_ms, mono_ms) >= i64::try_from(mono_ms).unwrap_or(i64::MAX);
         Ok(TickAdmission {
-            slot: writer_slot,
+            writer_index: writer_index,
             previous_ms,
             restores_trust,
         })
@@ -377,7 +378,7 @@ impl ChannelHealth {
         mono_ms: u64,
     ) {
         let mut ledgers = self.ledgers();
-        ledgers[admission.slot][slot(source)].record(proof, written_ms, mono_ms);
+        ledgers[admission.writer_index][slot(source)].record(proof, written_ms, mono_ms);
         let until = self.trusted_until_of(&ledgers, source, now_ms, mono_ms);
         self.trusted_until[slot(source)].store(until, Ordering::Release);
     }
@@ -386,10 +387,10 @@ impl ChannelHealth {
     /// tests that run without a heartbeat writer.
     pub fn record_ticks_now(&self) {
         let (now_ms, mono_ms) = (unix_now_ms(), self.mono_ms());
-        for writer_slot in 0..self.rules.writers().len() {
+        for writer_index in 0..self.rules.writers().len() {
             for source in SOURCES {
                 let admission = TickAdmission {
-                    slot: writer_slot,
+                    writer_index: writer_index,
                     previous_ms: None,
                     restores_trust: false,
                 };
