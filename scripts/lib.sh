@@ -1,41 +1,76 @@
-# Shared by scripts/run and scripts/test: the project-local Python virtualenv and its tools.
+# Shared by scripts/run, scripts/test and scripts/bench: the Python tools, set up once per machine.
 # shellcheck shell=bash
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+# The project's virtualenv, as every tool and test finds it: a link into the machine's cache.
 venv="$root/.venv"
 # checkov pins boto3 to a release aws-sam-cli refuses, so it gets a virtualenv of its own.
 checkov_venv="$root/.venv-checkov"
+# Set-up kept per machine, not per clone: virtualenvs keyed by what they hold, and the stamps of
+# template checks that passed. `STALELESS_CACHE` moves it.
+cache_dir="${STALELESS_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/staleless}"
 
-# ensure_venv_in DIR REQUIREMENTS_FILE...: creates the virtualenv DIR when missing and installs
-# each requirements file once (a stamp per file, redone when the file changes), so a second run
-# costs nothing.
-ensure_venv_in() {
-    local dir="$1"
-    shift
-    if [ ! -x "$dir/bin/pip" ]; then
-        echo "==> creating $dir"
-        python3 -m venv "$dir"
-    fi
-    local requirements stamp
-    for requirements in "$@"; do
-        stamp="$dir/.installed-$(basename "$requirements").$(cksum < "$requirements" | cut -d' ' -f1)"
-        if [ ! -e "$stamp" ]; then
-            echo "==> pip install -r ${requirements#"$root"/} (into ${dir#"$root"/})"
-            "$dir/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
-            touch "$stamp"
-        fi
-    done
+# content_key FILE...: a short hash of the files' contents and of the Python that runs them.
+content_key() {
+    { python3 --version 2>&1; cat "$@"; } | sha256sum | cut -c1-16
 }
 
-# ensure_venv REQUIREMENTS_FILE...: the project virtualenv, .venv.
+# ensure_venv_in LINK BASE_REQUIREMENTS [MORE_REQUIREMENTS...]: makes LINK a link to the
+# machine's virtualenv for BASE_REQUIREMENTS (created and installed once per machine, keyed by
+# the file's hash) and installs each further requirements file into it once (a stamp per file's
+# hash). Another clone, or a second run, costs nothing. Runs under a lock, so clones set up
+# beside each other share one install.
+ensure_venv_in() {
+    local link="$1" base="$2"
+    shift 2
+    local name dir
+    name="$(basename "$link" | sed 's/^\.//')"
+    dir="$cache_dir/venvs/$name-$(content_key "$base")"
+    mkdir -p "$cache_dir/venvs"
+    (
+        flock 9
+        if [ ! -e "$dir/.installed" ]; then
+            rm -rf "$dir"
+            echo "==> creating $dir (pip install -r ${base#"$root"/})"
+            python3 -m venv "$dir"
+            "$dir/bin/pip" install --quiet --disable-pip-version-check -r "$base"
+            touch "$dir/.installed"
+        fi
+        local requirements stamp
+        for requirements in "$@"; do
+            stamp="$dir/.installed-$(basename "$requirements")-$(content_key "$requirements")"
+            if [ ! -e "$stamp" ]; then
+                echo "==> pip install -r ${requirements#"$root"/} (into $dir)"
+                "$dir/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
+                touch "$stamp"
+            fi
+        done
+    ) 9>"$dir.lock"
+    # A clone made before venvs were cached holds a real directory here: replace it by the link.
+    if [ -d "$link" ] && [ ! -L "$link" ]; then
+        rm -rf "$link"
+    fi
+    ln -sfn "$dir" "$link"
+}
+
+# ensure_venv REQUIREMENTS_FILE...: the project virtualenv, .venv: moto server, then the rest.
 ensure_venv() {
-    ensure_venv_in "$venv" "$@"
+    ensure_venv_in "$venv" "$root/infra/requirements-emulator.txt" "$@"
 }
 
 require_cargo() {
     if ! command -v cargo >/dev/null 2>&1; then
         echo "error: cargo not found; install Rust with rustup (https://rustup.rs) and re-run" >&2
         exit 1
+    fi
+}
+
+# require_nextest: cargo-nextest, the test runner scripts/test uses; installed from crates.io
+# once per machine when missing.
+require_nextest() {
+    if ! cargo nextest --version >/dev/null 2>&1; then
+        echo "==> cargo install cargo-nextest (once per machine)"
+        cargo install --locked cargo-nextest
     fi
 }
 

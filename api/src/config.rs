@@ -213,8 +213,9 @@ pub struct ChannelConfig {
     about = "Removes the queues and subscriptions of crashed API tasks"
 )]
 pub struct SweeperConfig {
-    /// The topic the tasks subscribe to.
-    #[arg(long, env = "INVALIDATION_TOPIC_ARN")]
+    /// The topic the tasks subscribe to. Named after its variable, so that the error a Lambda
+    /// without it logs says what to set.
+    #[arg(long, env = "INVALIDATION_TOPIC_ARN", value_name = "INVALIDATION_TOPIC_ARN")]
     pub topic_arn: String,
     /// Only queues named `<prefix>-…` are considered: the tasks' `QUEUE_NAME_PREFIX`.
     #[arg(long, env = "QUEUE_NAME_PREFIX", default_value = "staleless-task")]

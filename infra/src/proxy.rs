@@ -8,7 +8,7 @@
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering};
 
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
@@ -24,6 +24,8 @@ pub struct SwitchableProxy {
     cut: Arc<tokio::sync::watch::Sender<u64>>,
     /// Stops the accept loop.
     shutdown: CancellationToken,
+    /// Connections refused while switched off.
+    refused: Arc<AtomicU64>,
 }
 
 /// Connections are forwarded.
@@ -42,11 +44,15 @@ impl SwitchableProxy {
         let mode = Arc::new(AtomicU8::new(FORWARD));
         let (cut, _) = tokio::sync::watch::channel(0_u64);
         let cut = Arc::new(cut);
+        let refused = Arc::new(AtomicU64::new(0));
         let (url, shutdown) = forward_loopback(target, {
-            let (mode, cut) = (Arc::clone(&mode), Arc::clone(&cut));
+            let (mode, cut, refused) = (Arc::clone(&mode), Arc::clone(&cut), Arc::clone(&refused));
             move |mut client, mut server| {
                 // Read at accept time: a connection made while switched off is refused.
                 let mode = mode.load(Ordering::SeqCst);
+                if mode == REFUSE {
+                    refused.fetch_add(1, Ordering::SeqCst);
+                }
                 let mut cut_signal = cut.subscribe();
                 async move {
                     match mode {
@@ -71,6 +77,7 @@ impl SwitchableProxy {
             mode,
             cut,
             shutdown,
+            refused,
         })
     }
 
@@ -78,6 +85,13 @@ impl SwitchableProxy {
     #[must_use]
     pub fn url(&self) -> &str {
         &self.url
+    }
+
+    /// How many connections were refused while switched off: a test waits for the attempts it
+    /// needs instead of sleeping for them.
+    #[must_use]
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::SeqCst)
     }
 
     /// Refuses new connections and cuts open ones.

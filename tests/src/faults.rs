@@ -36,6 +36,10 @@ pub const CHECK_PATIENCE: Duration = Duration::from_secs(60);
 /// Concurrent writers: enough to make bursts, few enough for a 2-core machine.
 const WRITE_CONCURRENCY: usize = 8;
 
+/// Publish attempts the relay must see refused before the SNS row brings SNS back: enough to
+/// span its retries and backoffs.
+const FAILED_PUBLISHES_BEFORE_SNS_RETURNS: u64 = 4;
+
 /// One row of the matrix.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Row {
@@ -288,11 +292,19 @@ async fn run_on(system: &mut LocalSystem, row: Row) -> anyhow::Result<RowReport>
         }
         Row::SnsUnavailable => {
             let proxy = system.sns_proxy.as_ref().context("row needs the SNS proxy")?;
+            let refused_before = proxy.refused();
             proxy.switch_off();
             writes += write_round(system, &users, 1).await?;
             writes += write_round(system, &users, 2).await?;
-            // Long enough for several failed publish attempts and backoffs.
-            tokio::time::sleep(Duration::from_secs(3)).await;
+            // Several failed publish attempts and backoffs, counted at the proxy, not slept for.
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while proxy.refused() < refused_before + FAILED_PUBLISHES_BEFORE_SNS_RETURNS {
+                anyhow::ensure!(
+                    Instant::now() < deadline,
+                    "the relay made no publish attempts while SNS was off"
+                );
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
             if let Some(proxy) = system.sns_proxy.as_ref() {
                 proxy.switch_on();
             }

@@ -4,6 +4,7 @@
 
 use std::time::{Duration, Instant};
 
+use staleless_api::channel::sweeper::NOTHING_TO_SWEEP;
 use staleless_tests::{LocalSystem, SystemOptions};
 
 /// How often the sweeper sweeps here (300 s as shipped).
@@ -11,6 +12,10 @@ const SWEEP_EVERY_SECS: &str = "1";
 /// A heartbeat tag older than this is a dead task's (600 s as shipped); the tasks here re-tag
 /// every second, so a live one is never near it.
 const STALE_AFTER_SECS: u64 = 5;
+
+/// Sweeps that must find nothing after the dead task's leftovers are gone: each one lists the
+/// live task's queue and leaves it.
+const MORE_SWEEPS: usize = 3;
 
 /// The topic's subscription endpoints of task queues (queue ARNs).
 async fn subscribed_queues(system: &LocalSystem) -> anyhow::Result<Vec<String>> {
@@ -49,13 +54,13 @@ async fn a_killed_task_is_swept_and_a_live_one_never_is() -> anyhow::Result<()> 
     env.extend([
         ("SWEEP_INTERVAL_SECS".to_owned(), SWEEP_EVERY_SECS.to_owned()),
         ("QUEUE_STALE_AFTER_SECS".to_owned(), STALE_AFTER_SECS.to_string()),
-        ("RUST_LOG".to_owned(), "info".to_owned()),
+        (
+            "RUST_LOG".to_owned(),
+            "info,staleless_api::channel::sweeper=debug".to_owned(),
+        ),
     ]);
-    let mut sweeper = infra::system::start_queue_sweeper(
-        &infra::system::binaries_dir(),
-        &env,
-        &system.logs_dir().join("queue-sweeper.log"),
-    )?;
+    let sweeper_log = system.logs_dir().join("queue-sweeper.log");
+    let mut sweeper = infra::system::start_queue_sweeper(&infra::system::binaries_dir(), &env, &sweeper_log)?;
 
     // Task 1 dies without its shutdown: its queue and subscription stay behind.
     let killed = system.tasks[1].as_mut().map(|task| task.process.kill());
@@ -89,8 +94,22 @@ async fn a_killed_task_is_swept_and_a_live_one_never_is() -> anyhow::Result<()> 
             killed_at.elapsed() >= Duration::from_secs(STALE_AFTER_SECS - 1),
             "swept before its heartbeat tag could be stale"
         );
-        // More sweeps pass; the live task keeps its queue and still hears every change.
-        tokio::time::sleep(Duration::from_secs(3 * STALE_AFTER_SECS)).await;
+        // More sweeps pass (counted in the sweeper's log, not slept for); the live task keeps its
+        // queue and still hears every change.
+        let empty_sweeps = || {
+            std::fs::read_to_string(&sweeper_log)
+                .map(|log| log.matches(NOTHING_TO_SWEEP).count())
+                .unwrap_or_default()
+        };
+        let before = empty_sweeps();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while empty_sweeps() < before + MORE_SWEEPS {
+            anyhow::ensure!(
+                Instant::now() < deadline,
+                "fewer than {MORE_SWEEPS} sweeps in 30 s after the dead task's were gone"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
         let queues = system.task_queues().await?;
         anyhow::ensure!(
             queues.len() == 1 && queue_name(&queues[0]) == live_queue,

@@ -22,6 +22,10 @@ use crate::metrics as names;
 use crate::state::ChannelClients;
 use crate::unix_now_secs;
 
+/// What a sweep that removed nothing logs (at debug level): a test counts these lines to know
+/// that sweeps went by, instead of sleeping for some.
+pub const NOTHING_TO_SWEEP: &str = "sweep found nothing to remove";
+
 /// What one sweep removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SweepReport {
@@ -59,7 +63,8 @@ impl Sweeper {
         }
     }
 
-    /// Sweeps every `interval` until `cancel`.
+    /// Sweeps every `interval` until `cancel`. A sweep that found nothing logs [`NOTHING_TO_SWEEP`]
+    /// at debug level.
     pub async fn run(self, interval: Duration, cancel: CancellationToken) {
         loop {
             tokio::select! {
@@ -68,7 +73,8 @@ impl Sweeper {
             }
             match self.sweep_once().await {
                 Ok(report) if report != SweepReport::default() => tracing::info!(?report, "sweeper removed leftovers"),
-                Ok(_) => {}
+                // At debug: one line per sweep would flood an operator's log every interval.
+                Ok(_) => tracing::debug!("{NOTHING_TO_SWEEP}"),
                 Err(err) => tracing::warn!(error = %err, "sweep failed; will retry"),
             }
         }
