@@ -103,10 +103,10 @@ impl AwsTimeouts {
 #[derive(Debug, Clone, Args)]
 pub struct TablesConfig {
     /// The users table (`PK = USER#<id>`, `SK = PROFILE`).
-    #[arg(long, env = "USERS_TABLE", default_value = "staleless-users")]
+    #[arg(long, env = "USERS_TABLE", default_value = staleless_protocol::keys::DEFAULT_USERS_TABLE)]
     pub users_table: String,
     /// The app-roles table (`PK = ROLE#<id>`, `SK = DEFINITION`, plus mapping items).
-    #[arg(long, env = "ROLES_TABLE", default_value = "staleless-app-roles")]
+    #[arg(long, env = "ROLES_TABLE", default_value = staleless_protocol::keys::DEFAULT_ROLES_TABLE)]
     pub roles_table: String,
 }
 

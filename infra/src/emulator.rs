@@ -6,6 +6,7 @@
 
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
+use std::os::unix::process::CommandExt as _;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -179,8 +180,12 @@ impl Emulator {
             }
             None => (Stdio::null(), Stdio::null(), "discarded".to_owned()),
         };
+        // A group of its own: a terminal's Ctrl-C reaches `infra up` alone, which stops the
+        // emulator last, after everything that reads from it (else the event source mapping
+        // would log its reads refused while it stops).
         let child = command
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(stdout)
             .stderr(stderr)

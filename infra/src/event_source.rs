@@ -390,16 +390,13 @@ pub async fn run(
     options: EventSourceOptions,
     shutdown: CancellationToken,
 ) -> Result<(), EventSourceError> {
-    let parameters = BTreeMap::from([("NamePrefix".to_owned(), stack.prefix.clone())]);
-    let spec = template::load(&options.template_path, &parameters)?;
+    let spec = template::load_for(&options.template_path, &stack.prefix)?;
     let sources = stream_sources(&spec, stack, options.batch_size)?;
-    let function = spec.function(RELAY_FUNCTION);
     let invoker: Arc<dyn Invoker> = match &options.lambda {
         Some(lambda) => {
             let timeout = options
                 .function_timeout
-                .or_else(|| function.map(|function| Duration::from_secs(function.timeout_secs)))
-                .unwrap_or(Duration::from_secs(3));
+                .unwrap_or_else(|| spec.function_timeout(RELAY_FUNCTION));
             let client = LambdaInvoker::client_for(config, &lambda.endpoint, timeout, INVOKE_GRACE);
             Arc::new(LambdaInvoker::new(client, &lambda.function_name))
         }

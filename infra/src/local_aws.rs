@@ -135,8 +135,7 @@ impl LocalAws {
     /// # Errors
     /// When the template cannot be read or provisioning fails.
     pub async fn provision(&self, prefix: &str) -> Result<Provisioned, LocalAwsError> {
-        let parameters = BTreeMap::from([("NamePrefix".to_owned(), prefix.to_owned())]);
-        let spec = template::load(&template::default_template_path(), &parameters)?;
+        let spec = template::load_for(&template::default_template_path(), prefix)?;
         Ok(provision::provision(&self.config, &spec, prefix).await?)
     }
 

@@ -205,10 +205,10 @@ pub struct Target {
     #[arg(long, env = "AWS_ENDPOINT_URL", default_value = "http://127.0.0.1:4566")]
     pub endpoint: String,
     /// The users table.
-    #[arg(long, env = "USERS_TABLE", default_value = "staleless-users")]
+    #[arg(long, env = "USERS_TABLE", default_value = staleless_protocol::keys::DEFAULT_USERS_TABLE)]
     pub users_table: String,
     /// The app-roles table.
-    #[arg(long, env = "ROLES_TABLE", default_value = "staleless-app-roles")]
+    #[arg(long, env = "ROLES_TABLE", default_value = staleless_protocol::keys::DEFAULT_ROLES_TABLE)]
     pub roles_table: String,
 }
 
@@ -255,15 +255,11 @@ fn main() -> ExitCode {
     }
 }
 
-fn parameters(prefix: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([("NamePrefix".to_owned(), prefix.to_owned())])
-}
-
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::CheckTemplate { template: path, prefix } => {
             let path = path.unwrap_or_else(template::default_template_path);
-            let spec = template::load(&path, &parameters(&prefix))?;
+            let spec = template::load_for(&path, &prefix)?;
             for table in &spec.tables {
                 println!(
                     "table {} ({}): stream {}, indexes [{}]",
@@ -360,7 +356,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             function_timeout_secs,
         } => {
             let config = stream_relay::aws_config_with_timeouts().await;
-            let spec = template::load(&template::default_template_path(), &parameters(&prefix))?;
+            let spec = template::load_for(&template::default_template_path(), &prefix)?;
             // Idempotent: finds the stack's stream ARNs (and creates what is missing).
             let stack = infra::provision::provision(&config, &spec, &prefix).await?;
             let mut options = infra::event_source::EventSourceOptions::new(checkpoint_dir);
@@ -432,7 +428,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// Provisions (or finds) the template's stack under `prefix` at `endpoint`.
 async fn provision(endpoint: &str, prefix: &str) -> anyhow::Result<Provisioned> {
-    let spec = template::load(&template::default_template_path(), &parameters(prefix))?;
+    let spec = template::load_for(&template::default_template_path(), prefix)?;
     Ok(infra::provision::provision(&sdk_config_for(endpoint), &spec, prefix).await?)
 }
 

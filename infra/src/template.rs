@@ -269,6 +269,16 @@ impl TemplateSpec {
         self.functions.iter().find(|function| function.logical_id == logical_id)
     }
 
+    /// The timeout Lambda gives the function with this logical id: its own, else the template's
+    /// `Globals`, else Lambda's default (also for a function the template does not have).
+    #[must_use]
+    pub fn function_timeout(&self, logical_id: &str) -> std::time::Duration {
+        std::time::Duration::from_secs(
+            self.function(logical_id)
+                .map_or(LAMBDA_DEFAULT_TIMEOUT_SECS, |function| function.timeout_secs),
+        )
+    }
+
     /// The managed policy with this logical id.
     #[must_use]
     pub fn policy(&self, logical_id: &str) -> Option<&PolicySpec> {
@@ -477,6 +487,21 @@ const LAMBDA_DEFAULT_TIMEOUT_SECS: u64 = 3;
 pub fn default_template_path() -> PathBuf {
     std::env::var_os("STALELESS_TEMPLATE")
         .map_or_else(|| crate::emulator::project_root().join("template.yaml"), PathBuf::from)
+}
+
+/// The template's parameters for the stack named `prefix`: `NamePrefix`, from which every table,
+/// topic and queue name is built (the others keep the template's defaults).
+#[must_use]
+pub fn parameters_for(prefix: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([("NamePrefix".to_owned(), prefix.to_owned())])
+}
+
+/// Reads and resolves `path` for the stack named `prefix` ([`parameters_for`]).
+///
+/// # Errors
+/// As [`load`].
+pub fn load_for(path: &Path, prefix: &str) -> Result<TemplateSpec, TemplateError> {
+    load(path, &parameters_for(prefix))
 }
 
 /// Reads and resolves a template file.
@@ -868,14 +893,15 @@ mod tests {
     const TEMPLATE: &str = include_str!("../../template.yaml");
 
     fn prefix(value: &str) -> BTreeMap<String, String> {
-        BTreeMap::from([("NamePrefix".to_owned(), value.to_owned())])
+        parameters_for(value)
     }
 
     #[test]
     fn reads_the_deployed_template() {
         let spec = parse(TEMPLATE, "template.yaml", &BTreeMap::new()).expect("template parses");
         let users = spec.table("UsersTable").expect("users table");
-        assert_eq!(users.name, "staleless-users");
+        // The template's default names are the components' defaults.
+        assert_eq!(users.name, staleless_protocol::keys::DEFAULT_USERS_TABLE);
         assert_eq!(users.stream_view_type.as_deref(), Some("NEW_AND_OLD_IMAGES"));
         assert_eq!(
             users.key_schema,
@@ -895,7 +921,7 @@ mod tests {
         assert_eq!(users.ttl_attribute.as_deref(), Some("expiresAt"));
 
         let roles = spec.table("AppRolesTable").expect("roles table");
-        assert_eq!(roles.name, "staleless-app-roles");
+        assert_eq!(roles.name, staleless_protocol::keys::DEFAULT_ROLES_TABLE);
         assert_eq!(roles.stream_view_type.as_deref(), Some("NEW_AND_OLD_IMAGES"));
 
         assert_eq!(

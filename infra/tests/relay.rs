@@ -357,8 +357,7 @@ async fn with_the_topic_gone_batches_fail_and_every_key_arrives_once_it_is_back(
         ),
         publisher.clone(),
     ));
-    let parameters = BTreeMap::from([("NamePrefix".to_owned(), harness.stack.prefix.clone())]);
-    let spec = template::load(&template::default_template_path(), &parameters).expect("template");
+    let spec = template::load_for(&template::default_template_path(), &harness.stack.prefix).expect("template");
     let mut sources = event_source::stream_sources(&spec, &harness.stack, None).expect("sources");
     for source in &mut sources {
         // Lambda's default, retrying until the records expire: this test is about what the

@@ -18,6 +18,12 @@
 //! Heartbeat items live outside the user and role key spaces: no `GetItem` of a user or a role can
 //! reach them, and the role catalogue only reads `ROLE#` definitions.
 
+/// The users table's name where none is configured (`USERS_TABLE`): the template's, for its
+/// default `NamePrefix`. Every component defaults to this one constant.
+pub const DEFAULT_USERS_TABLE: &str = "staleless-users";
+/// The roles table's name where none is configured (`ROLES_TABLE`), as [`DEFAULT_USERS_TABLE`].
+pub const DEFAULT_ROLES_TABLE: &str = "staleless-app-roles";
+
 /// The partition key attribute of both tables.
 pub const PARTITION_KEY: &str = "PK";
 /// The sort key attribute of both tables.

@@ -12,10 +12,7 @@ pub const TOPIC_ARN_VAR: &str = "INVALIDATION_TOPIC_ARN";
 /// Env var listing, comma-separated, the attributes whose changes alone never invalidate.
 pub const IGNORED_ATTRIBUTES_VAR: &str = "RELAY_IGNORED_ATTRIBUTES";
 
-/// `USERS_TABLE` when unset (contract).
-pub const DEFAULT_USERS_TABLE: &str = "staleless-users";
-/// `ROLES_TABLE` when unset (contract).
-pub const DEFAULT_ROLES_TABLE: &str = "staleless-app-roles";
+pub use staleless_protocol::keys::{DEFAULT_ROLES_TABLE, DEFAULT_USERS_TABLE};
 /// `RELAY_IGNORED_ATTRIBUTES` when unset: the API rewrites `lastLoginAt` on every request, and
 /// without this every request would flush every task's cache.
 pub const DEFAULT_IGNORED_ATTRIBUTES: &str = "lastLoginAt";

@@ -95,8 +95,7 @@ pub async fn measure(options: &InvokeOptions, bin_dir: &Path) -> anyhow::Result<
         let started = Instant::now();
         let mut lambda = system::start_lambda_service(port, Duration::from_secs(30), &logs.join("lambda.log")).await?;
         let service_start = started.elapsed();
-        let parameters = std::collections::BTreeMap::from([("NamePrefix".to_owned(), stack.prefix.clone())]);
-        let spec = template::load(&template::default_template_path(), &parameters)?;
+        let spec = template::load_for(&template::default_template_path(), &stack.prefix)?;
         let env = system::relay_function_env(&spec, &stack, &system::stack_env(aws.endpoint(), &stack), port)
             .map_err(anyhow::Error::msg)?;
         let program = FunctionProgram::from_env(bin_dir);
