@@ -64,40 +64,7 @@ pub struct Config {
     pub aws: AwsTimeouts,
 }
 
-/// Timeouts of every AWS call, so that no hung dependency holds a request or the listener.
-#[derive(Debug, Clone, Args)]
-pub struct AwsTimeouts {
-    /// Longest one DynamoDB or SNS call may take, retries included; a request waiting on a read
-    /// that never answers fails (503) within this, and the next request tries again.
-    #[arg(long, env = "AWS_CALL_TIMEOUT_MS", default_value_t = 3_000)]
-    pub call_timeout_ms: u64,
-    /// Longest one attempt may take before the SDK retries it.
-    #[arg(long, env = "AWS_ATTEMPT_TIMEOUT_MS", default_value_t = 1_000)]
-    pub attempt_timeout_ms: u64,
-}
-
-impl AwsTimeouts {
-    /// The SDK timeouts for DynamoDB and SNS calls.
-    #[must_use]
-    pub fn for_calls(&self) -> aws_config::timeout::TimeoutConfig {
-        aws_config::timeout::TimeoutConfig::builder()
-            .operation_timeout(Duration::from_millis(self.call_timeout_ms.max(1)))
-            .operation_attempt_timeout(Duration::from_millis(
-                self.attempt_timeout_ms.clamp(1, self.call_timeout_ms.max(1)),
-            ))
-            .build()
-    }
-
-    /// The SDK timeouts for SQS, whose receives wait up to `poll_wait` by design.
-    #[must_use]
-    pub fn for_queue(&self, poll_wait: Duration) -> aws_config::timeout::TimeoutConfig {
-        let call = poll_wait + Duration::from_millis(self.call_timeout_ms.max(1));
-        aws_config::timeout::TimeoutConfig::builder()
-            .operation_timeout(call)
-            .operation_attempt_timeout(call)
-            .build()
-    }
-}
+pub use staleless_consumer::{AwsTimeouts, SweeperConfig};
 
 /// Where profiles and roles live.
 #[derive(Debug, Clone, Args)]
@@ -204,33 +171,6 @@ pub struct ChannelConfig {
     /// the bound; at most half of it. A tick from further ahead is refused and counted.
     #[arg(long, env = "TICK_FUTURE_TOLERANCE_MS", default_value_t = 500)]
     pub tick_future_tolerance_ms: u64,
-}
-
-/// The fleet's queue sweeper (`queue-sweeper`): one for all tasks.
-#[derive(Debug, Clone, Parser)]
-#[command(
-    name = "queue-sweeper",
-    about = "Removes the queues and subscriptions of crashed API tasks"
-)]
-pub struct SweeperConfig {
-    /// The topic the tasks subscribe to. Named after its variable, so that the error a Lambda
-    /// without it logs says what to set.
-    #[arg(long, env = "INVALIDATION_TOPIC_ARN", value_name = "INVALIDATION_TOPIC_ARN")]
-    pub topic_arn: String,
-    /// Only queues named `<prefix>-…` are considered: the tasks' `QUEUE_NAME_PREFIX`.
-    #[arg(long, env = "QUEUE_NAME_PREFIX", default_value = "staleless-task")]
-    pub queue_name_prefix: String,
-    /// Queues of the prefix whose heartbeat tag is older than this belong to crashed tasks: keep
-    /// it several times the tasks' `QUEUE_HEARTBEAT_INTERVAL_SECS` (60), so a live task's queue
-    /// is never taken for a dead one's.
-    #[arg(long, env = "QUEUE_STALE_AFTER_SECS", default_value_t = 600)]
-    pub queue_stale_after_secs: u64,
-    /// As a process (not a Lambda): how often it sweeps. On AWS the schedule decides.
-    #[arg(long, env = "SWEEP_INTERVAL_SECS", default_value_t = 300)]
-    pub sweep_interval_secs: u64,
-    /// Timeouts of every AWS call.
-    #[command(flatten)]
-    pub aws: AwsTimeouts,
 }
 
 impl ChannelConfig {

@@ -19,8 +19,8 @@
 //! - [`telemetry`]: JSON logs.
 //!
 //! The `staleless-api` binary only reads the configuration, sets up logging, binds and calls
-//! [`run`]. The `queue-sweeper` binary runs [`channel::sweeper::Sweeper`] for the whole fleet (a
-//! scheduled Lambda on AWS, a process locally).
+//! [`run`]. The fleet's queue sweeper ([`channel::sweeper::Sweeper`], from `staleless-consumer`)
+//! runs as the `queue-sweeper` Lambda of the `lambdas` package.
 
 pub mod auth;
 pub mod cache;
@@ -43,13 +43,7 @@ pub use routes::router;
 pub use server::run;
 pub use state::AppState;
 
-/// Seconds since the Unix epoch (0 if the clock is before it): token expiry and queue heartbeats.
-#[must_use]
-pub fn unix_now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |elapsed| elapsed.as_secs())
-}
+pub use staleless_consumer::unix_now_secs;
 
 /// The current time as stored in items: ISO-8601 UTC with milliseconds.
 #[must_use]

@@ -65,7 +65,7 @@ pub const QUEUE_MESSAGES: &str = "staleless_queue_messages_total";
 /// Times this task's queue was found deleted and recreated.
 pub const QUEUE_RECREATED: &str = "staleless_queue_recreated_total";
 /// Stale queues and orphaned subscriptions removed by the sweeper, by `kind`.
-pub const SWEPT: &str = "staleless_sweeper_removed_total";
+pub use staleless_consumer::sweeper::SWEPT;
 /// Token verifications (RS256) performed, i.e. claims-cache misses that verified.
 pub const TOKENS_VERIFIED: &str = "staleless_tokens_verified_total";
 /// Tokens refused, by `reason`.

@@ -15,41 +15,7 @@ use crate::model::{Profile, claim_is_current};
 use crate::permissions::{self, Access};
 use crate::store::{DynamoProfiles, DynamoRoles, ProfileStore, RoleStore};
 
-/// The SQS and SNS clients the invalidation listener needs (absent in router tests).
-#[derive(Debug, Clone)]
-pub struct ChannelClients {
-    /// For the task's queue.
-    pub sqs: aws_sdk_sqs::Client,
-    /// For the subscription to the topic.
-    pub sns: aws_sdk_sns::Client,
-    /// For the task's own identity (`GetCallerIdentity`), the owner tag of its queue.
-    pub sts: aws_sdk_sts::Client,
-}
-
-impl ChannelClients {
-    /// Clients from `sdk` with the configured timeouts; SQS's allow for a long poll of `poll_wait`.
-    #[must_use]
-    pub fn from_sdk(
-        sdk: &aws_config::SdkConfig,
-        timeouts: &crate::config::AwsTimeouts,
-        poll_wait: std::time::Duration,
-    ) -> Self {
-        let calls = timeouts.for_calls();
-        Self {
-            sqs: aws_sdk_sqs::Client::from_conf(
-                aws_sdk_sqs::config::Builder::from(sdk)
-                    .timeout_config(timeouts.for_queue(poll_wait))
-                    .build(),
-            ),
-            sns: aws_sdk_sns::Client::from_conf(
-                aws_sdk_sns::config::Builder::from(sdk)
-                    .timeout_config(calls.clone())
-                    .build(),
-            ),
-            sts: aws_sdk_sts::Client::from_conf(aws_sdk_sts::config::Builder::from(sdk).timeout_config(calls).build()),
-        }
-    }
-}
+pub use staleless_consumer::ChannelClients;
 
 /// Why the service could not start.
 #[derive(Debug, thiserror::Error)]

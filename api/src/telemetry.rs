@@ -1,13 +1,4 @@
-//! Logging: `tracing` as JSON lines on stdout, filtered by `RUST_LOG` (default `info`).
+//! Logging: `tracing` as JSON lines on stdout, filtered by `RUST_LOG` (default `info`); the one
+//! set-up every staleless process shares, in `staleless_consumer::telemetry`.
 
-use tracing_subscriber::EnvFilter;
-
-/// Installs the JSON subscriber; a second call (tests) is a no-op.
-pub fn init() {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(filter)
-        .with_current_span(false)
-        .try_init();
-}
+pub use staleless_consumer::telemetry::init;

@@ -11,6 +11,7 @@ use infra::jwt::{self, LocalJwt};
 use infra::provision::Provisioned;
 use infra::system::{self, ApiTask, Component};
 use infra::{Emulator, operator, sdk_config_for};
+use staleless_consumer::shutdown_signal;
 use staleless_protocol::keys;
 use tokio_util::sync::CancellationToken;
 
@@ -424,20 +425,4 @@ async fn sample_ids(
         }
     }
     Ok(ids)
-}
-
-/// Resolves on Ctrl-C or SIGTERM.
-pub async fn shutdown_signal() {
-    let interrupt = tokio::signal::ctrl_c();
-    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-        Ok(mut terminate) => {
-            tokio::select! {
-                _ = interrupt => {}
-                _ = terminate.recv() => {}
-            }
-        }
-        Err(_) => {
-            let _ = interrupt.await;
-        }
-    }
 }

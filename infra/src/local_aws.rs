@@ -4,8 +4,6 @@
 //! names one already running (handy while iterating). Every stack it provisions gets a unique
 //! name prefix, so tests run in parallel without seeing each other's tables, topics or queues.
 
-use std::collections::BTreeMap;
-
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::config::Credentials;
 use aws_sdk_sqs::error::DisplayErrorContext;

@@ -577,8 +577,7 @@ pub async fn start_relay(setup: RelaySetup<'_>) -> Result<RelayProcesses, System
         .rev()
         .find(|(key, _)| key == "RELAY_FUNCTION_TIMEOUT_SECS")
         .and_then(|(_, value)| value.parse().ok());
-    let timeout_secs =
-        from_env.unwrap_or_else(|| spec.function_timeout(crate::event_source::RELAY_FUNCTION).as_secs());
+    let timeout_secs = from_env.unwrap_or_else(|| spec.function_timeout(crate::event_source::RELAY_FUNCTION).as_secs());
     let timeout = Duration::from_secs(timeout_secs);
     let port = crate::emulator::free_port().map_err(|err| template_error(format!("no free port: {err}")))?;
     let lambda = start_lambda_service(port, timeout, &setup.logs.join("lambda.log")).await?;

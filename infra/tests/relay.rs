@@ -1,10 +1,10 @@
 //! The invalidation path against moto with real SDK clients: writes of every kind on both
 //! tables → streams → local event source mapping → stream relay → SNS → a subscribed SQS queue.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -326,15 +326,23 @@ async fn a_last_login_only_update_sends_nothing() {
 }
 
 /// Counts the publish failures of the real SNS publisher, so the test can see the batch fail.
+/// While `held`, publishes are refused before they reach SNS, as if the topic were still gone:
+/// SNS drops what reaches a topic with no subscriber, and the topic's return is two calls (the
+/// topic, then its subscription), between which the relay must not publish.
 struct CountingPublisher {
     inner: SnsPublisher,
     failures: AtomicUsize,
+    held: AtomicBool,
 }
 
 #[async_trait]
 impl Publisher for CountingPublisher {
     async fn publish_batch(&self, entries: &[PublishEntry]) -> Result<(), PublishError> {
-        let result = self.inner.publish_batch(entries).await;
+        let result = if self.held.load(Ordering::SeqCst) {
+            Err(PublishError::Rejected("the topic is not back yet".to_owned()))
+        } else {
+            self.inner.publish_batch(entries).await
+        };
         if result.is_err() {
             self.failures.fetch_add(1, Ordering::SeqCst);
         }
@@ -348,6 +356,7 @@ async fn with_the_topic_gone_batches_fail_and_every_key_arrives_once_it_is_back(
     let publisher = Arc::new(CountingPublisher {
         inner: SnsPublisher::new(harness.aws.sns(), &harness.stack.topic_arn),
         failures: AtomicUsize::new(0),
+        held: AtomicBool::new(false),
     });
     let relay = Arc::new(Relay::new(
         Mapper::new(
@@ -401,7 +410,8 @@ async fn with_the_topic_gone_batches_fail_and_every_key_arrives_once_it_is_back(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    // Back: same name, same ARN; the queue subscribes again.
+    // Back: same name, same ARN; the queue subscribes again, and only then may the relay publish.
+    publisher.held.store(true, Ordering::SeqCst);
     let arn = harness
         .aws
         .sns()
@@ -414,6 +424,7 @@ async fn with_the_topic_gone_batches_fail_and_every_key_arrives_once_it_is_back(
         .expect("arn");
     assert_eq!(arn, harness.stack.topic_arn);
     harness.subscribe().await;
+    publisher.held.store(false, Ordering::SeqCst);
 
     let keys: Vec<(Source, &str)> = expected
         .iter()

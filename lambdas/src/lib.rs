@@ -3,7 +3,8 @@
 //! - `stream-relay` turns DynamoDB stream batches into invalidations (`stream_relay`);
 //! - `heartbeat` writes the heartbeat items the tasks' trust rests on (`stream_relay::heartbeat`);
 //! - `queue-sweeper` removes the queues and subscriptions of crashed API tasks
-//!   (`staleless_api::channel::sweeper`).
+//!   (`staleless_consumer::sweeper`).
 //!
 //! Each main only reads its configuration and hands over to its library; the library holds the
-//! logic and its tests. The local stack runs the same binaries from `target/debug`.
+//! logic and its tests. None depends on the API crate, so the release build compiles no web
+//! framework. The local stack runs the same binaries from `target/debug`.

@@ -5,7 +5,7 @@
 //!
 //! One writer serves the whole fleet, so its cost does not grow with the number of tasks; if it
 //! dies, no ticks arrive and every task reads through (fail-safe). On AWS a scheduled Lambda
-//! (`src/bin/heartbeat.rs`) runs [`HeartbeatWriter::run_for`] once a minute; locally `infra
+//! (`lambdas/src/bin/heartbeat.rs`) runs [`HeartbeatWriter::run_for`] once a minute; locally `infra
 //! heartbeat` runs the same writer until stopped.
 //!
 //! # Slots: one heartbeat item per shard

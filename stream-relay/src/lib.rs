@@ -8,7 +8,7 @@
 //! - [`relay`]: one invocation — map, pack, publish with retries, report partial batch failures,
 //!   log a summary.
 //! - [`metrics`]: each invocation's counts as CloudWatch embedded-metric-format lines.
-//! - [`heartbeat`]: the heartbeat writer (its own Lambda, `src/bin/heartbeat.rs`, and `infra
+//! - [`heartbeat`]: the heartbeat writer (its own Lambda, `lambdas/src/bin/heartbeat.rs`, and `infra
 //!   heartbeat` locally) whose items come back to every task as ticks.
 //!
 //! `main.rs` only wires these to the Lambda runtime; `infra`'s local event source mapping calls

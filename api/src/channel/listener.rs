@@ -21,7 +21,7 @@ use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, QueueAttribute
 use staleless_protocol::{GiveUp, Invalidation, Source, decode, decode_give_up};
 use tokio_util::sync::CancellationToken;
 
-use super::queue::{self, HEARTBEAT_TAG, OWNER_TAG};
+use super::queue::{self, HEARTBEAT_TAG, OWNER_TAG, is_queue_missing};
 use super::{SOURCES, SlotProof, cache_of, heartbeats_missed, unix_now_ms};
 use crate::config::ChannelConfig;
 use crate::metrics as names;
@@ -52,16 +52,6 @@ pub enum ChannelError {
         /// What failed.
         detail: String,
     },
-}
-
-/// Whether an SQS error code says the queue does not exist (the query and JSON protocols name
-/// it differently).
-#[must_use]
-pub fn is_queue_missing(code: Option<&str>) -> bool {
-    matches!(
-        code,
-        Some("AWS.SimpleQueueService.NonExistentQueue" | "QueueDoesNotExist")
-    )
 }
 
 fn call_error<E>(operation: &'static str, err: &aws_sdk_sqs::error::SdkError<E>) -> ChannelError
@@ -688,13 +678,5 @@ mod tests {
         assert_eq!(backoff(1), Duration::from_millis(500));
         assert!(backoff(3) > backoff(2));
         assert_eq!(backoff(40), MAX_BACKOFF);
-    }
-
-    #[test]
-    fn both_spellings_of_a_missing_queue_are_recognised() {
-        assert!(is_queue_missing(Some("AWS.SimpleQueueService.NonExistentQueue")));
-        assert!(is_queue_missing(Some("QueueDoesNotExist")));
-        assert!(!is_queue_missing(Some("ThrottlingException")));
-        assert!(!is_queue_missing(None));
     }
 }

@@ -30,7 +30,7 @@ use staleless_protocol::Source;
 
 pub mod listener;
 pub mod queue;
-pub mod sweeper;
+pub use staleless_consumer::sweeper;
 pub mod trust;
 
 pub use trust::{SlotProof, TickRejection, TrustRules, WriterLedger, heartbeats_missed};

@@ -11,11 +11,8 @@ use std::time::Duration;
 
 use clap::Parser as _;
 use lambda_runtime::{LambdaEvent, service_fn};
-use staleless_api::channel::sweeper::Sweeper;
-use staleless_api::config::SweeperConfig;
-use staleless_api::server::shutdown_signal;
-use staleless_api::state::ChannelClients;
-use staleless_api::telemetry;
+use staleless_consumer::sweeper::Sweeper;
+use staleless_consumer::{ChannelClients, SweeperConfig, shutdown_signal, telemetry};
 use tokio_util::sync::CancellationToken;
 
 #[tokio::main]

@@ -16,11 +16,11 @@ use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_sqs::types::QueueAttributeName;
 use tokio_util::sync::CancellationToken;
 
-use super::listener::is_queue_missing;
-use super::queue::{self, HEARTBEAT_TAG};
-use crate::metrics as names;
-use crate::state::ChannelClients;
-use crate::unix_now_secs;
+use crate::queue::{self, HEARTBEAT_TAG, is_queue_missing};
+use crate::{ChannelClients, unix_now_secs};
+
+/// Stale queues and orphaned subscriptions removed by the sweeper, by `kind`.
+pub const SWEPT: &str = "staleless_sweeper_removed_total";
 
 /// What a sweep that removed nothing logs (at debug level): a test counts these lines to know
 /// that sweeps went by, instead of sleeping for some.
@@ -130,7 +130,7 @@ impl Sweeper {
                 Ok(_) => {
                     listed.remove(&queue_name(url));
                     report.stale_queues += 1;
-                    metrics::counter!(names::SWEPT, "kind" => "queue").increment(1);
+                    metrics::counter!(SWEPT, "kind" => "queue").increment(1);
                     tracing::info!(queue = %url, "deleted the queue of a task whose heartbeat stopped");
                 }
                 Err(err) => {
@@ -220,7 +220,7 @@ impl Sweeper {
             .await
         {
             Ok(_) => {
-                metrics::counter!(names::SWEPT, "kind" => "subscription").increment(1);
+                metrics::counter!(SWEPT, "kind" => "subscription").increment(1);
                 true
             }
             Err(err) => {
