@@ -1,7 +1,7 @@
 //! Typed configuration, read once from environment variables (or flags) with defaults.
 //!
 //! The standard AWS variables (`AWS_ENDPOINT_URL`, `AWS_REGION`, credentials) are not here: they
-//! are honoured by `aws_config::load_from_env`, exactly as every other AWS tool honours them.
+//! are honoured by `staleless_aws::load_from_env`, exactly as every other AWS tool honours them.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

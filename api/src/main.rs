@@ -31,7 +31,7 @@ async fn main() -> ExitCode {
 }
 
 async fn serve(config: Config) -> anyhow::Result<()> {
-    let sdk = aws_config::load_from_env().await;
+    let sdk = staleless_aws::load_from_env().await;
     let bind_addr = config.bind_addr;
     let mode = config.cache.cache_mode;
     let state = AppState::from_aws(config, &sdk).await.context("cannot start")?;

@@ -25,6 +25,8 @@ pub const SWEPT: &str = "staleless_sweeper_removed_total";
 /// What a sweep that removed nothing logs (at debug level): a test counts these lines to know
 /// that sweeps went by, instead of sleeping for some.
 pub const NOTHING_TO_SWEEP: &str = "sweep found nothing to remove";
+/// The sweeper's log target, for a `RUST_LOG` directive that shows its debug lines.
+pub const LOG_TARGET: &str = module_path!();
 
 /// What one sweep removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use infra::consistency::{self, CheckTarget, KeyKind};
 use infra::event_source::{self, EventSourceOptions};
-use infra::jwt::{self, LocalJwt};
+use infra::jwt::LocalJwt;
 use infra::provision::Provisioned;
 use infra::system::{self, ApiTask, Component};
 use infra::{Emulator, operator, sdk_config_for};
@@ -57,22 +57,8 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", env_file.display()))?;
 
     let bin_dir = system::binaries_dir();
-    let mut env = system::stack_env(&endpoint, &stack);
-    env.extend(
-        [
-            (
-                "JWT_JWKS_FILE",
-                key_dir.join(jwt::JWKS_FILE).to_string_lossy().into_owned(),
-            ),
-            ("JWT_ISSUER", jwt::LOCAL_ISSUER.to_owned()),
-            ("JWT_AUDIENCE", jwt::LOCAL_AUDIENCE.to_owned()),
-            (
-                "RUST_LOG",
-                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned()),
-            ),
-        ]
-        .map(|(key, value)| (key.to_owned(), value)),
-    );
+    let rust_log = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned());
+    let env = system::component_env(&endpoint, &stack, &key_dir, &rust_log);
 
     let checkpoint_dir = options.state_dir.join("checkpoints").join(&stack.prefix);
     let relay = system::start_relay(system::RelaySetup {

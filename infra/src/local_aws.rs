@@ -35,6 +35,7 @@ pub enum LocalAwsError {
 #[must_use]
 pub fn sdk_config_for(endpoint: &str) -> SdkConfig {
     SdkConfig::builder()
+        .http_client(staleless_aws::https_client())
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(LOCAL_REGION))
         .endpoint_url(endpoint)

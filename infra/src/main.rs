@@ -5,7 +5,6 @@
 //! and tests: `token`, `put-user`, `delete-user`, `set-role` (straight to the tables, no API),
 //! `check-consistency`, `relay`, `provision` and `check-template`.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::process::ExitCode;
 

@@ -97,6 +97,27 @@ pub fn stack_env(endpoint: &str, stack: &Provisioned) -> Vec<(String, String)> {
     .collect()
 }
 
+/// The environment every process of the local system gets: [`stack_env`], the local JWT issuer
+/// (its key set in `key_dir`, as [`crate::jwt::LocalJwt`] writes it) and `RUST_LOG`. `infra up`
+/// and the end-to-end tests both start their components with it.
+#[must_use]
+pub fn component_env(endpoint: &str, stack: &Provisioned, key_dir: &Path, rust_log: &str) -> Vec<(String, String)> {
+    let mut env = stack_env(endpoint, stack);
+    env.extend(
+        [
+            (
+                "JWT_JWKS_FILE",
+                key_dir.join(crate::jwt::JWKS_FILE).to_string_lossy().into_owned(),
+            ),
+            ("JWT_ISSUER", crate::jwt::LOCAL_ISSUER.to_owned()),
+            ("JWT_AUDIENCE", crate::jwt::LOCAL_AUDIENCE.to_owned()),
+            ("RUST_LOG", rust_log.to_owned()),
+        ]
+        .map(|(key, value)| (key.to_owned(), value)),
+    );
+    env
+}
+
 /// Writes `.local/stack.env`: [`stack_env`] as `export` lines, so that `source`-ing it points any
 /// AWS client at the local stack (the Rust SDK and the AWS CLI v2 read `AWS_REGION` and
 /// `AWS_ENDPOINT_URL`; boto3 and the AWS CLI read `AWS_DEFAULT_REGION`).

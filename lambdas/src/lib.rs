@@ -5,6 +5,11 @@
 //! - `queue-sweeper` removes the queues and subscriptions of crashed API tasks
 //!   (`staleless_consumer::sweeper`).
 //!
-//! Each main only reads its configuration and hands over to its library; the library holds the
-//! logic and its tests. None depends on the API crate, so the release build compiles no web
+//! Each function's `run` reads its configuration and hands over to its library, which holds the
+//! logic and its tests; the binaries only call `run`, so what they instantiate is compiled once,
+//! here, and not once per binary. None depends on the API crate, so the release build compiles no web
 //! framework. The local stack runs the same binaries from `target/debug`.
+
+pub mod heartbeat;
+pub mod queue_sweeper;
+pub mod relay;

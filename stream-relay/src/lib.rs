@@ -47,7 +47,7 @@ pub fn init_lambda_tracing() {
 /// The SDK configuration of the environment (`AWS_REGION`, `AWS_ENDPOINT_URL`, credentials) with
 /// the operation and attempt timeouts above: what both Lambdas and the local relay use.
 pub async fn aws_config_with_timeouts() -> aws_config::SdkConfig {
-    aws_config::from_env()
+    staleless_aws::from_env()
         .timeout_config(
             aws_config::timeout::TimeoutConfig::builder()
                 .operation_timeout(AWS_OPERATION_TIMEOUT)

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use infra::jwt::{self, LocalJwt};
+use infra::jwt::LocalJwt;
 use infra::system::{self, ApiTask, Component};
 use infra::{LocalAws, Provisioned};
 use serde_json::Value;
@@ -132,22 +132,15 @@ impl LocalSystem {
         for binary in ["infra", "staleless-api", "stream-relay"] {
             if !bin_dir.join(binary).exists() {
                 bail!(
-                    "{} is not built: run `cargo build --workspace --bins` first",
+                    "{} is not built: run `scripts/test --quick` (or `cargo build --workspace --bins`) first",
                     bin_dir.join(binary).display()
                 );
             }
         }
 
-        let mut env = system::stack_env(aws.endpoint(), &stack);
+        let mut env = system::component_env(aws.endpoint(), &stack, &key_dir, "info");
         env.extend(
             [
-                (
-                    "JWT_JWKS_FILE",
-                    key_dir.join(jwt::JWKS_FILE).to_string_lossy().into_owned(),
-                ),
-                ("JWT_ISSUER", jwt::LOCAL_ISSUER.to_owned()),
-                ("JWT_AUDIENCE", jwt::LOCAL_AUDIENCE.to_owned()),
-                ("RUST_LOG", "info".to_owned()),
                 (
                     "HEARTBEAT_INTERVAL_SECS",
                     options.heartbeat_interval.as_secs_f64().to_string(),

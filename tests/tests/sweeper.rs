@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use staleless_api::channel::sweeper::NOTHING_TO_SWEEP;
+use staleless_api::channel::sweeper::{LOG_TARGET, NOTHING_TO_SWEEP};
 use staleless_tests::{LocalSystem, SystemOptions};
 
 /// How often the sweeper sweeps here (300 s as shipped).
@@ -54,10 +54,7 @@ async fn a_killed_task_is_swept_and_a_live_one_never_is() -> anyhow::Result<()> 
     env.extend([
         ("SWEEP_INTERVAL_SECS".to_owned(), SWEEP_EVERY_SECS.to_owned()),
         ("QUEUE_STALE_AFTER_SECS".to_owned(), STALE_AFTER_SECS.to_string()),
-        (
-            "RUST_LOG".to_owned(),
-            "info,staleless_api::channel::sweeper=debug".to_owned(),
-        ),
+        ("RUST_LOG".to_owned(), format!("info,{LOG_TARGET}=debug")),
     ]);
     let sweeper_log = system.logs_dir().join("queue-sweeper.log");
     let mut sweeper = infra::system::start_queue_sweeper(&infra::system::binaries_dir(), &env, &sweeper_log)?;

@@ -165,6 +165,7 @@ mod tests {
         // The shared configuration cuts DynamoDB and SNS attempts at 3 s; a relay invocation
         // publishing to many queues on a busy machine may take longer and is no failure.
         let shared = aws_config::SdkConfig::builder()
+            .http_client(staleless_aws::https_client())
             .behavior_version(aws_config::BehaviorVersion::latest())
             .timeout_config(
                 aws_config::timeout::TimeoutConfig::builder()

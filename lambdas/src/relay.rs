@@ -1,0 +1,31 @@
+//! The `stream-relay` Lambda: reads its configuration, builds the SNS client once and serves
+//! DynamoDB stream batches with [`stream_relay::function_handler`].
+
+use std::sync::Arc;
+
+use lambda_runtime::{LambdaEvent, service_fn};
+use stream_relay::metrics::MetricsSink;
+use stream_relay::{LenientEvent, Mapper, Relay, RelayConfig, SnsPublisher, function_handler};
+
+/// Runs the function until the Lambda runtime (or, for a process, a signal) stops it.
+pub async fn run() -> Result<(), lambda_runtime::Error> {
+    stream_relay::init_lambda_tracing();
+
+    let config = RelayConfig::from_env()?;
+    let aws = stream_relay::aws_config_with_timeouts().await;
+    let publisher = SnsPublisher::new(aws_sdk_sns::Client::new(&aws), &config.topic_arn);
+    let relay =
+        Relay::new(Mapper::from_config(&config), Arc::new(publisher)).with_metrics(MetricsSink::EmbeddedMetricFormat);
+    tracing::info!(
+        users_table = %config.users_table,
+        roles_table = %config.roles_table,
+        ignored_attributes = ?config.ignored_attributes,
+        "stream relay ready"
+    );
+
+    let relay = &relay;
+    lambda_runtime::run(service_fn(move |event: LambdaEvent<LenientEvent>| async move {
+        function_handler(relay, event).await
+    }))
+    .await
+}
