@@ -398,9 +398,9 @@ pub fn cargo_lambda_program() -> PathBuf {
 /// # Errors
 /// [`SystemError`] when it cannot start or does not listen in time.
 pub async fn start_lambda_service(port: u16, function_timeout: Duration, log: &Path) -> Result<Component, SystemError> {
-    // `watch` reads the manifest only to know the function names (the relay crate's binaries);
-    // with `--only-lambda-apis` it never builds or starts anything itself.
-    let manifest = crate::emulator::project_root().join("stream-relay").join("Cargo.toml");
+    // `watch` reads the manifest only to know the function names (the Lambda package's
+    // binaries); with `--only-lambda-apis` it never builds or starts anything itself.
+    let manifest = crate::emulator::project_root().join("lambdas").join("Cargo.toml");
     let manifest = manifest.to_string_lossy();
     let port_text = port.to_string();
     let timeout = function_timeout.as_secs().max(1).to_string();

@@ -31,6 +31,10 @@ pub const PATIENCE: Duration = Duration::from_secs(20);
 /// The relay function's timeout in the end-to-end tests.
 pub const RELAY_FUNCTION_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How often the event source mapping of a test system polls a shard with nothing new, in ms
+/// (see where the environment is assembled).
+pub const TEST_POLL_INTERVAL_MS: u64 = 100;
+
 /// The whole local system.
 pub struct LocalSystem {
     /// The emulator and SDK clients.
@@ -146,6 +150,11 @@ impl LocalSystem {
                     options.heartbeat_interval.as_secs_f64().to_string(),
                 ),
                 ("STALENESS_BOUND_SECS", options.staleness_bound.as_secs().to_string()),
+                // The local event source mapping polls each shard every 100 ms here (AWS's
+                // Lambda: about every 250 ms; `infra up`: 20 ms, for the propagation bench). A
+                // test system's moto then serves a fifth of the idle `GetRecords` calls, which
+                // otherwise take most of its CPU; every bound here is seconds.
+                ("RELAY_POLL_INTERVAL_MS", TEST_POLL_INTERVAL_MS.to_string()),
                 // A killed relay's invocation in flight fails after this (the template's 30 s
                 // would outlast the tests' patience); the relay itself answers in milliseconds.
                 (

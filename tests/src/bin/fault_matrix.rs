@@ -50,8 +50,9 @@ async fn main() -> ExitCode {
         "Produced by `cargo build --workspace --bins && cargo run -p staleless-tests --bin fault-matrix` \
          (the same rows run as tests in `tests/tests/fault_matrix.rs`). Each row starts a fresh local \
          system (moto server; the relay as Lambda runs it: the local Lambda, the relay's Lambda binary \
-         and the event source mapping invoking it, with a {} s function timeout; the heartbeat writer \
-         process; two API tasks; the freshness bound B = {} s and a heartbeat every 0.5 s). A killed or \
+         and the event source mapping invoking it, polling each shard every {} ms, with a {} s function \
+         timeout; the heartbeat writer process; two API tasks; the freshness bound B = {} s and a \
+         heartbeat every 0.5 s). A killed or \
          hung relay is that binary: its invocation in flight times out and is retried. Each row writes every user once, waits until \
          every task has heard ticks written after that (quiescent), warms both tasks' caches, breaks \
          something while writes go on straight to the users table with the SDK, heals it, then checks \
@@ -70,6 +71,7 @@ async fn main() -> ExitCode {
          the row's last write (and the repair of its fault) until every task served every user's last \
          written value, for the slowest (user, task) pair; it includes the time to read 2 x users pairs \
          over HTTP.\n",
+        staleless_tests::TEST_POLL_INTERVAL_MS,
         staleless_tests::RELAY_FUNCTION_TIMEOUT.as_secs(),
         staleless_tests::SystemOptions::TEST_BOUND.as_secs(),
         faults::CHECK_PATIENCE.as_secs()
