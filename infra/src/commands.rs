@@ -36,6 +36,8 @@ pub struct UpOptions {
 /// (they unsubscribe and delete their queues), then the heartbeat writer and the relay, then the
 /// emulator.
 pub async fn up(options: UpOptions) -> anyhow::Result<()> {
+    // Handlers first: a Ctrl-C at any moment from here on stops the stack in order.
+    let shutdown = shutdown_signal();
     let logs = options.state_dir.join("logs");
     std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
     let emulator_log = logs.join("emulator.log");
@@ -101,7 +103,7 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
     print_banner(&endpoint, &stack, &tasks, &pipeline, &logs, &env_file, &local_jwt);
 
     tokio::select! {
-        () = shutdown_signal() => {}
+        () = shutdown => {}
         failed = watch_children(&mut tasks, &mut pipeline, &spawner) => {
             eprintln!("error: {failed}; stopping the local stack");
         }
