@@ -10,7 +10,8 @@ use staleless_api::{AppState, Config, run, server::shutdown_signal, telemetry};
 /// ≈ 700 B with it against ≈ 800 B with glibc at 100,000 profiles (most of a profile is small
 /// strings, which glibc rounds up to 32-byte chunks), which keeps 100,000 profiles under
 /// 100 MiB; the price, measured A/B, is ≈ 4 % of cache-hit throughput at 70,000 req/s per task
-/// (see `BENCHMARKS.md`). Built in with `--features jemalloc` (the shipped binary); debug builds and tests keep glibc's.
+/// (see `BENCHMARKS.md`). Built in with `--features jemalloc` (the shipped binary); debug builds
+/// and tests keep glibc's.
 #[cfg(all(feature = "jemalloc", not(target_env = "msvc")))]
 #[global_allocator]
 static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;

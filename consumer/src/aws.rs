@@ -39,7 +39,7 @@ impl AwsTimeouts {
     }
 }
 
-/// The SQS and SNS clients the invalidation listener needs (absent in router tests).
+/// The SQS, SNS and STS clients a task's queue and the fleet sweeper need.
 #[derive(Debug, Clone)]
 pub struct ChannelClients {
     /// For the task's queue.

@@ -15,33 +15,29 @@ fn run_with(binary: &str, extra: &[(&str, &str)]) -> (std::process::ExitStatus, 
     (output.status, String::from_utf8_lossy(&output.stderr).into_owned())
 }
 
+/// Asserts that `binary`, run with only `extra` set, exits unsuccessfully and names `setting`.
+fn assert_refused_naming(binary: &str, extra: &[(&str, &str)], setting: &str) {
+    let (status, stderr) = run_with(binary, extra);
+    assert!(!status.success(), "started without a valid {setting}: {stderr}");
+    assert!(stderr.contains(setting), "stderr does not name {setting}: {stderr}");
+}
+
 #[test]
 fn the_relay_names_its_missing_topic() {
-    let (status, stderr) = run_with(env!("CARGO_BIN_EXE_stream-relay"), &[]);
-    assert!(!status.success(), "started without configuration: {stderr}");
-    assert!(
-        stderr.contains("INVALIDATION_TOPIC_ARN"),
-        "stderr does not name the setting: {stderr}"
-    );
+    assert_refused_naming(env!("CARGO_BIN_EXE_stream-relay"), &[], "INVALIDATION_TOPIC_ARN");
 }
 
 #[test]
 fn the_heartbeat_writer_names_its_malformed_interval() {
     // Every setting of the writer has a default; a malformed one is refused.
-    let (status, stderr) = run_with(env!("CARGO_BIN_EXE_heartbeat"), &[("HEARTBEAT_INTERVAL_SECS", "-1")]);
-    assert!(!status.success(), "started with a negative interval: {stderr}");
-    assert!(
-        stderr.contains("HEARTBEAT_INTERVAL_SECS"),
-        "stderr does not name the setting: {stderr}"
+    assert_refused_naming(
+        env!("CARGO_BIN_EXE_heartbeat"),
+        &[("HEARTBEAT_INTERVAL_SECS", "-1")],
+        "HEARTBEAT_INTERVAL_SECS",
     );
 }
 
 #[test]
 fn the_sweeper_names_its_missing_topic() {
-    let (status, stderr) = run_with(env!("CARGO_BIN_EXE_queue-sweeper"), &[]);
-    assert!(!status.success(), "started without configuration: {stderr}");
-    assert!(
-        stderr.contains("INVALIDATION_TOPIC_ARN"),
-        "stderr does not name the setting: {stderr}"
-    );
+    assert_refused_naming(env!("CARGO_BIN_EXE_queue-sweeper"), &[], "INVALIDATION_TOPIC_ARN");
 }

@@ -356,7 +356,7 @@ impl ChannelHealth {
             && !self.is_trusted_at(source, mono_ms)
             && self.trusted_until_of(&ledgers, source, now_ms, mono_ms) >= i64::try_from(mono_ms).unwrap_or(i64::MAX);
         Ok(TickAdmission {
-            writer_index: writer_index,
+            writer_index,
             previous_ms,
             restores_trust,
         })
@@ -390,7 +390,7 @@ impl ChannelHealth {
         for writer_index in 0..self.rules.writers().len() {
             for source in SOURCES {
                 let admission = TickAdmission {
-                    writer_index: writer_index,
+                    writer_index,
                     previous_ms: None,
                     restores_trust: false,
                 };
