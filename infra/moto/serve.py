@@ -13,12 +13,21 @@ that breaks what DynamoDB guarantees and what staleless relies on:
 Serializing the DynamoDB and DynamoDB Streams backends' public calls behind one lock restores
 per-request atomicity; nothing else changes. Those calls never block (long polling is SQS's, which
 stays concurrent). Run as ``python serve.py -H 127.0.0.1 -p 4566``: moto server's own arguments.
+
+Two changes make each request cheaper, which matters when a test machine runs several emulators
+at once: moto lists its own package directory (a ``stat`` per service, under a global lock) on
+every request to find the service, though the list cannot change while it runs, so the list is
+read once; and ``STALELESS_MOTO_ACCESS_LOG=0`` turns off the line werkzeug logs per request
+(errors are still logged), for callers that discard the output anyway.
 """
 
 import functools
 import inspect
+import logging
+import os
 import threading
 
+from moto import backends
 from moto.dynamodb.models import DynamoDBBackend
 from moto.dynamodbstreams.models import DynamoDBStreamsBackend
 from moto.server import main
@@ -41,5 +50,10 @@ for backend in (DynamoDBBackend, DynamoDBStreamsBackend):
         if inspect.isfunction(member) and not name.startswith("_"):
             setattr(backend, name, _serialized(member))
 
+_MOTO_MODULES = tuple(backends.list_of_moto_modules())
+backends.list_of_moto_modules = lambda: _MOTO_MODULES
+
 if __name__ == "__main__":
+    if os.environ.get("STALELESS_MOTO_ACCESS_LOG") == "0":
+        logging.getLogger("werkzeug").setLevel(logging.WARNING)
     main()

@@ -183,6 +183,10 @@ impl Emulator {
         // A group of its own: a terminal's Ctrl-C reaches `infra up` alone, which stops the
         // emulator last, after everything that reads from it (else the event source mapping
         // would log its reads refused while it stops).
+        if log.is_none() {
+            // Its per-request access line would be written only to be discarded.
+            command.env("STALELESS_MOTO_ACCESS_LOG", "0");
+        }
         let child = command
             .args(["-H", "127.0.0.1", "-p", &port.to_string()])
             .process_group(0)
