@@ -644,6 +644,17 @@ impl Authenticator {
     }
 }
 
+/// Verified tokens hold no key of any source; a flush of everything (an operator's) drops them.
+impl staleless_consumer::Evict for Authenticator {
+    fn evict(&self, _keys: &[staleless_protocol::KeyVersion]) -> usize {
+        0
+    }
+
+    fn flush(&self) {
+        Self::flush(self);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

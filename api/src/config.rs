@@ -7,31 +7,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Args, Parser, ValueEnum};
+use clap::{Args, Parser};
 
-/// What the caches do; `event` is this design, the others exist to compare against it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum CacheMode {
-    /// Cache with a long safety-net TTL; entries are evicted by the invalidation queue.
-    Event,
-    /// Cache with a TTL only, as the system this replaces did: stale for up to the TTL.
-    Ttl,
-    /// No cache: a DynamoDB read per request.
-    Off,
-}
-
-impl CacheMode {
-    /// The mode's name as configured (`event`, `ttl`, `off`).
-    #[must_use]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Event => "event",
-            Self::Ttl => "ttl",
-            Self::Off => "off",
-        }
-    }
-}
+pub use staleless_consumer::CacheMode;
 
 /// Everything the API reads from its environment.
 #[derive(Debug, Clone, Parser)]
@@ -137,66 +115,7 @@ pub struct JwtConfig {
     pub jwks_refresh_secs: u64,
 }
 
-/// The task's own invalidation queue and its health bound.
-#[derive(Debug, Clone, Args)]
-pub struct ChannelConfig {
-    /// The topic the stream relay publishes to (required in `event` mode).
-    #[arg(long, env = "INVALIDATION_TOPIC_ARN")]
-    pub topic_arn: Option<String>,
-    /// This task's queue is `<prefix>-<task id>`; the sweeper only touches queues of the prefix.
-    #[arg(long, env = "QUEUE_NAME_PREFIX", default_value = "staleless-task")]
-    pub queue_name_prefix: String,
-    /// Long-poll wait per receive, at most 20 s (the SQS maximum).
-    #[arg(long, env = "POLL_WAIT_SECS", default_value_t = 20)]
-    pub poll_wait_secs: u64,
-    /// The freshness bound `B`: a cache is served only while a tick of its source (a heartbeat
-    /// that crossed the whole path) was written and arrived within this many seconds; past it
-    /// the cache is bypassed (read-through) until ticks are back, then flushed. No task serves a
-    /// profile or role older than this. Keep the heartbeat interval at most a third of it.
-    #[arg(long, env = "STALENESS_BOUND_SECS", default_value_t = 15)]
-    pub staleness_bound_secs: u64,
-    /// Messages older than this are dropped by SQS: after a gap that long the cache is flushed
-    /// anyway, so keeping them would only replay work.
-    #[arg(long, env = "QUEUE_RETENTION_SECS", default_value_t = 300)]
-    pub queue_retention_secs: u64,
-    /// How often the queue's heartbeat tag is refreshed.
-    #[arg(long, env = "QUEUE_HEARTBEAT_INTERVAL_SECS", default_value_t = 60)]
-    pub queue_heartbeat_interval_secs: u64,
-    /// The heartbeat writers whose ticks count (the `<writer>` of their `HEARTBEAT#<writer>`
-    /// items, comma-separated): the heartbeat Lambda's `HEARTBEAT_WRITER`. A tick of any other
-    /// name is refused and counted.
-    #[arg(long, env = "HEARTBEAT_WRITERS", value_delimiter = ',', default_value = staleless_protocol::keys::DEFAULT_HEARTBEAT_WRITER)]
-    pub heartbeat_writers: Vec<String>,
-    /// How far ahead of this task's clock a tick may be written (clock skew), charged against
-    /// the bound; at most half of it. A tick from further ahead is refused and counted.
-    #[arg(long, env = "TICK_FUTURE_TOLERANCE_MS", default_value_t = 500)]
-    pub tick_future_tolerance_ms: u64,
-}
-
-impl ChannelConfig {
-    /// The long-poll wait, clamped to what SQS allows (0–20 s).
-    /// <https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_ReceiveMessage.html>
-    #[must_use]
-    pub fn poll_wait(&self) -> Duration {
-        Duration::from_secs(self.poll_wait_secs.min(20))
-    }
-
-    /// The staleness bound.
-    #[must_use]
-    pub const fn staleness_bound(&self) -> Duration {
-        Duration::from_secs(self.staleness_bound_secs)
-    }
-
-    /// The trust rules of the configured bound, writers and tolerance.
-    #[must_use]
-    pub fn trust_rules(&self) -> crate::channel::TrustRules {
-        crate::channel::TrustRules::new(
-            self.staleness_bound(),
-            Duration::from_millis(self.tick_future_tolerance_ms),
-            &self.heartbeat_writers,
-        )
-    }
-}
+pub use staleless_consumer::SubscriberConfig as ChannelConfig;
 
 impl Config {
     /// The defaults overlaid with the environment, and no command-line flags: what tests start

@@ -14,10 +14,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use staleless_protocol::{Invalidation, Source};
+use staleless_consumer::{CacheStats, ChannelHealth, Evict, ReadPath, SourceSpec, TrustedCache};
+use staleless_protocol::{KeyVersion, Source};
 
-use crate::cache::{CacheStats, KeyedCache};
-use crate::channel::ChannelHealth;
 use crate::config::CacheMode;
 use crate::metrics as names;
 use crate::model::{NewRole, Profile, RoleDefinition, RolePatch, StoredRole};
@@ -193,6 +192,20 @@ impl Catalogue {
     }
 }
 
+/// The directory's sources and the caches they vouch for, in the order of every report.
+#[must_use]
+pub fn sources() -> [SourceSpec; 2] {
+    [
+        SourceSpec::new(Source::Users.as_str(), PROFILES),
+        SourceSpec::new(Source::Roles.as_str(), ROLES),
+    ]
+}
+
+/// The profile cache's name in metrics and stats.
+const PROFILES: &str = "profiles";
+/// The role catalogue's name in metrics and stats.
+const ROLES: &str = "roles";
+
 /// Stats of the data caches.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct DirectoryStats {
@@ -210,20 +223,15 @@ pub struct Directory {
     roles: Arc<dyn RoleStore>,
     /// What the caches do.
     mode: CacheMode,
-    /// Whether the invalidation channel vouches for the caches (`event` mode).
-    channel: Arc<ChannelHealth>,
     /// `None` (no profile item) is cached too: a missing user is as cacheable as a present one,
     /// since creating the item invalidates it like any other write.
-    profile_cache: KeyedCache<String, Option<Arc<Profile>>>,
+    profile_cache: TrustedCache<String, Option<Arc<Profile>>, StoreError>,
     /// The whole catalogue under the unit key: resolution needs every role at once.
-    catalogue_cache: KeyedCache<(), Arc<Catalogue>>,
+    catalogue_cache: TrustedCache<(), Arc<Catalogue>, StoreError>,
     /// Roles changed moments ago, read by id until the definitions index surely shows them.
     recent_role_changes: RecentRoleChanges,
     /// Corrupt items seen, reported once per change.
     corrupt_items: Arc<CorruptItems>,
-    /// Reads that skipped a trusted cache, by cache.
-    bypassed_profiles: metrics::Counter,
-    bypassed_roles: metrics::Counter,
 }
 
 impl Directory {
@@ -241,13 +249,10 @@ impl Directory {
             profiles,
             roles,
             mode,
-            channel,
-            profile_cache: KeyedCache::new("profiles", max_profiles, ttl),
-            catalogue_cache: KeyedCache::new("roles", 1, ttl),
+            profile_cache: TrustedCache::new(Arc::clone(&channel), Source::Users.as_str(), mode, max_profiles, ttl),
+            catalogue_cache: TrustedCache::new(channel, Source::Roles.as_str(), mode, 1, ttl),
             recent_role_changes: RecentRoleChanges::default(),
             corrupt_items: Arc::default(),
-            bypassed_profiles: metrics::counter!(names::CACHE_BYPASSED_READS, "cache" => "profiles"),
-            bypassed_roles: metrics::counter!(names::CACHE_BYPASSED_READS, "cache" => "roles"),
         }
     }
 
@@ -257,13 +262,13 @@ impl Directory {
         self.mode
     }
 
-    /// Whether reads of `source`'s cache may be answered from it now.
-    fn use_cache(&self, source: Source) -> bool {
-        match self.mode {
-            CacheMode::Event => self.channel.is_trusted(source),
-            CacheMode::Ttl => true,
-            CacheMode::Off => false,
-        }
+    /// The path reads of each cache take now (`cache` or `bypass`), by cache name.
+    #[must_use]
+    pub fn read_paths(&self) -> [(&'static str, ReadPath); 2] {
+        [
+            (PROFILES, self.profile_cache.read_path()),
+            (ROLES, self.catalogue_cache.read_path()),
+        ]
     }
 
     /// A user's profile; `None` when the user has none.
@@ -290,14 +295,7 @@ impl Directory {
                 }
             }
         };
-        match self.mode {
-            _ if self.use_cache(Source::Users) => self.profile_cache.get_or_load(user_id, read).await,
-            CacheMode::Event => {
-                self.bypassed_profiles.increment(1);
-                self.profile_cache.load_uncached(user_id, read).await
-            }
-            CacheMode::Ttl | CacheMode::Off => read().await,
-        }
+        self.profile_cache.get(user_id, read).await
     }
 
     /// The role catalogue.
@@ -315,14 +313,7 @@ impl Directory {
                 Ok(Arc::new(catalogue))
             }
         };
-        match self.mode {
-            _ if self.use_cache(Source::Roles) => self.catalogue_cache.get_or_load(&(), read).await,
-            CacheMode::Event => {
-                self.bypassed_roles.increment(1);
-                self.catalogue_cache.load_uncached(&(), read).await
-            }
-            CacheMode::Ttl | CacheMode::Off => read().await,
-        }
+        self.catalogue_cache.get(&(), read).await
     }
 
     /// What `profile` may do.
@@ -493,55 +484,23 @@ impl Directory {
         self.catalogue_cache.invalidate(&());
     }
 
-    /// Applies an invalidation message; returns how many keys it evicted.
-    pub fn apply(&self, invalidation: &Invalidation) -> usize {
-        match invalidation {
-            Invalidation::Invalidate {
-                source: Source::Users,
-                keys,
-            } => {
-                for key in keys {
-                    self.profile_cache.invalidate(key.id.as_str());
-                }
-                keys.len()
-            }
-            Invalidation::Invalidate {
-                source: Source::Roles,
-                keys,
-            } => {
-                // Any role change can change anyone's resolution: the catalogue goes whole.
-                if !keys.is_empty() {
-                    self.recent_role_changes.record(keys.iter().map(|key| key.id.as_str()));
-                    self.catalogue_cache.invalidate(&());
-                }
-                keys.len()
-            }
-            Invalidation::FlushAll {
-                source: Some(source), ..
-            } => {
-                self.flush_source(*source);
-                0
-            }
-            Invalidation::FlushAll { source: None, .. } => {
-                self.flush();
-                0
-            }
-            Invalidation::Tick { .. } => 0,
-        }
+    /// The profile cache, for the subscriber: keyed by the user ids messages carry.
+    #[must_use]
+    pub fn profile_cache(&self) -> Arc<dyn Evict> {
+        Arc::new(self.profile_cache.clone())
     }
 
-    /// Clears every data cache.
+    /// The role catalogue, for the subscriber: any role change can change anyone's resolution,
+    /// so the catalogue goes whole, and the changed roles are read by id for a while.
+    #[must_use]
+    pub fn catalogue_cache(self: &Arc<Self>) -> Arc<dyn Evict> {
+        Arc::new(CatalogueEviction(Arc::clone(self)))
+    }
+
+    /// Clears both caches.
     pub fn flush(&self) {
-        self.flush_source(Source::Users);
-        self.flush_source(Source::Roles);
-    }
-
-    /// Clears the cache `source` vouches for.
-    pub fn flush_source(&self, source: Source) {
-        match source {
-            Source::Users => self.profile_cache.invalidate_all(),
-            Source::Roles => self.catalogue_cache.invalidate_all(),
-        }
+        self.profile_cache.invalidate_all();
+        self.catalogue_cache.invalidate_all();
     }
 
     /// Cache counts.
@@ -554,11 +513,30 @@ impl Directory {
     }
 }
 
+/// The catalogue as the subscriber sees it (see [`Directory::catalogue_cache`]).
+struct CatalogueEviction(Arc<Directory>);
+
+impl Evict for CatalogueEviction {
+    fn evict(&self, keys: &[KeyVersion]) -> usize {
+        if !keys.is_empty() {
+            self.0
+                .recent_role_changes
+                .record(keys.iter().map(|key| key.id.as_str()));
+            self.0.catalogue_cache.invalidate(&());
+        }
+        keys.len()
+    }
+
+    fn flush(&self) {
+        self.0.catalogue_cache.invalidate_all();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
 
-    use staleless_protocol::KeyVersion;
+    use staleless_protocol::{Invalidation, KeyVersion};
 
     use super::*;
     use crate::model::UserStatus;
@@ -577,8 +555,16 @@ mod tests {
         }
     }
 
+    fn untrusted_channel() -> Arc<ChannelHealth> {
+        Arc::new(ChannelHealth::new(
+            staleless_consumer::TrustRules::with_bound(Duration::from_secs(60)),
+            &sources(),
+            staleless_consumer::MetricNames::default(),
+        ))
+    }
+
     fn directory(store: &Arc<MemoryStore>, mode: CacheMode) -> Directory {
-        let channel = Arc::new(ChannelHealth::new(Duration::from_secs(60)));
+        let channel = untrusted_channel();
         channel.mark_subscribed("q");
         channel.record_ticks_now();
         Directory::new(
@@ -646,7 +632,8 @@ mod tests {
             "Ada",
             "served from cache"
         );
-        assert_eq!(directory.apply(&users_message("u-1")), 1);
+        let caches = staleless_consumer::Caches::new().register("users", directory.profile_cache());
+        assert_eq!(caches.apply(&users_message("u-1")), 1);
         assert_eq!(
             directory.profile("u-1").await.expect("read").expect("some").name,
             "Grace"
@@ -661,7 +648,7 @@ mod tests {
         for (mode, expected_reads) in [(CacheMode::Event, 3), (CacheMode::Ttl, 1), (CacheMode::Off, 3)] {
             let store = Arc::new(MemoryStore::new());
             store.put_profile_directly(profile("u-1", "Ada"));
-            let channel = Arc::new(ChannelHealth::new(Duration::from_secs(60)));
+            let channel = untrusted_channel();
             let directory = Directory::new(
                 store.clone(),
                 store.clone(),

@@ -7,24 +7,21 @@
 //! - [`permissions`]: permission resolution, a pure function.
 //! - [`auth`]: RS256 JWT verification against a JWKS, with the verified-claims cache.
 //! - [`store`]: the DynamoDB stores behind narrow traits, and in-memory ones for tests.
-//! - [`cache`]: [`cache::KeyedCache`], single-flight fills that never outlive a racing
-//!   invalidation.
-//! - [`directory`]: the store layer routes use: caches per mode, read-your-writes.
-//! - [`channel`]: the task's invalidation queue — health, listener — and the fleet's sweeper.
+//! - [`directory`]: the store layer routes use: its caches (`staleless_consumer::TrustedCache`),
+//!   read-your-writes, the role-write rules.
+//! - [`task_id`]: this task's id, which names its queue.
 //! - [`state`]: [`AppState`], shared by requests and background tasks.
 //! - [`routes`]: [`router`] and the handlers of every route.
-//! - [`server`]: [`run`] (serve until shutdown, with the background tasks) and
-//!   [`server::shutdown_signal`].
+//! - [`server`]: [`run`] (serve until shutdown, with the JWKS reload and the invalidation
+//!   subscriber) and [`server::shutdown_signal`].
 //! - [`metrics`]: metric names and the Prometheus recorder.
 //! - [`telemetry`]: JSON logs.
 //!
-//! The `staleless-api` binary only reads the configuration, sets up logging, binds and calls
-//! [`run`]. The fleet's queue sweeper ([`channel::sweeper::Sweeper`], from `staleless-consumer`)
-//! runs as the `queue-sweeper` Lambda of the `lambdas` package.
+//! The freshness guarantee itself — trust by ticks, trusted caches, the task's queue — is the
+//! `staleless-consumer` crate's; this crate is its reference user. The `staleless-api` binary
+//! only reads the configuration, sets up logging, binds and calls [`run`].
 
 pub mod auth;
-pub mod cache;
-pub mod channel;
 pub mod config;
 pub mod directory;
 pub mod error;
@@ -35,6 +32,7 @@ pub mod routes;
 pub mod server;
 pub mod state;
 pub mod store;
+pub mod task_id;
 pub mod telemetry;
 
 pub use config::{CacheMode, Config};

@@ -6,8 +6,8 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
-use crate::channel::listener::Listener;
-use crate::channel::queue;
+use staleless_consumer::Subscriber;
+
 use crate::config::CacheMode;
 use crate::routes::router;
 use crate::state::AppState;
@@ -30,10 +30,20 @@ pub async fn run(
     if state.config.cache.cache_mode == CacheMode::Event {
         match (&state.channel_clients, &state.config.channel.topic_arn) {
             (Some(clients), Some(topic_arn)) => {
-                let task_id = queue::discover_task_id().await;
-                let listener = Listener::new(state.clone(), clients.clone(), topic_arn.clone(), &task_id);
-                tracing::info!(queue = listener.queue_name(), "starting the invalidation listener");
-                tracker.spawn(listener.run(cancel.clone()));
+                let task_id = crate::task_id::discover_task_id().await;
+                let tables = &state.config.tables;
+                let subscriber = Subscriber::new(
+                    std::sync::Arc::clone(&state.channel),
+                    state.caches.clone(),
+                    clients.clone(),
+                    topic_arn,
+                    state.config.channel.clone(),
+                    &task_id,
+                )
+                .with_table(&tables.users_table, staleless_protocol::Source::Users.as_str())
+                .with_table(&tables.roles_table, staleless_protocol::Source::Roles.as_str());
+                tracing::info!(queue = subscriber.queue_name(), "starting the invalidation subscriber");
+                tracker.spawn(subscriber.run(cancel.clone()));
             }
             _ => {
                 tracing::warn!("event mode without a topic or AWS clients: every read goes through to DynamoDB");

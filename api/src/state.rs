@@ -3,12 +3,12 @@
 use std::sync::Arc;
 
 use metrics_exporter_prometheus::PrometheusHandle;
-use staleless_protocol::Invalidation;
+use staleless_consumer::{Caches, ChannelHealth, MetricNames};
+use staleless_protocol::Source;
 
 use crate::auth::{AuthSetupError, Authenticator, Identity, JwksSource};
-use crate::channel::ChannelHealth;
 use crate::config::{CacheMode, Config};
-use crate::directory::Directory;
+use crate::directory::{self, Directory};
 use crate::error::AppError;
 use crate::metrics as names;
 use crate::model::{Profile, claim_is_current};
@@ -37,6 +37,9 @@ pub struct AppState {
     pub auth: Arc<Authenticator>,
     /// Whether the invalidation channel vouches for the caches.
     pub channel: Arc<ChannelHealth>,
+    /// What the subscriber evicts from: the directory's caches by source, and the verified
+    /// tokens with a flush of everything.
+    pub caches: Caches,
     /// The configuration, read once.
     pub config: Arc<Config>,
     /// Renders `/metrics`.
@@ -68,22 +71,29 @@ impl AppState {
         channel_clients: Option<ChannelClients>,
     ) -> Self {
         let metrics = crate::metrics::install();
+        let sources = directory::sources();
         let channel = Arc::new(match config.cache.cache_mode {
-            CacheMode::Event => ChannelHealth::with_rules(config.channel.trust_rules()),
-            CacheMode::Ttl | CacheMode::Off => ChannelHealth::not_required(),
+            CacheMode::Event => ChannelHealth::new(config.channel.trust_rules(), &sources, MetricNames::default()),
+            CacheMode::Ttl | CacheMode::Off => ChannelHealth::not_required(&sources, MetricNames::default()),
         });
-        let directory = Directory::new(
+        let directory = Arc::new(Directory::new(
             profiles,
             roles,
             config.cache.cache_mode,
             config.cache.ttl(),
             config.cache.cache_max_profiles,
             Arc::clone(&channel),
-        );
+        ));
+        let auth = Arc::new(auth);
+        let caches = Caches::new()
+            .register(Source::Users.as_str(), directory.profile_cache())
+            .register(Source::Roles.as_str(), directory.catalogue_cache())
+            .register_with_everything(Arc::clone(&auth) as Arc<dyn staleless_consumer::Evict>);
         Self {
-            directory: Arc::new(directory),
-            auth: Arc::new(auth),
+            directory,
+            auth,
             channel,
+            caches,
             config: Arc::new(config),
             metrics,
             channel_clients,
@@ -117,15 +127,6 @@ impl AppState {
         let roles = Arc::new(DynamoRoles::new(dynamodb, config.tables.roles_table.clone()));
         let clients = ChannelClients::from_sdk(sdk, &config.aws, config.channel.poll_wait());
         Ok(Self::new(config, profiles, roles, auth, Some(clients)))
-    }
-
-    /// Applies an invalidation message to every cache it concerns; returns the keys evicted.
-    pub fn apply(&self, invalidation: &Invalidation) -> usize {
-        if matches!(invalidation, Invalidation::FlushAll { source: None, .. }) {
-            self.flush_all();
-            return 0;
-        }
-        self.directory.apply(invalidation)
     }
 
     /// Clears every cache: data and verified tokens.

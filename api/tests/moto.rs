@@ -15,8 +15,8 @@ use infra::operator::{self, RoleChange, UserChange};
 use infra::proxy::SwitchableProxy;
 use infra::{LocalAws, Provisioned};
 use serde_json::Value;
-use staleless_api::state::ChannelClients;
 use staleless_api::{AppState, CacheMode};
+use staleless_consumer::ChannelClients;
 use staleless_protocol::{Invalidation, KeyVersion, SOURCE_ATTRIBUTE, Source};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -339,7 +339,7 @@ async fn two_instances_see_direct_writes_to_both_tables_and_clean_up_on_shutdown
         .await
         .expect("identity");
     assert_eq!(
-        tags.get(staleless_api::channel::queue::OWNER_TAG),
+        tags.get(staleless_consumer::queue::OWNER_TAG),
         caller.user_id.as_ref(),
         "{tags:?}"
     );
@@ -492,7 +492,7 @@ async fn a_stalled_channel_reads_through_stays_ready_then_recovers() {
         api.ready().await,
         "a task that can read through stays in the load balancer"
     );
-    assert!(!api.state.channel.is_trusted(Source::Users));
+    assert!(!api.state.channel.is_trusted(Source::Users.as_str()));
 
     // The change's invalidation is stuck in the queue behind the outage; only a read-through
     // can show it now.
@@ -890,8 +890,8 @@ async fn malformed_messages_are_deleted_and_protocol_messages_applied() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_sweeper_removes_stale_queues_and_orphaned_subscriptions() {
-    use staleless_api::channel::queue::HEARTBEAT_TAG;
-    use staleless_api::channel::sweeper::{SweepReport, Sweeper};
+    use staleless_consumer::queue::HEARTBEAT_TAG;
+    use staleless_consumer::sweeper::{SweepReport, Sweeper};
 
     let stack = Stack::start().await;
     // A live task, with the queue and subscription its listener made (subscribed first: moto

@@ -494,7 +494,7 @@ async fn a_sync_is_read_back_at_once_and_an_out_of_band_change_after_its_invalid
         cached["status"], "active",
         "served from cache until the invalidation arrives"
     );
-    app.state.apply(&Invalidation::Invalidate {
+    app.state.caches.apply(&Invalidation::Invalidate {
         source: Source::Users,
         keys: vec![KeyVersion {
             id: "alice".into(),
@@ -607,7 +607,7 @@ async fn the_roles_claim_of_the_token_decides_and_is_stored_without_a_sync() {
     );
     app.store
         .put_profile_directly(common::profile("ivy", &["Staff"], UserStatus::Active));
-    app.state.apply(&Invalidation::Invalidate {
+    app.state.caches.apply(&Invalidation::Invalidate {
         source: Source::Users,
         keys: vec![KeyVersion {
             id: "ivy".into(),
@@ -633,7 +633,7 @@ async fn flush_all_clears_every_cache() {
     let reads = app.store.profile_reads();
     app.send("GET", "/users/me", Some(&alice()), None).await;
     assert_eq!(app.store.profile_reads(), reads, "cached");
-    app.state.apply(&Invalidation::FlushAll {
+    app.state.caches.apply(&Invalidation::FlushAll {
         source: None,
         reason: Some("test".into()),
     });

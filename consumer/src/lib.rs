@@ -1,20 +1,73 @@
-//! `staleless-consumer`: what a task that consumes staleless invalidations shares with the fleet
-//! around it, without a web framework: its queue's rules (names, tags, policy, the heartbeat tag
-//! that tells a live task from a dead one), the AWS clients and timeouts of its queue, and the
-//! fleet's sweeper of queues and subscriptions left by crashed tasks (the `queue-sweeper`
-//! Lambda is a thin main over [`sweeper::Sweeper`]).
+//! `staleless-consumer`: keep a tokio service's in-memory caches fresh from the data's own
+//! changes, with a bound on staleness that holds whatever breaks.
 //!
-//! The API (`staleless-api`) is its user; so is the `lambdas` package, which therefore builds
-//! without the API's HTTP stack.
+//! # The guarantee
+//!
+//! A relay reads each table's DynamoDB stream and publishes what changed (keys and stream
+//! positions, never data) to one SNS topic; every task of the service owns an SQS queue
+//! subscribed to it and evicts what changed. A heartbeat writer writes an item into every table
+//! every `H` seconds; the relay turns it into a *tick* of that table's source, so a tick that
+//! reaches a task proves the whole path — table, stream, relay, topic, subscription, queue — up
+//! to the tick's write time. A task serves a cache only while a tick of its source, from a
+//! configured writer, was written and arrived within the bound `B`; past it the cache is
+//! bypassed (read through) until ticks return, and flushed before it is trusted again. So no
+//! task serves a value that changed more than `B` ago, whether a part of the path fails loudly,
+//! silently, or is never repaired. Keep `H` at most a third of `B`.
+//!
+//! # What a service does
+//!
+//! ```text
+//! let health = Arc::new(ChannelHealth::new(config.trust_rules(), &[SourceSpec::new("users", "profiles")], MetricNames::default()));
+//! let profiles = TrustedCache::new(health.clone(), "users", CacheMode::Event, 100_000, ttl);
+//! let caches = Caches::new().register("users", Arc::new(profiles.clone()));
+//! tokio::spawn(Subscriber::new(health.clone(), caches, clients, &topic_arn, config, &task_id).run(cancel));
+//! // on every read:
+//! let name = profiles.get(user_id, || load_from_dynamodb(user_id)).await?;
+//! ```
+//!
+//! To keep the guarantee, a service must: read through [`TrustedCache::get`] (never around it),
+//! load with `ConsistentRead` (a read-through after an outage must see the newest write), report
+//! readiness from [`ChannelHealth::is_ready`] (a broken pipeline degrades to read-through, it
+//! never drains the fleet), cancel the subscriber on shutdown (it unsubscribes and deletes its
+//! queue), and run the fleet [`sweeper`] for tasks that crashed.
+//!
+//! # Modules
+//!
+//! - trust rules ([`TrustRules`], [`WriterLedger`]): pure functions of the ticks and the time;
+//! - [`ChannelHealth`]: the trust per source, read on every request;
+//! - [`KeyedCache`] and [`TrustedCache`]: race-guarded, single-flight fills, served only while
+//!   trusted;
+//! - [`Subscriber`] and [`Caches`]: the task's queue and the caches it evicts from;
+//! - [`queue`] and [`sweeper`]: queue rules and the fleet sweeper (the `queue-sweeper` Lambda is
+//!   a thin main over [`sweeper::Sweeper`]);
+//! - [`MetricNames`]: every metric under one prefix.
+
+#![deny(missing_docs)]
 
 mod aws;
+mod cache;
+mod caches;
 mod config;
+mod health;
+mod metrics;
 pub mod queue;
+mod subscriber;
 pub mod sweeper;
 pub mod telemetry;
+mod trust;
+mod trusted;
 
 pub use aws::{AwsTimeouts, ChannelClients};
-pub use config::SweeperConfig;
+pub use cache::{CacheStats, FillAborted, KeyedCache, may_keep_fill};
+pub use caches::{Caches, Evict};
+pub use config::{SubscriberConfig, SweeperConfig};
+pub use health::{
+    ChannelHealth, ChannelReport, SlotReport, SourceReport, SourceSpec, TickAdmission, WriterReport, unix_now_ms,
+};
+pub use metrics::MetricNames;
+pub use subscriber::{ChannelError, Subscriber, TaskQueue};
+pub use trust::{DEFAULT_FUTURE_TOLERANCE, SlotProof, TickRejection, TrustRules, WriterLedger, heartbeats_missed};
+pub use trusted::{CacheMode, ReadPath, TrustedCache};
 
 /// Seconds since the Unix epoch (0 if the clock is before it): token expiry and queue heartbeats.
 #[must_use]

@@ -129,6 +129,21 @@ pub fn is_queue_missing(code: Option<&str>) -> bool {
     )
 }
 
+/// A task id unique to this process: `<host>-<pid>-<random>` (unique even for two processes on
+/// one host), for services that have no better one (an ECS task id, say).
+#[must_use]
+pub fn local_task_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
+        .map(|host| host.trim().to_owned())
+        .filter(|host| !host.is_empty())
+        .unwrap_or_else(|| "host".to_owned());
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    let host: String = host.chars().take(24).collect();
+    format!("{host}-{}-{}", std::process::id(), &random[..8])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,6 +160,18 @@ mod tests {
         let again = recreated_name(&long, 2);
         assert_eq!(again.len(), MAX_QUEUE_NAME_CHARS);
         assert!(again.ends_with("-r2"));
+    }
+
+    #[test]
+    fn names_from_arns_and_local_ids() {
+        assert_eq!(
+            queue_name_from_arn("arn:aws:sqs:us-east-1:123:staleless-task-a"),
+            Some("staleless-task-a")
+        );
+        assert_eq!(queue_name_from_arn("https://example.com"), None);
+        let (first, second) = (local_task_id(), local_task_id());
+        assert_ne!(first, second, "two subscribers in one process get two queues");
+        assert!(queue_name("staleless-task", &first).len() <= MAX_QUEUE_NAME_CHARS);
     }
 
     #[test]

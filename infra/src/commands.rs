@@ -30,6 +30,8 @@ pub struct UpOptions {
     pub state_dir: PathBuf,
     /// (name, bind address) of each API task.
     pub api_binds: Vec<(String, String)>,
+    /// Where the example service binds.
+    pub example_bind: String,
 }
 
 /// Runs the whole local system until Ctrl-C or SIGTERM, then stops it in order: API tasks first
@@ -97,6 +99,15 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
                 stop_all(&mut tasks, &mut pipeline, &mut emulator).await;
                 return Err(err.into());
             }
+        }
+    }
+
+    let example_log = logs.join(format!("{}.log", system::EXAMPLE_NAME));
+    match ApiTask::start_example(&bin_dir, &options.example_bind, &env, &example_log, API_READY_TIMEOUT).await {
+        Ok(example) => tasks.push(example),
+        Err(err) => {
+            stop_all(&mut tasks, &mut pipeline, &mut emulator).await;
+            return Err(err.into());
         }
     }
 
@@ -203,8 +214,13 @@ fn print_banner(
         println!("  {:<13} {role}  (log {})", component.name(), component.log().display());
     }
     for task in tasks {
+        let what = if task.process.name() == system::EXAMPLE_NAME {
+            "  GET /profiles/{user_id}: a service on the consumer crate alone"
+        } else {
+            ""
+        };
         println!(
-            "  {:<13} {}  (log {})",
+            "  {:<13} {}{what}  (log {})",
             task.process.name(),
             task.base_url,
             task.process.log().display()
@@ -219,7 +235,15 @@ fn print_banner(
     println!("Watch a change made outside the API reach both tasks:");
     println!();
     println!("  export TOKEN={token}");
-    let (first, second) = match tasks {
+    let example = tasks
+        .iter()
+        .find(|task| task.process.name() == system::EXAMPLE_NAME)
+        .map_or("", |task| task.base_url.as_str());
+    let tasks: Vec<&ApiTask> = tasks
+        .iter()
+        .filter(|task| task.process.name() != system::EXAMPLE_NAME)
+        .collect();
+    let (first, second) = match tasks.as_slice() {
         [first, second, ..] => (first.base_url.as_str(), second.base_url.as_str()),
         [only] => (only.base_url.as_str(), only.base_url.as_str()),
         [] => ("", ""),
@@ -234,6 +258,7 @@ fn print_banner(
     println!(
         "  curl -s -H \"Authorization: Bearer $TOKEN\" {first}/users/me; echo; curl -s -H \"Authorization: Bearer $TOKEN\" {second}/users/me; echo"
     );
+    println!("  curl -s {example}/profiles/alice; echo");
     println!();
     println!("More tokens: target/debug/infra token --sub admin --roles Admin");
     println!("  (--roles is the IdP's word: it is authorized and stored on the profile; without it the");

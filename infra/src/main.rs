@@ -40,6 +40,9 @@ enum Command {
         /// Address of API task B.
         #[arg(long, env = "API_B_ADDR", default_value = "127.0.0.1:8082")]
         api_b: String,
+        /// Address of the example service (a service on the consumer crate alone).
+        #[arg(long, env = "EXAMPLE_ADDR", default_value = "127.0.0.1:8083")]
+        example: String,
     },
     /// Run the local event source mapping (what Lambda does on AWS): invoke the relay function
     /// through the local Lambda with `--invoke-endpoint`, else the relay library in-process.
@@ -337,12 +340,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             state_dir,
             api_a,
             api_b,
+            example,
         } => {
             let options = commands::UpOptions {
                 port,
                 prefix,
                 state_dir: state_dir_or_default(state_dir),
                 api_binds: vec![("api-a".to_owned(), api_a), ("api-b".to_owned(), api_b)],
+                example_bind: example,
             };
             commands::up(options).await
         }

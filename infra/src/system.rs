@@ -274,7 +274,10 @@ impl Drop for Component {
     }
 }
 
-/// One API task: its process and where it serves.
+/// The example service's name among the tasks.
+pub const EXAMPLE_NAME: &str = "example";
+
+/// One API task (or the example service): its process and where it serves.
 #[derive(Debug)]
 pub struct ApiTask {
     /// The process.
@@ -297,9 +300,45 @@ impl ApiTask {
         log: &Path,
         ready_timeout: Duration,
     ) -> Result<Self, SystemError> {
+        Self::start_service(
+            name,
+            &bin_dir.join("staleless-api"),
+            ("BIND_ADDR", bind),
+            env,
+            log,
+            ready_timeout,
+        )
+        .await
+    }
+
+    /// Starts `<bin_dir>/staleless-example` (a service that uses the consumer crate alone) bound
+    /// to `bind` (`EXAMPLE_ADDR`), with the stack's environment, and waits until `/ready`
+    /// answers 200.
+    ///
+    /// # Errors
+    /// As [`Self::start`].
+    pub async fn start_example(
+        bin_dir: &Path,
+        bind: &str,
+        env: &[(String, String)],
+        log: &Path,
+        ready_timeout: Duration,
+    ) -> Result<Self, SystemError> {
+        let program = bin_dir.join("staleless-example");
+        Self::start_service(EXAMPLE_NAME, &program, ("EXAMPLE_ADDR", bind), env, log, ready_timeout).await
+    }
+
+    async fn start_service(
+        name: &str,
+        program: &Path,
+        (bind_variable, bind): (&str, &str),
+        env: &[(String, String)],
+        log: &Path,
+        ready_timeout: Duration,
+    ) -> Result<Self, SystemError> {
         let mut env = env.to_vec();
-        env.push(("BIND_ADDR".to_owned(), bind.to_owned()));
-        let process = Component::spawn(name, &bin_dir.join("staleless-api"), &[], &env, log)?;
+        env.push((bind_variable.to_owned(), bind.to_owned()));
+        let process = Component::spawn(name, program, &[], &env, log)?;
         let mut task = Self {
             process,
             base_url: format!("http://{bind}"),

@@ -152,6 +152,21 @@ impl Row {
         ) || self.is_hostile()
     }
 
+    /// Whether the row runs the example service (a service on the consumer crate alone) beside
+    /// the tasks and holds it to the same bound: the silent faults of the pipeline and of its
+    /// own subscription.
+    #[must_use]
+    pub const fn covers_the_example(self) -> bool {
+        matches!(
+            self,
+            Self::RelayHung
+                | Self::RelayCannotPublish
+                | Self::HeartbeatWriterStopped
+                | Self::SubscriptionRemoved
+                | Self::SubscriptionFilteredToNothing
+        )
+    }
+
     /// Whether a task is expected to repair the fault by itself (no operator, no restart).
     #[must_use]
     pub const fn heals_itself(self) -> bool {
@@ -242,6 +257,7 @@ pub async fn run(row: Row) -> anyhow::Result<RowReport> {
     let started = Instant::now();
     let options = SystemOptions {
         sns_through_proxy: matches!(row, Row::SnsUnavailable | Row::RelayCannotPublish),
+        example: row.covers_the_example(),
         ..SystemOptions::default()
     };
     let mut system = LocalSystem::start(options).await?;
@@ -626,31 +642,62 @@ async fn inject_silent_fault(
                 .await?
                 .subscriptions
                 .unwrap_or_default();
-            // A task's subscription: the dead-letter queue's is not one.
-            let victim = subscriptions
+            // The first task's subscription (the dead-letter queue's is not a task's), and the
+            // example's: the queue of no API task.
+            let api_queues = api_task_queue_names(system).await?;
+            let task_subscriptions: Vec<(String, String)> = subscriptions
                 .iter()
-                .find(|subscription| {
-                    subscription
-                        .endpoint
-                        .as_deref()
-                        .is_some_and(|endpoint| system.stack.is_task_queue(endpoint))
+                .filter_map(|subscription| {
+                    let endpoint = subscription.endpoint.as_deref()?;
+                    system.stack.is_task_queue(endpoint).then(|| {
+                        (
+                            endpoint.to_owned(),
+                            subscription.subscription_arn.clone().unwrap_or_default(),
+                        )
+                    })
                 })
-                .and_then(|subscription| subscription.subscription_arn.clone())
+                .collect();
+            let first_task = task_subscriptions
+                .iter()
+                .find(|(endpoint, _)| api_queues.iter().any(|queue| endpoint.ends_with(&format!(":{queue}"))))
                 .context("no task subscription")?;
-            if row == Row::SubscriptionRemoved {
-                sns.unsubscribe().subscription_arn(victim).send().await?;
-            } else {
-                sns.set_subscription_attributes()
-                    .subscription_arn(victim)
-                    .attribute_name("FilterPolicy")
-                    .attribute_value(r#"{"source":["nothing-matches-this"]}"#)
-                    .send()
-                    .await?;
+            let mut victims = vec![first_task.1.clone()];
+            if system.example.is_some() {
+                let example = task_subscriptions
+                    .iter()
+                    .find(|(endpoint, _)| !api_queues.iter().any(|queue| endpoint.ends_with(&format!(":{queue}"))))
+                    .context("no subscription of the example service")?;
+                victims.push(example.1.clone());
+            }
+            for victim in victims {
+                if row == Row::SubscriptionRemoved {
+                    sns.unsubscribe().subscription_arn(victim).send().await?;
+                } else {
+                    sns.set_subscription_attributes()
+                        .subscription_arn(victim)
+                        .attribute_name("FilterPolicy")
+                        .attribute_value(r#"{"source":["nothing-matches-this"]}"#)
+                        .send()
+                        .await?;
+                }
             }
         }
         _ => {}
     }
     Ok(())
+}
+
+/// The queue names of the running API tasks, from their stats.
+async fn api_task_queue_names(system: &LocalSystem) -> anyhow::Result<Vec<String>> {
+    let admin = system.admin_token();
+    let mut names = Vec::new();
+    for index in 0..system.task_urls.len() {
+        let (_, body) = system.get(index, "/admin/cache/stats", &admin).await?;
+        if let Some(queue) = body["channel"]["queue"].as_str() {
+            names.push(queue.to_owned());
+        }
+    }
+    Ok(names)
 }
 
 /// Undoes a fault no task can repair by itself (an operator's part).
@@ -685,6 +732,9 @@ async fn every_task_bypassing(system: &LocalSystem) -> anyhow::Result<()> {
                 return Ok(false);
             }
         }
+        if system.example.is_some() && system.example_trusts_its_cache().await? {
+            return Ok(false);
+        }
         Ok(true)
     })
     .await?;
@@ -704,6 +754,9 @@ async fn all_trusted_again(system: &LocalSystem) -> anyhow::Result<bool> {
             if system.get(index, "/users/me", &admin).await?.0 != 200 {
                 return Ok(false);
             }
+        }
+        if system.example.is_some() && !system.example_trusts_its_cache().await? {
+            return Ok(false);
         }
         Ok(true)
     })
@@ -738,7 +791,13 @@ pub async fn probe(system: &LocalSystem, users: &[String], round: usize, errors_
         .try_collect()
         .await?;
     let admin = system.admin_token();
-    let pairs: Vec<(usize, &(String, Instant))> = (0..system.task_urls.len())
+    // Every API task, and the example service (`None`) when it runs.
+    let readers: Vec<Option<usize>> = (0..system.task_urls.len())
+        .map(Some)
+        .chain(system.example.is_some().then_some(None))
+        .collect();
+    let pairs: Vec<(Option<usize>, &(String, Instant))> = readers
+        .into_iter()
         .flat_map(|task| acknowledged.iter().map(move |pair| (task, pair)))
         .collect();
     let outcomes: Vec<(Duration, Duration, usize)> = futures::stream::iter(pairs)
@@ -750,8 +809,15 @@ pub async fn probe(system: &LocalSystem, users: &[String], round: usize, errors_
                 let mut failed = 0;
                 loop {
                     let asked_at = Instant::now();
-                    let (status, body) = system.get(task, &format!("/admin/users/{user}"), &admin).await?;
-                    if status == 200 && body["name"] == expected.as_str() {
+                    let (status, name) = match task {
+                        Some(task) => {
+                            let (status, body) = system.get(task, &format!("/admin/users/{user}"), &admin).await?;
+                            (status, body["name"].as_str().map(str::to_owned))
+                        }
+                        None => system.example_name(user).await?,
+                    };
+                    let task = task.map_or_else(|| "the example".to_owned(), |task| format!("task {task}"));
+                    if status == 200 && name.as_deref() == Some(expected.as_str()) {
                         return anyhow::Ok((worst_stale, asked_at.saturating_duration_since(*written_at), failed));
                     }
                     if status == 200 {
@@ -764,7 +830,7 @@ pub async fn probe(system: &LocalSystem, users: &[String], round: usize, errors_
                     }
                     ensure!(
                         written_at.elapsed() <= CHECK_PATIENCE,
-                        "task {task} still serves {user} without round {round} after {CHECK_PATIENCE:?}: {status} {body}"
+                        "{task} still serves {user} without round {round} after {CHECK_PATIENCE:?}: {status} {name:?}"
                     );
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
@@ -912,7 +978,19 @@ async fn warm(system: &LocalSystem, users: &[String]) -> anyhow::Result<()> {
         })
         .buffer_unordered(16)
         .try_collect::<()>()
-        .await
+        .await?;
+    if system.example.is_some() {
+        futures::stream::iter(users)
+            .map(|user| async move {
+                let (status, name) = system.example_name(user).await?;
+                ensure!(status == 200, "warming {user} on the example: {status} {name:?}");
+                Ok(())
+            })
+            .buffer_unordered(16)
+            .try_collect::<()>()
+            .await?;
+    }
+    Ok(())
 }
 
 /// Readers that hit both tasks with random users until told to stop; returns the request count.

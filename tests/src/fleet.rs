@@ -6,8 +6,8 @@
 
 use std::time::{Duration, Instant};
 
-use staleless_api::channel::sweeper::Sweeper;
 use staleless_api::state::ChannelClients;
+use staleless_consumer::sweeper::Sweeper;
 
 use crate::bench::{self, StalenessOptions, StalenessReport};
 use crate::bench_proxy::{CountingProxy, Counts};

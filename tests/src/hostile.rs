@@ -32,7 +32,7 @@ fn s(value: &str) -> AttributeValue {
 /// Milliseconds since the Unix epoch.
 #[must_use]
 pub fn now_ms() -> i64 {
-    staleless_api::channel::unix_now_ms()
+    staleless_consumer::unix_now_ms()
 }
 
 /// Puts `item` into `table` as is.

@@ -57,6 +57,8 @@ pub struct LocalSystem {
     pub heartbeat: Option<Component>,
     /// The API task processes; `None` while stopped.
     pub tasks: Vec<Option<ApiTask>>,
+    /// The example service (a service on the consumer crate alone), when asked for.
+    pub example: Option<ApiTask>,
     /// Base URLs of the tasks (kept across restarts: a restarted task binds the same port).
     pub task_urls: Vec<String>,
     /// Environment shared by every component.
@@ -96,6 +98,8 @@ pub struct SystemOptions {
     pub staleness_bound: Duration,
     /// The heartbeat writer's interval `H` (`HEARTBEAT_INTERVAL_SECS`).
     pub heartbeat_interval: Duration,
+    /// Also run the example service (`staleless-example`) beside the tasks.
+    pub example: bool,
 }
 
 impl SystemOptions {
@@ -114,6 +118,7 @@ impl Default for SystemOptions {
             relay_env: Vec::new(),
             staleness_bound: Self::TEST_BOUND,
             heartbeat_interval: Duration::from_millis(500),
+            example: false,
         }
     }
 }
@@ -189,6 +194,7 @@ impl LocalSystem {
             relay_spawner: None,
             heartbeat: None,
             tasks: Vec::new(),
+            example: None,
             task_urls: Vec::new(),
             env: task_env,
             relay_env,
@@ -206,6 +212,13 @@ impl LocalSystem {
             system.task_urls.push(format!("http://127.0.0.1:{port}"));
             system.tasks.push(None);
             system.start_task(index).await?;
+        }
+        if options.example {
+            let bind = format!("127.0.0.1:{}", infra::emulator::free_port()?);
+            let log = system.logs_dir().join(format!("{}.log", system::EXAMPLE_NAME));
+            let example =
+                ApiTask::start_example(&system.bin_dir, &bind, &system.env, &log, Duration::from_secs(60)).await?;
+            system.example = Some(example);
         }
         system.until_ticks_after(seeded_at_ms).await?;
         Ok(system)
@@ -245,7 +258,54 @@ impl LocalSystem {
             )
             .await?;
         }
+        if let Some(example) = &self.example {
+            let url = format!("{}/metrics", example.base_url);
+            eventually(PATIENCE, "the example to hear ticks written after the seed", || {
+                let url = url.clone();
+                async move {
+                    let text = self.http.get(url).send().await?.text().await?;
+                    Ok(sum_metric(
+                        &text,
+                        "staleless_tick_written_timestamp_seconds",
+                        &[("source", "users")],
+                    ) > after_secs)
+                }
+            })
+            .await?;
+        }
         Ok(())
+    }
+
+    /// The example service's answer for `user`: its status and the name it serves.
+    ///
+    /// # Errors
+    /// When no example runs or the request fails.
+    pub async fn example_name(&self, user: &str) -> anyhow::Result<(u16, Option<String>)> {
+        let example = self.example.as_ref().context("no example service in this system")?;
+        let response = self
+            .http
+            .get(format!("{}/profiles/{user}", example.base_url))
+            .send()
+            .await?;
+        let status = response.status().as_u16();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        Ok((status, body["name"].as_str().map(str::to_owned)))
+    }
+
+    /// Whether the example serves its cache now (`staleless_cache_trusted{cache="profiles"}`).
+    ///
+    /// # Errors
+    /// When no example runs or `/metrics` cannot be read.
+    pub async fn example_trusts_its_cache(&self) -> anyhow::Result<bool> {
+        let example = self.example.as_ref().context("no example service in this system")?;
+        let text = self
+            .http
+            .get(format!("{}/metrics", example.base_url))
+            .send()
+            .await?
+            .text()
+            .await?;
+        Ok(sum_metric(&text, "staleless_cache_trusted", &[("cache", "profiles")]) >= 1.0)
     }
 
     /// [`Self::until_ticks_after`] now: everything written so far has reached every task.
@@ -538,6 +598,9 @@ impl LocalSystem {
 
     /// Stops tasks (gracefully), relay and emulator, and removes the state directory.
     pub async fn stop(mut self) {
+        if let Some(mut example) = self.example.take() {
+            example.process.stop().await;
+        }
         for index in 0..self.tasks.len() {
             self.stop_task(index).await;
         }

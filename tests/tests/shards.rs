@@ -21,7 +21,7 @@ use infra::event_source::failure::FailurePolicy;
 use infra::event_source::invoke::{Invocation, Invoker};
 use infra::event_source::memory::MemoryStream;
 use infra::event_source::{EventSourceOptions, FailureDestination, StreamSource, Target, run_with};
-use staleless_api::channel::{ChannelHealth, SlotProof, TrustRules, unix_now_ms};
+use staleless_consumer::{ChannelHealth, MetricNames, SlotProof, SourceSpec, TrustRules, unix_now_ms};
 use staleless_protocol::{Invalidation, Source, decode_give_up};
 use stream_relay::{Mapper, MemoryPublisher, Relay};
 use tokio_util::sync::CancellationToken;
@@ -219,11 +219,11 @@ struct Consumer {
 
 impl Consumer {
     fn new(give_ups_flush: bool) -> Self {
-        let health = ChannelHealth::with_rules(TrustRules::new(
-            BOUND,
-            Duration::from_millis(200),
-            &["staleless".to_owned()],
-        ));
+        let health = ChannelHealth::new(
+            TrustRules::new(BOUND, Duration::from_millis(200), &["staleless".to_owned()]),
+            &[SourceSpec::new(Source::Users.as_str(), "profiles")],
+            MetricNames::default(),
+        );
         health.mark_subscribed("memory");
         Self {
             health,
@@ -248,14 +248,14 @@ impl Consumer {
                     ..
                 } => {
                     let proof = SlotProof::of(slot.as_deref(), slots.as_deref(), *covered);
-                    if let Ok(admission) = self
-                        .health
-                        .admit_tick(*source, writer.as_deref(), *written_at_ms, &proof)
+                    if let Ok(admission) =
+                        self.health
+                            .admit_tick(source.as_str(), writer.as_deref(), *written_at_ms, &proof)
                     {
                         if admission.restores_trust {
                             self.evicted = Some(Instant::now());
                         }
-                        self.health.record_tick(*source, &admission, *written_at_ms, &proof);
+                        self.health.record_tick(&admission, *written_at_ms, &proof);
                     }
                 }
                 Invalidation::Invalidate { keys, .. } if keys.iter().any(|key| key.id == user) => {
@@ -276,7 +276,7 @@ impl Consumer {
     }
 
     fn trusted(&self) -> bool {
-        self.health.is_trusted(Source::Users)
+        self.health.is_trusted(Source::Users.as_str())
     }
 }
 

@@ -4,7 +4,7 @@
 
 use std::time::{Duration, Instant};
 
-use staleless_api::channel::sweeper::{LOG_TARGET, NOTHING_TO_SWEEP};
+use staleless_consumer::sweeper::{LOG_TARGET, NOTHING_TO_SWEEP};
 use staleless_tests::{LocalSystem, SystemOptions};
 
 /// How often the sweeper sweeps here (300 s as shipped).

@@ -6,8 +6,6 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use serde_json::json;
 
-use staleless_protocol::Source;
-
 use crate::state::AppState;
 
 /// `GET /health`: the process is up. Says nothing else: anyone can call it.
@@ -31,16 +29,16 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     }
 }
 
-/// Whether each cache is served (`cache`) or bypassed until ticks return (`bypass`).
+/// Whether each cache is served (`cache`) or read through (`bypass`: untrusted, or `off` mode),
+/// by the rule every read follows.
 pub(crate) fn read_modes(state: &AppState) -> serde_json::Value {
-    let mode = |source| {
-        if state.directory.mode() != crate::config::CacheMode::Event || state.channel.is_trusted(source) {
-            "cache"
-        } else {
-            "bypass"
-        }
-    };
-    json!({"profiles": mode(Source::Users), "roles": mode(Source::Roles)})
+    let paths: serde_json::Map<String, serde_json::Value> = state
+        .directory
+        .read_paths()
+        .into_iter()
+        .map(|(cache, path)| (cache.to_owned(), json!(path)))
+        .collect();
+    serde_json::Value::Object(paths)
 }
 
 /// `GET /metrics`: Prometheus text format.

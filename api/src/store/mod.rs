@@ -42,6 +42,12 @@ pub enum StoreError {
     Invalid(String),
 }
 
+impl From<staleless_consumer::FillAborted> for StoreError {
+    fn from(aborted: staleless_consumer::FillAborted) -> Self {
+        Self::Unavailable(aborted.to_string())
+    }
+}
+
 /// What `POST /users/me/sync` writes: the token's claims and optional body fields.
 ///
 /// Only these attributes are set, so a concurrent change of `status` by an administrator is

@@ -28,8 +28,13 @@ use futures::FutureExt as _;
 use futures::future::{BoxFuture, Shared};
 use serde::Serialize;
 
-use crate::metrics as names;
-use crate::store::StoreError;
+use crate::metrics::MetricNames;
+
+/// A fill's task ended without a result (it panicked or the runtime shut down): what every
+/// reader that joined it gets, converted into the loader's error type.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("cache fill did not complete: {0}")]
+pub struct FillAborted(pub String);
 
 /// Whether a fill that started at epoch `fill_started` may be stored, given the epoch of the
 /// last invalidation of its key (if one is still recorded) and of the last flush.
@@ -80,7 +85,8 @@ struct Counters {
 }
 
 impl Counters {
-    fn new(cache: &'static str) -> Self {
+    fn new(names: &MetricNames, cache: &str) -> Self {
+        let cache = cache.to_owned();
         Self {
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -88,29 +94,29 @@ impl Counters {
             discarded_fills: AtomicU64::new(0),
             invalidations: AtomicU64::new(0),
             flushes: AtomicU64::new(0),
-            hits_metric: metrics::counter!(names::CACHE_HITS, "cache" => cache),
-            misses_metric: metrics::counter!(names::CACHE_MISSES, "cache" => cache),
-            fills_metric: metrics::counter!(names::CACHE_FILLS, "cache" => cache),
-            discarded_metric: metrics::counter!(names::CACHE_FILLS_DISCARDED, "cache" => cache),
-            invalidations_metric: metrics::counter!(names::CACHE_INVALIDATIONS, "cache" => cache),
-            fill_seconds: metrics::histogram!(names::CACHE_FILL_SECONDS, "cache" => cache),
+            hits_metric: metrics::counter!(names.cache_hits.clone(), "cache" => cache.clone()),
+            misses_metric: metrics::counter!(names.cache_misses.clone(), "cache" => cache.clone()),
+            fills_metric: metrics::counter!(names.cache_fills.clone(), "cache" => cache.clone()),
+            discarded_metric: metrics::counter!(names.cache_fills_discarded.clone(), "cache" => cache.clone()),
+            invalidations_metric: metrics::counter!(names.cache_invalidations.clone(), "cache" => cache.clone()),
+            fill_seconds: metrics::histogram!(names.cache_fill_seconds.clone(), "cache" => cache),
         }
     }
 }
 
-type FillFuture<V> = Shared<BoxFuture<'static, Result<V, StoreError>>>;
+type FillFuture<V, E> = Shared<BoxFuture<'static, Result<V, E>>>;
 
 /// A load in progress that new readers of its key may join.
-struct Flight<V> {
+struct Flight<V, E> {
     /// Tells this flight apart from a later one for the same key.
     id: u64,
     /// The load's result, shared by every reader that joined.
-    result: FillFuture<V>,
+    result: FillFuture<V, E>,
 }
 
 /// Everything a fill's keep-or-discard decision depends on; one lock, taken on misses and
 /// invalidations only, never on hits.
-struct FillState<K, V> {
+struct FillState<K, V, E> {
     /// Bumped by every invalidation and flush.
     epoch: u64,
     /// The epoch of the last flush.
@@ -121,12 +127,12 @@ struct FillState<K, V> {
     /// Start epochs of running fills (a multiset), so `invalidated` can be pruned.
     running: BTreeMap<u64, usize>,
     /// The flight each key's new readers join.
-    flights: HashMap<K, Flight<V>>,
+    flights: HashMap<K, Flight<V, E>>,
     /// Source of flight ids.
     next_flight: u64,
 }
 
-impl<K: Hash + Eq, V> FillState<K, V> {
+impl<K: Hash + Eq, V, E> FillState<K, V, E> {
     fn finish(&mut self, started: u64) {
         if let Some(count) = self.running.get_mut(&started) {
             *count -= 1;
@@ -147,31 +153,32 @@ impl<K: Hash + Eq, V> FillState<K, V> {
     }
 }
 
-struct Inner<K, V> {
+struct Inner<K, V, E> {
     /// Name in metrics and stats (`profiles`, `roles`).
-    name: &'static str,
+    name: String,
     /// The entries.
     entries: moka::sync::Cache<K, V>,
     /// Generations and flights.
-    state: Mutex<FillState<K, V>>,
+    state: Mutex<FillState<K, V, E>>,
     /// Hits, misses, fills.
     counters: Counters,
 }
 
-impl<K, V> Inner<K, V> {
-    fn lock(&self) -> MutexGuard<'_, FillState<K, V>> {
+impl<K, V, E> Inner<K, V, E> {
+    fn lock(&self) -> MutexGuard<'_, FillState<K, V, E>> {
         // A panic while holding this lock cannot leave the maps half-updated in a way that
         // matters more than losing the cache, so a poisoned lock is used as is.
         self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
-/// A cache of `V` by `K` with single-flight loads and race-safe fills (see the module docs).
-pub struct KeyedCache<K, V> {
-    inner: Arc<Inner<K, V>>,
+/// A cache of `V` by `K` with single-flight loads and race-safe fills (see the module docs);
+/// loads fail with `E`.
+pub struct KeyedCache<K, V, E> {
+    inner: Arc<Inner<K, V, E>>,
 }
 
-impl<K, V> Clone for KeyedCache<K, V> {
+impl<K, V, E> Clone for KeyedCache<K, V, E> {
     fn clone(&self) -> Self {
         Self {
             inner: Arc::clone(&self.inner),
@@ -179,17 +186,19 @@ impl<K, V> Clone for KeyedCache<K, V> {
     }
 }
 
-impl<K, V> KeyedCache<K, V>
+impl<K, V, E> KeyedCache<K, V, E>
 where
     K: Hash + Eq + Clone + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
+    E: Clone + Send + Sync + From<FillAborted> + 'static,
 {
-    /// A cache named `name` (metric label) of at most `max_entries`, each kept at most `ttl`.
+    /// A cache named `name` (the `cache` label of its metrics, named by `names`) of at most
+    /// `max_entries`, each kept at most `ttl`.
     #[must_use]
-    pub fn new(name: &'static str, max_entries: u64, ttl: Duration) -> Self {
+    pub fn new(name: &str, max_entries: u64, ttl: Duration, names: &MetricNames) -> Self {
         Self {
             inner: Arc::new(Inner {
-                name,
+                name: name.to_owned(),
                 entries: moka::sync::Cache::builder()
                     .max_capacity(max_entries)
                     .time_to_live(ttl)
@@ -202,7 +211,7 @@ where
                     flights: HashMap::new(),
                     next_flight: 0,
                 }),
-                counters: Counters::new(name),
+                counters: Counters::new(names, name),
             }),
         }
     }
@@ -231,12 +240,12 @@ where
     ///
     /// # Errors
     /// The load's error, shared by every reader that joined it; nothing is cached then.
-    pub async fn get_or_load<Q, F, Fut>(&self, key: &Q, load: F) -> Result<V, StoreError>
+    pub async fn get_or_load<Q, F, Fut>(&self, key: &Q, load: F) -> Result<V, E>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<V, StoreError>> + Send + 'static,
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
     {
         if let Some(value) = self.get(key) {
             return Ok(value);
@@ -261,12 +270,12 @@ where
     ///
     /// # Errors
     /// The load's error, shared by every reader that joined it.
-    pub async fn load_uncached<Q, F, Fut>(&self, key: &Q, load: F) -> Result<V, StoreError>
+    pub async fn load_uncached<Q, F, Fut>(&self, key: &Q, load: F) -> Result<V, E>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
         F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<V, StoreError>> + Send + 'static,
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
     {
         let flight = {
             let mut state = self.inner.lock();
@@ -282,11 +291,11 @@ where
 
     /// Starts a load of `key` that new readers join; `keep` says whether its result may be
     /// stored (subject to [`may_keep_fill`]).
-    fn start_flight<Q, Fut>(&self, state: &mut FillState<K, V>, key: &Q, load: Fut, keep: bool) -> FillFuture<V>
+    fn start_flight<Q, Fut>(&self, state: &mut FillState<K, V, E>, key: &Q, load: Fut, keep: bool) -> FillFuture<V, E>
     where
         K: Borrow<Q>,
         Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
-        Fut: Future<Output = Result<V, StoreError>> + Send + 'static,
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
     {
         let started = state.epoch;
         *state.running.entry(started).or_insert(0) += 1;
@@ -305,9 +314,9 @@ where
 
     /// Runs one load as a task and settles it: stored (if `keep` and no invalidation raced it)
     /// or discarded, flight retired.
-    fn spawn_fill<Fut>(&self, key: K, id: u64, started: u64, load: Fut, keep: bool) -> FillFuture<V>
+    fn spawn_fill<Fut>(&self, key: K, id: u64, started: u64, load: Fut, keep: bool) -> FillFuture<V, E>
     where
-        Fut: Future<Output = Result<V, StoreError>> + Send + 'static,
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
     {
         let inner = Arc::clone(&self.inner);
         let task = tokio::spawn(async move {
@@ -330,7 +339,7 @@ where
                 } else {
                     inner.counters.discarded_fills.fetch_add(1, Ordering::Relaxed);
                     inner.counters.discarded_metric.increment(1);
-                    tracing::debug!(cache = inner.name, "fill raced an invalidation and was not kept");
+                    tracing::debug!(cache = %inner.name, "fill raced an invalidation and was not kept");
                 }
             }
             state.finish(started);
@@ -338,7 +347,7 @@ where
         });
         async move {
             task.await
-                .unwrap_or_else(|err| Err(StoreError::Unavailable(format!("cache fill did not complete: {err}"))))
+                .unwrap_or_else(|err| Err(E::from(FillAborted(err.to_string()))))
         }
         .boxed()
         .shared()
@@ -406,8 +415,20 @@ mod tests {
 
     use super::*;
 
-    fn cache() -> KeyedCache<String, &'static str> {
-        KeyedCache::new("test", 100, Duration::from_secs(3_600))
+    /// A loader's error, as a service would have one.
+    #[derive(Debug, Clone, PartialEq, Eq)]
+    enum StoreError {
+        Unavailable(String),
+    }
+
+    impl From<FillAborted> for StoreError {
+        fn from(aborted: FillAborted) -> Self {
+            Self::Unavailable(aborted.to_string())
+        }
+    }
+
+    fn cache() -> KeyedCache<String, &'static str, StoreError> {
+        KeyedCache::new("test", 100, Duration::from_secs(3_600), &MetricNames::default())
     }
 
     fn key(id: &str) -> String {
@@ -417,7 +438,7 @@ mod tests {
     /// A fill of `id` that has read `value` and is held until the returned sender fires: the
     /// interleaving every race test needs. Returns once the load is running.
     async fn held_fill(
-        cache: &KeyedCache<String, &'static str>,
+        cache: &KeyedCache<String, &'static str, StoreError>,
         id: &str,
         value: &'static str,
     ) -> (

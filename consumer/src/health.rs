@@ -1,61 +1,35 @@
-//! The invalidation channel: this task's own SQS queue, subscribed to the relay's topic, and the
-//! freshness guarantee built on it.
+//! Trust by ticks, per source: may each cache be served right now? Read on every request.
 //!
-//! - [`ChannelHealth`] (here): may each cache be trusted right now? Read on every request.
-//! - [`queue`]: pure naming, the queue policy, the heartbeat rule and the task id.
-//! - [`listener`]: creates and subscribes the queue, long-polls and applies messages, records
-//!   ticks, heals a subscription removed or altered out of band, recreates a queue deleted out of
-//!   band, and removes it all on shutdown.
-//! - [`sweeper`]: the fleet sweeper (the `queue-sweeper` binary, not run by tasks): removes queues
-//!   left by crashed tasks, and subscriptions whose queue is gone.
-//!
-//! - [`trust`]: the trust rules, pure: which ticks count, and when a cache may be served.
-//!
-//! **The bound.** A successful receive proves only that this task's queue answers. What proves
+//! **The bound.** A successful receive proves only that the task's queue answers. What proves
 //! the whole path — table, stream, event source mapping, relay, topic, subscription, queue — is a
 //! *tick*: a heartbeat item written into a table that came back through all of it. A cache is
 //! trusted only while a tick of its source from a configured writer arrived within the bound `B`
-//! and was written within `B` (less the skew tolerance; see [`trust`]). Past the bound that cache
-//! is bypassed (read-through with `ConsistentRead`); when a fresh tick arrives, the cache is
-//! flushed first and trusted again. So no change older than `B` can be missing from what a task
-//! serves, whatever part of the path fails, silently or not — and whatever is written into the
+//! and was written within `B` (less the skew tolerance; see [`crate::TrustRules`]). Past the
+//! bound that cache is bypassed (read-through); when a fresh tick arrives, the cache is flushed
+//! first and trusted again. So no change older than `B` can be missing from what a task serves,
+//! whatever part of the path fails, silently or not — and whatever is written into the
 //! heartbeat items, since a tick from an unknown writer or from the future is refused and the
 //! state is kept per writer.
+//!
+//! A source is a name (`users`, `roles`, or any table the relay is configured to read), each
+//! vouching for one cache. Every method ending in `_at` takes the time (`now_ms`: Unix ms on the
+//! task's wall clock; `mono_ms`: ms after the channel's origin on its monotonic clock), so the
+//! rules are tested without waiting; the others read the clocks.
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use staleless_protocol::Source;
 
-pub mod listener;
-pub mod queue;
-pub use staleless_consumer::sweeper;
-pub mod trust;
-
-pub use trust::{SlotProof, TickRejection, TrustRules, WriterLedger, heartbeats_missed};
+use crate::metrics::MetricNames;
+use crate::trust::{SlotProof, TickRejection, TrustRules, WriterLedger};
 
 /// Sentinel for "never" in the millisecond atomics below.
 const NEVER: u64 = u64::MAX;
 
-/// The two sources, in the order of [`ChannelHealth::sources`].
-pub const SOURCES: [Source; 2] = [Source::Users, Source::Roles];
-
-/// The cache each source vouches for, as named in metrics and stats.
-#[must_use]
-pub const fn cache_of(source: Source) -> &'static str {
-    match source {
-        Source::Users => "profiles",
-        Source::Roles => "roles",
-    }
-}
-
-const fn slot(source: Source) -> usize {
-    match source {
-        Source::Users => 0,
-        Source::Roles => 1,
-    }
-}
+/// "Not trusted" in [`ChannelHealth::trusted_until`].
+const NO_TRUST: i64 = -1;
 
 /// Milliseconds since the Unix epoch (this task's clock).
 #[must_use]
@@ -65,45 +39,27 @@ pub fn unix_now_ms() -> i64 {
         .map_or(0, |elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
 }
 
-/// The health of the invalidation channel and the trust in each cache, shared by the listener
-/// (writer) and every request (reader). A request reads two atomics and the monotonic clock: the
-/// listener works out, at each tick, until when each cache is trusted.
-///
-/// The methods ending in `_at` take the time (`now_ms`: Unix ms on this task's wall clock;
-/// `mono_ms`: ms after the channel's origin on its monotonic clock), so the rules are tested
-/// without waiting; the others read the clocks.
-#[derive(Debug)]
-pub struct ChannelHealth {
-    /// Whether this process runs a channel at all (`CACHE_MODE=event`); without one `/ready`
-    /// does not depend on it.
-    required: bool,
-    /// The bound, the writers and the skew tolerance.
-    rules: TrustRules,
-    /// Time base for the monotonic timestamps below.
-    origin: Instant,
-    /// Milliseconds after `origin` of the last successful receive, or [`NEVER`].
-    last_receive_ms: AtomicU64,
-    /// Whether the queue exists and is subscribed to the topic.
-    subscribed: AtomicBool,
-    /// Whether the task has finished starting (its queue was set up once, or setting it up kept
-    /// failing for longer than the bound): from then on it serves, from cache or read-through.
-    started: AtomicBool,
-    /// Set on shutdown: `/ready` turns 503 so the load balancer drains the task.
-    stopping: AtomicBool,
-    /// Per configured writer (in [`TrustRules::writers`] order), per source (in [`SOURCES`]
-    /// order): its ticks per slot. Written by the listener only; one writer's clock cannot move
-    /// another's state.
-    ledgers: std::sync::Mutex<Vec<[WriterLedger; 2]>>,
-    /// Per source: the last monotonic ms at which the cache is trusted, or [`NO_TRUST`].
-    trusted_until: [AtomicI64; 2],
-    /// The queue's name, for stats and logs.
-    queue: std::sync::RwLock<Option<String>>,
+/// A source of invalidations and ticks, and the cache it vouches for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceSpec {
+    /// The source's name as messages carry it (`users`).
+    pub source: String,
+    /// The cache it vouches for, as metrics and stats name it (`profiles`).
+    pub cache: String,
 }
 
-/// "Not trusted" in [`ChannelHealth::trusted_until`].
-const NO_TRUST: i64 = -1;
+impl SourceSpec {
+    /// Source `source` vouching for the cache `cache`.
+    #[must_use]
+    pub fn new(source: &str, cache: &str) -> Self {
+        Self {
+            source: source.to_owned(),
+            cache: cache.to_owned(),
+        }
+    }
+}
 
-/// One slot of a writer, as reported by `/admin/cache/stats`.
+/// One slot of a writer, as reported to operators.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SlotReport {
@@ -115,7 +71,7 @@ pub struct SlotReport {
     pub ms_since_tick: Option<u64>,
 }
 
-/// One writer's ticks of one source, as reported by `/admin/cache/stats`.
+/// One writer's ticks of one source, as reported to operators.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct WriterReport {
@@ -133,13 +89,13 @@ pub struct WriterReport {
     pub slots: Vec<SlotReport>,
 }
 
-/// One source's freshness as reported by `/admin/cache/stats`.
+/// One source's freshness, as reported to operators.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct SourceReport {
     /// The cache this source vouches for (`profiles`, `roles`).
-    pub cache: &'static str,
-    /// Whether that cache is served now; `false` means reads go through to DynamoDB.
+    pub cache: String,
+    /// Whether that cache is served now; `false` means reads go through to the table.
     pub trusted: bool,
     /// Now minus the newest admitted tick's write time, in ms (writer's clock against this
     /// task's), over every writer and slot.
@@ -152,11 +108,11 @@ pub struct SourceReport {
     pub writers: Vec<WriterReport>,
 }
 
-/// The channel as reported by `/admin/cache/stats`.
+/// The channel as reported to operators (the API's `/admin/cache/stats`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ChannelReport {
-    /// Whether a channel is expected (`event` mode).
+    /// Whether a channel is expected (the task caches by events).
     pub required: bool,
     /// The queue, once created.
     pub queue: Option<String>,
@@ -170,10 +126,9 @@ pub struct ChannelReport {
     pub staleness_bound_secs: u64,
     /// How far ahead of this task's clock a tick may be written, in ms (charged against `B`).
     pub tick_future_tolerance_ms: u64,
-    /// Per source: `users` (the profile cache) and `roles` (the role catalogue).
-    pub users: SourceReport,
-    /// See `users`.
-    pub roles: SourceReport,
+    /// Per source, by name (`users`: the profile cache, `roles`: the role catalogue).
+    #[serde(flatten)]
+    pub sources: BTreeMap<String, SourceReport>,
 }
 
 /// What admitting a tick changes, decided before it is recorded (see
@@ -183,44 +138,87 @@ pub struct TickAdmission {
     /// Which configured writer (its index in [`TrustRules::writers`]) the tick is of; not to be
     /// confused with the heartbeat slot, which is the proof's.
     pub writer_index: usize,
+    /// The source's index in [`ChannelHealth::sources`].
+    pub source_index: usize,
     /// The newest tick of the same writer and heartbeat slot before this one, for the gap test.
     pub previous_ms: Option<i64>,
     /// The cache is not trusted now and will be once the tick is recorded: flush it first.
     pub restores_trust: bool,
 }
 
-impl ChannelHealth {
-    /// A channel with the default writer and tolerance that must prove itself for caches to be
-    /// trusted, within `bound`.
-    #[must_use]
-    pub fn new(bound: Duration) -> Self {
-        Self::with_rules(TrustRules::with_bound(bound))
-    }
+/// The health of the invalidation channel and the trust in each cache, shared by the subscriber
+/// (writer) and every read (reader). A read checks an atomic and the monotonic clock: the
+/// subscriber works out, at each tick, until when each cache is trusted.
+#[derive(Debug)]
+pub struct ChannelHealth {
+    /// Whether this process runs a channel at all; without one readiness does not depend on it.
+    required: bool,
+    /// The bound, the writers and the skew tolerance.
+    rules: TrustRules,
+    /// The sources, in the order of every per-source vector below.
+    sources: Vec<SourceSpec>,
+    /// The names of the gauges [`Self::publish_gauges`] sets.
+    names: MetricNames,
+    /// Time base for the monotonic timestamps below.
+    origin: Instant,
+    /// Milliseconds after `origin` of the last successful receive, or [`NEVER`].
+    last_receive_ms: AtomicU64,
+    /// Whether the queue exists and is subscribed to the topic.
+    subscribed: AtomicBool,
+    /// Whether the task has finished starting (its queue was set up once, or setting it up kept
+    /// failing for longer than the bound): from then on it serves, from cache or read-through.
+    started: AtomicBool,
+    /// Set on shutdown: readiness turns false so the load balancer drains the task.
+    stopping: AtomicBool,
+    /// Per configured writer (in [`TrustRules::writers`] order), per source: its ticks per
+    /// slot. Written by the subscriber only; one writer's clock cannot move another's state.
+    ledgers: std::sync::Mutex<Vec<Vec<WriterLedger>>>,
+    /// Per source: the last monotonic ms at which the cache is trusted, or [`NO_TRUST`].
+    trusted_until: Vec<AtomicI64>,
+    /// The queue's name, for stats and logs.
+    queue: std::sync::RwLock<Option<String>>,
+}
 
-    /// A channel under `rules`.
+impl ChannelHealth {
+    /// A channel under `rules` for `sources`, that must prove itself for caches to be trusted;
+    /// its gauges are named by `names`.
     #[must_use]
-    pub fn with_rules(rules: TrustRules) -> Self {
-        let ledgers = rules.writers().iter().map(|_| <[WriterLedger; 2]>::default()).collect();
+    pub fn new(rules: TrustRules, sources: &[SourceSpec], names: MetricNames) -> Self {
+        let mut unique: Vec<SourceSpec> = Vec::with_capacity(sources.len());
+        for spec in sources {
+            if !unique.iter().any(|known| known.source == spec.source) {
+                unique.push(spec.clone());
+            }
+        }
+        let ledgers = rules
+            .writers()
+            .iter()
+            .map(|_| vec![WriterLedger::default(); unique.len()])
+            .collect();
+        let trusted_until = unique.iter().map(|_| AtomicI64::new(NO_TRUST)).collect();
         Self {
             required: true,
             rules,
+            sources: unique,
+            names,
             origin: Instant::now(),
             last_receive_ms: AtomicU64::new(NEVER),
             subscribed: AtomicBool::new(false),
             started: AtomicBool::new(false),
             stopping: AtomicBool::new(false),
             ledgers: std::sync::Mutex::new(ledgers),
-            trusted_until: [AtomicI64::new(NO_TRUST), AtomicI64::new(NO_TRUST)],
+            trusted_until,
             queue: std::sync::RwLock::new(None),
         }
     }
 
-    /// No channel (`ttl` and `off` modes): never trusted for invalidation, never blocks `/ready`.
+    /// No channel (a task that caches by TTL or not at all): never trusted for invalidation,
+    /// never blocks readiness.
     #[must_use]
-    pub fn not_required() -> Self {
+    pub fn not_required(sources: &[SourceSpec], names: MetricNames) -> Self {
         Self {
             required: false,
-            ..Self::new(Duration::ZERO)
+            ..Self::new(TrustRules::with_bound(Duration::ZERO), sources, names)
         }
     }
 
@@ -236,6 +234,37 @@ impl ChannelHealth {
         &self.rules
     }
 
+    /// The sources, in configuration order.
+    #[must_use]
+    pub fn sources(&self) -> &[SourceSpec] {
+        &self.sources
+    }
+
+    /// Whether a channel is expected at all.
+    #[must_use]
+    pub const fn is_required(&self) -> bool {
+        self.required
+    }
+
+    /// The metric names this channel and its subscriber use.
+    #[must_use]
+    pub const fn metric_names(&self) -> &MetricNames {
+        &self.names
+    }
+
+    /// The index of `source` in [`Self::sources`].
+    #[must_use]
+    pub fn source_index(&self, source: &str) -> Option<usize> {
+        self.sources.iter().position(|spec| spec.source == source)
+    }
+
+    /// The cache `source` vouches for.
+    #[must_use]
+    pub fn cache_of(&self, source: &str) -> Option<&str> {
+        self.source_index(source)
+            .map(|index| self.sources[index].cache.as_str())
+    }
+
     /// Milliseconds since the channel's origin (monotonic).
     #[must_use]
     pub fn mono_ms(&self) -> u64 {
@@ -247,60 +276,69 @@ impl ChannelHealth {
         (at != NEVER).then(|| Duration::from_millis(mono_ms.saturating_sub(at)))
     }
 
-    fn ledgers(&self) -> std::sync::MutexGuard<'_, Vec<[WriterLedger; 2]>> {
+    fn ledgers(&self) -> std::sync::MutexGuard<'_, Vec<Vec<WriterLedger>>> {
         self.ledgers.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// Until when (monotonic ms) some writer vouches for `source`, over `ledgers`.
-    fn trusted_until_of(&self, ledgers: &[[WriterLedger; 2]], source: Source, now_ms: i64, mono_ms: u64) -> i64 {
+    /// Until when (monotonic ms) some writer vouches for source `index`, over `ledgers`.
+    fn trusted_until_of(&self, ledgers: &[Vec<WriterLedger>], index: usize, now_ms: i64, mono_ms: u64) -> i64 {
         ledgers
             .iter()
-            .filter_map(|ledger| ledger[slot(source)].vouches_until(&self.rules, now_ms, mono_ms))
+            .filter_map(|ledger| ledger[index].vouches_until(&self.rules, now_ms, mono_ms))
             .max()
             .map_or(NO_TRUST, |until| i64::try_from(until).unwrap_or(i64::MAX))
     }
 
     /// When the newest admitted tick of `source` was written (Unix ms), over every writer.
     #[must_use]
-    pub fn last_tick_written_ms(&self, source: Source) -> Option<i64> {
+    pub fn last_tick_written_ms(&self, source: &str) -> Option<i64> {
+        let index = self.source_index(source)?;
         self.ledgers()
             .iter()
-            .filter_map(|ledger| ledger[slot(source)].newest_written_ms())
+            .filter_map(|ledger| ledger[index].newest_written_ms())
             .max()
     }
 
     /// Time since an admitted tick of `source` last arrived, from any writer.
     #[must_use]
-    pub fn since_tick(&self, source: Source) -> Option<Duration> {
+    pub fn since_tick(&self, source: &str) -> Option<Duration> {
+        let index = self.source_index(source)?;
         let mono_ms = self.mono_ms();
         self.ledgers()
             .iter()
-            .filter_map(|ledger| ledger[slot(source)].last_arrival_mono_ms())
+            .filter_map(|ledger| ledger[index].last_arrival_mono_ms())
             .max()
             .map(|at| Duration::from_millis(mono_ms.saturating_sub(at)))
     }
 
     /// Whether the cache of `source` may be served from now: the queue is subscribed and some
-    /// configured writer vouches for it ([`WriterLedger::vouches_until`]).
+    /// configured writer vouches for it ([`WriterLedger::vouches_until`]). An unknown source is
+    /// never trusted.
     #[must_use]
-    pub fn is_trusted(&self, source: Source) -> bool {
+    pub fn is_trusted(&self, source: &str) -> bool {
         self.is_trusted_at(source, self.mono_ms())
     }
 
     /// [`Self::is_trusted`] at the given monotonic time.
     #[must_use]
-    pub fn is_trusted_at(&self, source: Source, mono_ms: u64) -> bool {
+    pub fn is_trusted_at(&self, source: &str, mono_ms: u64) -> bool {
+        self.source_index(source)
+            .is_some_and(|index| self.index_trusted_at(index, mono_ms))
+    }
+
+    fn index_trusted_at(&self, index: usize, mono_ms: u64) -> bool {
         self.subscribed.load(Ordering::Acquire)
-            && i64::try_from(mono_ms).is_ok_and(|mono| mono <= self.trusted_until[slot(source)].load(Ordering::Acquire))
+            && i64::try_from(mono_ms).is_ok_and(|mono| mono <= self.trusted_until[index].load(Ordering::Acquire))
     }
 
     /// Whether every cache is trusted.
     #[must_use]
     pub fn all_trusted(&self) -> bool {
-        SOURCES.into_iter().all(|source| self.is_trusted(source))
+        let mono_ms = self.mono_ms();
+        (0..self.sources.len()).all(|index| self.index_trusted_at(index, mono_ms))
     }
 
-    /// Whether `/ready` answers 200: the task serves (from a trusted cache or by reading
+    /// Whether the task is ready to serve: it serves (from a trusted cache or by reading
     /// through) once it has started, until it begins to stop. A broken pipeline degrades the
     /// fleet to read-through; it never takes it out of the load balancer.
     #[must_use]
@@ -319,7 +357,7 @@ impl ChannelHealth {
     }
 
     /// Decides on a tick of `source` by `writer`, written at `written_ms`, arriving now; records
-    /// nothing. The listener flushes the cache when [`TickAdmission::restores_trust`] (or when
+    /// nothing. The subscriber flushes the cache when [`TickAdmission::restores_trust`] (or when
     /// the slot's heartbeats went missing), *then* calls [`Self::record_tick`], so nothing
     /// cached while invalidations could have been lost is served once trust returns.
     ///
@@ -327,7 +365,7 @@ impl ChannelHealth {
     /// Why the tick does not count: it then changes nothing, and must not be recorded.
     pub fn admit_tick(
         &self,
-        source: Source,
+        source: &str,
         writer: Option<&str>,
         written_ms: i64,
         proof: &SlotProof<'_>,
@@ -341,46 +379,50 @@ impl ChannelHealth {
     /// As [`Self::admit_tick`].
     pub fn admit_tick_at(
         &self,
-        source: Source,
+        source: &str,
         writer: Option<&str>,
         written_ms: i64,
         proof: &SlotProof<'_>,
         now_ms: i64,
         mono_ms: u64,
     ) -> Result<TickAdmission, TickRejection> {
+        let source_index = self.source_index(source).ok_or(TickRejection::UnknownSource)?;
         let writer_index = self.rules.admit(writer, written_ms, now_ms)?;
         let mut ledgers = self.ledgers().clone();
-        let previous_ms = ledgers[writer_index][slot(source)].previous_ms(proof.slot);
-        ledgers[writer_index][slot(source)].record(proof, written_ms, mono_ms);
+        let ledger = &mut ledgers[writer_index][source_index];
+        let previous_ms = ledger.previous_ms(proof.slot);
+        ledger.record(proof, written_ms, mono_ms);
         let restores_trust = self.subscribed.load(Ordering::Acquire)
-            && !self.is_trusted_at(source, mono_ms)
-            && self.trusted_until_of(&ledgers, source, now_ms, mono_ms) >= i64::try_from(mono_ms).unwrap_or(i64::MAX);
+            && !self.index_trusted_at(source_index, mono_ms)
+            && self.trusted_until_of(&ledgers, source_index, now_ms, mono_ms)
+                >= i64::try_from(mono_ms).unwrap_or(i64::MAX);
         Ok(TickAdmission {
             writer_index,
+            source_index,
             previous_ms,
             restores_trust,
         })
     }
 
-    /// Records an admitted tick of `source` (see [`Self::admit_tick`]).
-    pub fn record_tick(&self, source: Source, admission: &TickAdmission, written_ms: i64, proof: &SlotProof<'_>) {
-        self.record_tick_at(source, admission, written_ms, proof, unix_now_ms(), self.mono_ms());
+    /// Records an admitted tick (see [`Self::admit_tick`]).
+    pub fn record_tick(&self, admission: &TickAdmission, written_ms: i64, proof: &SlotProof<'_>) {
+        self.record_tick_at(admission, written_ms, proof, unix_now_ms(), self.mono_ms());
     }
 
     /// [`Self::record_tick`] at the given times.
     pub fn record_tick_at(
         &self,
-        source: Source,
         admission: &TickAdmission,
         written_ms: i64,
         proof: &SlotProof<'_>,
         now_ms: i64,
         mono_ms: u64,
     ) {
+        let index = admission.source_index;
         let mut ledgers = self.ledgers();
-        ledgers[admission.writer_index][slot(source)].record(proof, written_ms, mono_ms);
-        let until = self.trusted_until_of(&ledgers, source, now_ms, mono_ms);
-        self.trusted_until[slot(source)].store(until, Ordering::Release);
+        ledgers[admission.writer_index][index].record(proof, written_ms, mono_ms);
+        let until = self.trusted_until_of(&ledgers, index, now_ms, mono_ms);
+        self.trusted_until[index].store(until, Ordering::Release);
     }
 
     /// Vouches for every source as of now, as a tick of each writer would: for benchmarks and
@@ -388,13 +430,14 @@ impl ChannelHealth {
     pub fn record_ticks_now(&self) {
         let (now_ms, mono_ms) = (unix_now_ms(), self.mono_ms());
         for writer_index in 0..self.rules.writers().len() {
-            for source in SOURCES {
+            for source_index in 0..self.sources.len() {
                 let admission = TickAdmission {
                     writer_index,
+                    source_index,
                     previous_ms: None,
                     restores_trust: false,
                 };
-                self.record_tick_at(source, &admission, now_ms, &SlotProof::SINGLE, now_ms, mono_ms);
+                self.record_tick_at(&admission, now_ms, &SlotProof::SINGLE, now_ms, mono_ms);
             }
         }
     }
@@ -428,12 +471,15 @@ impl ChannelHealth {
     /// bypass-time metric: since trust ended, or since the newest tick (written or arrived)
     /// would have let it last.
     #[must_use]
-    pub fn time_beyond_bound(&self, source: Source) -> Duration {
+    pub fn time_beyond_bound(&self, source: &str) -> Duration {
+        let Some(index) = self.source_index(source) else {
+            return Duration::ZERO;
+        };
         let mono_ms = self.mono_ms();
-        if self.is_trusted_at(source, mono_ms) {
+        if self.index_trusted_at(index, mono_ms) {
             return Duration::ZERO;
         }
-        let until = self.trusted_until[slot(source)].load(Ordering::Acquire);
+        let until = self.trusted_until[index].load(Ordering::Acquire);
         if until == NO_TRUST {
             self.since_tick(source)
                 .map_or(Duration::ZERO, |since| since.saturating_sub(self.bound()))
@@ -442,7 +488,7 @@ impl ChannelHealth {
         }
     }
 
-    fn source_report(&self, source: Source) -> SourceReport {
+    fn source_report(&self, index: usize) -> SourceReport {
         let (now_ms, mono_ms) = (unix_now_ms(), self.mono_ms());
         let since =
             |at: u64| u64::try_from(Duration::from_millis(mono_ms.saturating_sub(at)).as_millis()).unwrap_or(u64::MAX);
@@ -453,7 +499,7 @@ impl ChannelHealth {
             .iter()
             .zip(ledgers.iter())
             .map(|(writer, ledger)| {
-                let ledger = &ledger[slot(source)];
+                let ledger = &ledger[index];
                 WriterReport {
                     writer: writer.clone(),
                     vouches: ledger.vouches_until(&self.rules, now_ms, mono_ms).is_some(),
@@ -474,21 +520,27 @@ impl ChannelHealth {
             .collect();
         let written = ledgers
             .iter()
-            .filter_map(|ledger| ledger[slot(source)].newest_written_ms())
+            .filter_map(|ledger| ledger[index].newest_written_ms())
             .max();
         let arrived = ledgers
             .iter()
-            .filter_map(|ledger| ledger[slot(source)].last_arrival_mono_ms())
+            .filter_map(|ledger| ledger[index].last_arrival_mono_ms())
             .max();
         drop(ledgers);
         SourceReport {
-            cache: cache_of(source),
-            trusted: self.is_trusted_at(source, mono_ms),
+            cache: self.sources[index].cache.clone(),
+            trusted: self.index_trusted_at(index, mono_ms),
             lag_ms: written.map(|written| now_ms.saturating_sub(written)),
             ms_since_tick: arrived.map(since),
             last_tick_written_at_ms: written,
             writers,
         }
+    }
+
+    /// The report of one source; `None` for a source this channel does not know.
+    #[must_use]
+    pub fn report_of(&self, source: &str) -> Option<SourceReport> {
+        self.source_index(source).map(|index| self.source_report(index))
     }
 
     /// The report for operators.
@@ -504,32 +556,37 @@ impl ChannelHealth {
                 .map(|since| u64::try_from(since.as_millis()).unwrap_or(u64::MAX)),
             staleness_bound_secs: self.bound().as_secs(),
             tick_future_tolerance_ms: u64::try_from(self.rules.future_tolerance().as_millis()).unwrap_or(u64::MAX),
-            users: self.source_report(Source::Users),
-            roles: self.source_report(Source::Roles),
+            sources: (0..self.sources.len())
+                .map(|index| (self.sources[index].source.clone(), self.source_report(index)))
+                .collect(),
         }
     }
 
-    /// Sets the freshness gauges of `/metrics` to their values now (called on scrape, so the
-    /// lag is current even while no tick arrives).
+    /// Sets the freshness gauges to their values now (call it on scrape, so the lag is current
+    /// even while no tick arrives).
     pub fn publish_gauges(&self) {
-        use crate::metrics as names;
+        let names = &self.names;
         #[allow(clippy::cast_precision_loss)] // seconds of lag and Unix seconds fit an f64
-        for source in SOURCES {
-            let report = self.source_report(source);
-            let label = source.as_str();
-            metrics::gauge!(names::CACHE_TRUSTED, "cache" => report.cache).set(if report.trusted { 1.0 } else { 0.0 });
+        for (index, spec) in self.sources.iter().enumerate() {
+            let report = self.source_report(index);
+            let label = spec.source.clone();
+            metrics::gauge!(names.cache_trusted.clone(), "cache" => report.cache).set(if report.trusted {
+                1.0
+            } else {
+                0.0
+            });
             if let Some(lag) = report.lag_ms {
-                metrics::gauge!(names::TICK_LAG, "source" => label).set(lag as f64 / 1_000.0);
+                metrics::gauge!(names.tick_lag.clone(), "source" => label.clone()).set(lag as f64 / 1_000.0);
             }
             if let Some(since) = report.ms_since_tick {
-                metrics::gauge!(names::SINCE_TICK, "source" => label).set(since as f64 / 1_000.0);
+                metrics::gauge!(names.since_tick.clone(), "source" => label.clone()).set(since as f64 / 1_000.0);
             }
             if let Some(written) = report.last_tick_written_at_ms {
-                metrics::gauge!(names::TICK_WRITTEN_TIMESTAMP, "source" => label).set(written as f64 / 1_000.0);
+                metrics::gauge!(names.tick_written_timestamp.clone(), "source" => label).set(written as f64 / 1_000.0);
             }
         }
-        metrics::gauge!(names::STALENESS_BOUND).set(self.bound().as_secs_f64());
-        metrics::gauge!(names::CHANNEL_HEALTHY).set(if self.all_trusted() { 1.0 } else { 0.0 });
+        metrics::gauge!(names.staleness_bound.clone()).set(self.bound().as_secs_f64());
+        metrics::gauge!(names.channel_healthy.clone()).set(if self.all_trusted() { 1.0 } else { 0.0 });
     }
 }
 
@@ -538,6 +595,11 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
+    use crate::trust::heartbeats_missed;
+
+    fn sources() -> Vec<SourceSpec> {
+        vec![SourceSpec::new("users", "profiles"), SourceSpec::new("roles", "roles")]
+    }
 
     const BOUND: Duration = Duration::from_secs(15);
     /// The task's wall clock at the channel's origin.
@@ -545,7 +607,11 @@ mod tests {
 
     fn channel(writers: &[&str]) -> ChannelHealth {
         let writers: Vec<String> = writers.iter().map(|writer| (*writer).to_owned()).collect();
-        let health = ChannelHealth::with_rules(TrustRules::new(BOUND, Duration::from_millis(500), &writers));
+        let health = ChannelHealth::new(
+            TrustRules::new(BOUND, Duration::from_millis(500), &writers),
+            &sources(),
+            MetricNames::default(),
+        );
         health.mark_subscribed("q");
         health
     }
@@ -553,7 +619,7 @@ mod tests {
     /// Admits and records a tick arriving at `mono_ms` (wall clock `EPOCH_MS + mono_ms`).
     fn tick(
         health: &ChannelHealth,
-        source: Source,
+        source: &str,
         writer: &str,
         written_ms: i64,
         mono_ms: u64,
@@ -564,7 +630,7 @@ mod tests {
     /// [`tick`] of a heartbeat slot.
     fn tick_of(
         health: &ChannelHealth,
-        source: Source,
+        source: &str,
         writer: &str,
         written_ms: i64,
         proof: &SlotProof<'_>,
@@ -572,11 +638,11 @@ mod tests {
     ) -> Result<TickAdmission, TickRejection> {
         let now_ms = EPOCH_MS + i64::try_from(mono_ms).expect("small");
         let admission = health.admit_tick_at(source, Some(writer), written_ms, proof, now_ms, mono_ms)?;
-        health.record_tick_at(source, &admission, written_ms, proof, now_ms, mono_ms);
+        health.record_tick_at(&admission, written_ms, proof, now_ms, mono_ms);
         Ok(admission)
     }
 
-    fn trusted(health: &ChannelHealth, source: Source, mono_ms: u64) -> bool {
+    fn trusted(health: &ChannelHealth, source: &str, mono_ms: u64) -> bool {
         health.is_trusted_at(source, mono_ms)
     }
 
@@ -587,32 +653,29 @@ mod tests {
             health.is_ready(),
             "a subscribed task serves, reading through until ticks arrive"
         );
-        assert!(!trusted(&health, Source::Users, 0) && !trusted(&health, Source::Roles, 0));
-        let admission = tick(&health, Source::Users, "staleless", EPOCH_MS, 0).expect("admitted");
+        assert!(!trusted(&health, "users", 0) && !trusted(&health, "roles", 0));
+        let admission = tick(&health, "users", "staleless", EPOCH_MS, 0).expect("admitted");
         assert!(admission.restores_trust && admission.previous_ms.is_none());
-        assert!(trusted(&health, Source::Users, 0));
+        assert!(trusted(&health, "users", 0));
         assert!(
-            !trusted(&health, Source::Roles, 0),
+            !trusted(&health, "roles", 0),
             "a users tick says nothing of the roles path"
         );
-        tick(&health, Source::Roles, "staleless", EPOCH_MS - 60_000, 0).expect("admitted");
+        tick(&health, "roles", "staleless", EPOCH_MS - 60_000, 0).expect("admitted");
         assert!(
-            !trusted(&health, Source::Roles, 0),
+            !trusted(&health, "roles", 0),
             "a tick written a minute ago is past the bound"
         );
-        tick(&health, Source::Roles, "staleless", EPOCH_MS, 0).expect("admitted");
-        assert!(trusted(&health, Source::Roles, 0));
-        tick(&health, Source::Roles, "staleless", 0, 0).expect("admitted");
+        tick(&health, "roles", "staleless", EPOCH_MS, 0).expect("admitted");
+        assert!(trusted(&health, "roles", 0));
+        tick(&health, "roles", "staleless", 0, 0).expect("admitted");
         assert!(
-            trusted(&health, Source::Roles, 0),
+            trusted(&health, "roles", 0),
             "an older tick arriving late never moves the write time back"
         );
-        assert!(
-            !trusted(&health, Source::Users, 15_001),
-            "no tick for longer than the bound"
-        );
+        assert!(!trusted(&health, "users", 15_001), "no tick for longer than the bound");
         health.mark_unsubscribed();
-        assert!(!trusted(&health, Source::Users, 0) && health.is_ready());
+        assert!(!trusted(&health, "users", 0) && health.is_ready());
         health.mark_stopping();
         assert!(!health.is_ready());
     }
@@ -620,50 +683,42 @@ mod tests {
     #[test]
     fn a_tick_from_an_hour_ahead_is_refused_and_hides_neither_a_gap_nor_a_silence() {
         let health = channel(&["staleless"]);
-        tick(&health, Source::Users, "staleless", EPOCH_MS, 0).expect("admitted");
+        tick(&health, "users", "staleless", EPOCH_MS, 0).expect("admitted");
         assert_eq!(
-            tick(&health, Source::Users, "staleless", EPOCH_MS + 3_600_000, 1_000),
+            tick(&health, "users", "staleless", EPOCH_MS + 3_600_000, 1_000),
             Err(TickRejection::FromTheFuture)
         );
-        assert_eq!(health.last_tick_written_ms(Source::Users), Some(EPOCH_MS));
+        assert_eq!(health.last_tick_written_ms("users"), Some(EPOCH_MS));
         // The next beat follows the last admitted one: a gap is measured against it.
-        let admission = tick(&health, Source::Users, "staleless", EPOCH_MS + 10_000, 10_000).expect("admitted");
+        let admission = tick(&health, "users", "staleless", EPOCH_MS + 10_000, 10_000).expect("admitted");
         assert_eq!(admission.previous_ms, Some(EPOCH_MS));
         assert!(heartbeats_missed(admission.previous_ms, EPOCH_MS + 10_000, Some(5_000)));
         // Future ticks alone never keep trust alive.
         for at in (11_000..40_000).step_by(1_000) {
-            let _ = tick(
-                &health,
-                Source::Users,
-                "staleless",
-                EPOCH_MS + 3_600_000 + at as i64,
-                at,
-            );
+            let _ = tick(&health, "users", "staleless", EPOCH_MS + 3_600_000 + at as i64, at);
         }
-        assert!(!trusted(&health, Source::Users, 40_000));
+        assert!(!trusted(&health, "users", 40_000));
     }
 
     #[test]
     fn a_forged_writer_vouches_for_nothing_and_writers_keep_their_own_state() {
         let health = channel(&["staleless", "backup"]);
         assert_eq!(
-            tick(&health, Source::Roles, "evil", EPOCH_MS, 0),
+            tick(&health, "roles", "evil", EPOCH_MS, 0),
             Err(TickRejection::UnknownWriter)
         );
-        assert!(!trusted(&health, Source::Roles, 0));
+        assert!(!trusted(&health, "roles", 0));
         // One writer's clock an hour behind: its ticks never vouch, the other's still do.
-        tick(&health, Source::Roles, "backup", EPOCH_MS - 3_600_000, 0).expect("admitted");
-        assert!(!trusted(&health, Source::Roles, 0));
-        tick(&health, Source::Roles, "staleless", EPOCH_MS, 0).expect("admitted");
-        assert!(trusted(&health, Source::Roles, 0));
-        let admission = tick(&health, Source::Roles, "staleless", EPOCH_MS + 5_000, 5_000).expect("admitted");
+        tick(&health, "roles", "backup", EPOCH_MS - 3_600_000, 0).expect("admitted");
+        assert!(!trusted(&health, "roles", 0));
+        tick(&health, "roles", "staleless", EPOCH_MS, 0).expect("admitted");
+        assert!(trusted(&health, "roles", 0));
+        let admission = tick(&health, "roles", "staleless", EPOCH_MS + 5_000, 5_000).expect("admitted");
         assert_eq!(admission.previous_ms, Some(EPOCH_MS), "not the other writer's time");
-        let writers: Vec<String> = health
-            .report()
-            .roles
+        let writers: Vec<String> = health.report().sources["roles"]
             .writers
-            .into_iter()
-            .map(|report| report.writer)
+            .iter()
+            .map(|report| report.writer.clone())
             .collect();
         assert_eq!(writers, ["staleless", "backup"]);
     }
@@ -678,19 +733,19 @@ mod tests {
                 slots: Some(&slots),
                 covered: true,
             };
-            tick_of(&health, Source::Users, "staleless", EPOCH_MS + at as i64, &proof, at).expect("admitted")
+            tick_of(&health, "users", "staleless", EPOCH_MS + at as i64, &proof, at).expect("admitted")
         };
         for slot in ["0", "1", "2", "3"] {
             beat(slot, 0);
         }
-        assert!(trusted(&health, Source::Users, 0));
+        assert!(trusted(&health, "users", 0));
         // Slot 2's shard stops; the others beat every 500 ms.
         let mut last_trusted = 0;
         for at in (500..=30_000).step_by(500) {
             for slot in ["0", "1", "3"] {
                 beat(slot, at);
             }
-            if trusted(&health, Source::Users, at) {
+            if trusted(&health, "users", at) {
                 last_trusted = at;
             }
         }
@@ -700,27 +755,27 @@ mod tests {
         );
         // The shard comes back: its tick restores trust, and says the cache must be flushed first.
         assert!(beat("2", 30_500).restores_trust);
-        assert!(trusted(&health, Source::Users, 30_500));
+        assert!(trusted(&health, "users", 30_500));
         let report = health.report();
-        assert_eq!(report.users.writers[0].slots.len(), 4);
+        assert_eq!(report.sources["users"].writers[0].slots.len(), 4);
     }
 
     #[test]
     fn readiness_waits_for_the_start_and_not_for_ticks() {
-        let health = ChannelHealth::new(BOUND);
+        let health = ChannelHealth::new(TrustRules::with_bound(BOUND), &sources(), MetricNames::default());
         assert!(!health.is_ready());
         health.mark_started();
         assert!(health.is_ready());
-        assert!(ChannelHealth::not_required().is_ready());
+        assert!(ChannelHealth::not_required(&sources(), MetricNames::default()).is_ready());
         let report = health.report();
-        assert!(!report.healthy && !report.users.trusted && report.users.lag_ms.is_none());
+        assert!(!report.healthy && !report.sources["users"].trusted && report.sources["users"].lag_ms.is_none());
     }
 
     /// One step of a hostile tick sequence: time passes, then a tick arrives (or nothing).
     #[derive(Debug, Clone)]
     struct Step {
         advance_ms: u64,
-        source: Source,
+        source: &'static str,
         /// Index into [`WRITERS`]; the last two are not configured.
         writer: usize,
         /// Written at the task's clock plus this (any writer clock offset, forged times).
@@ -740,7 +795,7 @@ mod tests {
         proptest::collection::vec(
             (
                 0u64..6_000,
-                prop_oneof![Just(Source::Users), Just(Source::Roles)],
+                prop_oneof![Just("users"), Just("roles")],
                 0usize..WRITERS.len(),
                 offset,
                 any::<bool>(),
@@ -767,7 +822,7 @@ mod tests {
             let tolerance = i64::try_from(health.rules().future_tolerance().as_millis()).expect("small");
             let bound = i64::try_from(BOUND.as_millis()).expect("small");
             // (source, writer, written, arrival) of every tick that arrived.
-            let mut arrived: Vec<(Source, &str, i64, i64)> = Vec::new();
+            let mut arrived: Vec<(&str, &str, i64, i64)> = Vec::new();
             let mut mono = 0u64;
             for step in steps {
                 mono += step.advance_ms;
@@ -778,7 +833,7 @@ mod tests {
                     let _ = tick(&health, step.source, writer, written, mono);
                     arrived.push((step.source, writer, written, now));
                 }
-                for source in SOURCES {
+                for source in ["users", "roles"] {
                     let proof = arrived.iter().any(|&(from, by, written, at)| {
                         from == source
                             && configured.contains(&by)
@@ -815,7 +870,7 @@ mod tests {
                 let written = now + offset;
                 let slots: Vec<String> = announced.iter().map(|index| names[*index].to_owned()).collect();
                 let proof = SlotProof { slot: names[slot], slots: Some(&slots), covered };
-                if tick_of(&health, Source::Users, "staleless", written, &proof, mono).is_ok() {
+                if tick_of(&health, "users", "staleless", written, &proof, mono).is_ok() {
                     log.push((slot, announced, covered, written, now));
                 }
                 let recent = |at: i64| now - at <= bound;
@@ -836,7 +891,7 @@ mod tests {
                     .max_by_key(|entry| entry.3)
                     .is_some_and(|entry| entry.2 || log.iter().any(|other| other.3 == entry.3 && other.2));
                 let proof_holds = !required.is_empty() && required.iter().all(|slot| proven(*slot)) && newest_covers;
-                prop_assert!(!trusted(&health, Source::Users, mono) || proof_holds, "trusted without every shard's proof at {mono} ms: {log:?}");
+                prop_assert!(!trusted(&health, "users", mono) || proof_holds, "trusted without every shard's proof at {mono} ms: {log:?}");
             }
         }
 
@@ -860,7 +915,7 @@ mod tests {
                 };
                 let writer = if step.arrives || step.writer % 2 == 0 { writer } else { "staleless" };
                 match tick(&health, step.source, writer, written, mono) {
-                    Ok(admission) if step.source == Source::Users => {
+                    Ok(admission) if step.source == "users" => {
                         prop_assert!(step.arrives, "a hostile tick was admitted: {writer} {written}");
                         prop_assert_eq!(admission.previous_ms, honest_newest);
                         honest_newest = Some(honest_newest.map_or(written, |newest| newest.max(written)));

@@ -1,5 +1,5 @@
 //! The trust rules of the freshness guarantee, as pure functions of the tick, the writer and the
-//! time: which ticks count, and when a cache may be served. [`super::ChannelHealth`] holds the
+//! time: which ticks count, and when a cache may be served. [`crate::ChannelHealth`] holds the
 //! state they are applied to; `docs/design.md` explains why they keep the bound.
 //!
 //! A tick is only as good as the heartbeat item it came from, and anyone with write access to a
@@ -39,6 +39,8 @@ pub enum TickRejection {
     UnknownWriter,
     /// It was written further in the future than the tolerance.
     FromTheFuture,
+    /// Its source is not one this task caches.
+    UnknownSource,
 }
 
 impl TickRejection {
@@ -48,6 +50,7 @@ impl TickRejection {
         match self {
             Self::UnknownWriter => "unknown_writer",
             Self::FromTheFuture => "future",
+            Self::UnknownSource => "unknown_source",
         }
     }
 }

@@ -1,9 +1,6 @@
-//! The per-task queue: its rules live in the consumer crate (`staleless_consumer::queue`, re-exported
-//! here); what is left is how this task finds its id.
+//! How this task finds its id, which names its queue (`<prefix>-<task id>`).
 
 use serde_json::Value;
-
-pub use staleless_consumer::queue::*;
 
 /// The task id from an ECS task metadata document (`TaskARN` = `…:task/<cluster>/<id>`).
 #[must_use]
@@ -32,15 +29,7 @@ pub async fn discover_task_id() -> String {
         }
         tracing::warn!("ECS metadata endpoint set but unreadable; using host, pid and a random id");
     }
-    let host = std::env::var("HOSTNAME")
-        .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|host| host.trim().to_owned())
-        .filter(|host| !host.is_empty())
-        .unwrap_or_else(|| "host".to_owned());
-    let random = uuid::Uuid::new_v4().simple().to_string();
-    let host: String = host.chars().take(24).collect();
-    format!("{host}-{}-{}", std::process::id(), &random[..8])
+    staleless_consumer::queue::local_task_id()
 }
 
 #[cfg(test)]
@@ -50,12 +39,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn ids_from_arns_and_metadata() {
-        assert_eq!(
-            queue_name_from_arn("arn:aws:sqs:us-east-1:123:staleless-task-a"),
-            Some("staleless-task-a")
-        );
-        assert_eq!(queue_name_from_arn("https://example.com"), None);
+    fn ids_from_metadata() {
         let metadata = json!({"TaskARN": "arn:aws:ecs:us-east-1:123:task/prod/0123abcd"});
         assert_eq!(task_id_from_metadata(&metadata).as_deref(), Some("0123abcd"));
         assert_eq!(task_id_from_metadata(&json!({})), None);

@@ -1,4 +1,4 @@
-//! The invalidation listener: one per process, owning this task's SQS queue.
+//! The subscriber: one per process, owning this task's SQS queue.
 //!
 //! Lifecycle: create the queue (its policy admitting only the topic is part of `CreateQueue`, so
 //! SNS is never refused while a later `SetQueueAttributes` propagates; server-side encryption,
@@ -18,15 +18,17 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, QueueAttributeName};
-use staleless_protocol::{GiveUp, Invalidation, Source, decode, decode_give_up};
+use std::sync::Arc;
+
+use staleless_protocol::{GiveUp, Invalidation, decode, decode_give_up};
 use tokio_util::sync::CancellationToken;
 
-use super::queue::{self, HEARTBEAT_TAG, OWNER_TAG, is_queue_missing};
-use super::{SOURCES, SlotProof, cache_of, heartbeats_missed, unix_now_ms};
-use crate::config::ChannelConfig;
-use crate::metrics as names;
-use crate::state::{AppState, ChannelClients};
-use crate::unix_now_secs;
+use crate::caches::Caches;
+use crate::config::SubscriberConfig;
+use crate::health::{ChannelHealth, unix_now_ms};
+use crate::queue::{self, HEARTBEAT_TAG, OWNER_TAG, is_queue_missing};
+use crate::trust::{SlotProof, heartbeats_missed};
+use crate::{ChannelClients, unix_now_secs};
 
 /// Messages per receive: the SQS maximum.
 /// <https://docs.aws.amazon.com/AWSSimpleQueueService/latest/APIReference/API_ReceiveMessage.html>
@@ -108,16 +110,21 @@ async fn cancelled_during(delay: Duration, cancel: &CancellationToken) -> bool {
     }
 }
 
-/// The listener of one process.
-pub struct Listener {
-    /// The caches it keeps fresh and the channel health it reports.
-    state: AppState,
-    /// SQS and SNS.
+/// The subscriber of one process.
+pub struct Subscriber {
+    /// The trust it records ticks into.
+    health: Arc<ChannelHealth>,
+    /// The caches it keeps fresh, by source.
+    caches: Caches,
+    /// Table name → source, for the event source mapping's give-up messages, which name a
+    /// table's stream and not a source.
+    tables: Vec<(String, String)>,
+    /// SQS, SNS and STS.
     clients: ChannelClients,
     /// The relay's topic.
     topic_arn: String,
     /// Poll wait, retention, heartbeat.
-    config: ChannelConfig,
+    config: SubscriberConfig,
     /// `<prefix>-<task id>`.
     base_name: String,
     /// How many times the queue was recreated under a new name (SQS refuses a deleted name for
@@ -127,21 +134,38 @@ pub struct Listener {
     owner: Option<String>,
 }
 
-impl Listener {
-    /// A listener for the task `task_id`.
+impl Subscriber {
+    /// A subscriber for the task `task_id` to `topic_arn`, recording ticks into `health` and
+    /// evicting from `caches`.
     #[must_use]
-    pub fn new(state: AppState, clients: ChannelClients, topic_arn: String, task_id: &str) -> Self {
-        let config = state.config.channel.clone();
+    pub fn new(
+        health: Arc<ChannelHealth>,
+        caches: Caches,
+        clients: ChannelClients,
+        topic_arn: &str,
+        config: SubscriberConfig,
+        task_id: &str,
+    ) -> Self {
         let base_name = queue::queue_name(&config.queue_name_prefix, task_id);
         Self {
-            state,
+            health,
+            caches,
+            tables: Vec::new(),
             clients,
-            topic_arn,
+            topic_arn: topic_arn.to_owned(),
             config,
             base_name,
             generation: 0,
             owner: None,
         }
+    }
+
+    /// Names the table whose stream feeds `source`: records of it given up by the event source
+    /// mapping flush that source's caches (and records of an unnamed table flush every cache).
+    #[must_use]
+    pub fn with_table(mut self, table: &str, source: &str) -> Self {
+        self.tables.push((table.to_owned(), source.to_owned()));
+        self
     }
 
     /// This task's `aws:userid` (`<role id>:<session name>` for a task role), asked once.
@@ -188,17 +212,17 @@ impl Listener {
                         tracing::info!(queue = %created.name, "invalidation queue subscribed");
                         // Whatever was cached before this subscription may have missed messages.
                         self.flush_all_sources("invalidation queue (re)subscribed");
-                        self.state.channel.mark_subscribed(&created.name);
-                        self.state.channel.record_receive();
+                        self.health.mark_subscribed(&created.name);
+                        self.health.record_receive();
                         queue = Some(created);
                         failures = 0;
                     }
                     Err(err) => {
                         failures += 1;
                         tracing::warn!(error = %err, "cannot set up the invalidation queue; retrying");
-                        if started.elapsed() > self.state.channel.bound() {
+                        if started.elapsed() > self.health.bound() {
                             // Serve anyway: every read goes through to DynamoDB until ticks arrive.
-                            self.state.channel.mark_started();
+                            self.health.mark_started();
                         }
                         if cancelled_during(backoff(failures), &cancel).await {
                             break;
@@ -214,7 +238,7 @@ impl Listener {
             match received {
                 Ok(messages) => {
                     failures = 0;
-                    self.state.channel.record_receive();
+                    self.health.record_receive();
                     self.handle(current, messages).await;
                     self.heartbeat_if_due(current).await;
                     self.heal_if_silent(current).await;
@@ -222,15 +246,15 @@ impl Listener {
                 Err(ChannelError::QueueGone) => {
                     // Messages sent meanwhile are lost: stop trusting now; the new subscription
                     // flushes before trust returns.
-                    self.state.channel.mark_unsubscribed();
-                    metrics::counter!(names::QUEUE_RECREATED).increment(1);
+                    self.health.mark_unsubscribed();
+                    metrics::counter!(self.health.metric_names().queue_recreated.clone()).increment(1);
                     tracing::warn!(queue = %current.name, "invalidation queue deleted out of band; recreating it");
                     self.unsubscribe(current).await;
                     queue = None;
                 }
                 Err(err) => {
                     failures += 1;
-                    metrics::counter!(names::QUEUE_RECEIVE_ERRORS).increment(1);
+                    metrics::counter!(self.health.metric_names().queue_receive_errors.clone()).increment(1);
                     tracing::warn!(queue = %current.name, error = %err, "receive failed; backing off");
                     if cancelled_during(backoff(failures), &cancel).await {
                         break;
@@ -238,7 +262,7 @@ impl Listener {
                 }
             }
         }
-        self.state.channel.mark_unsubscribed();
+        self.health.mark_unsubscribed();
         if let Some(queue) = queue {
             self.remove(&queue).await;
         }
@@ -247,9 +271,7 @@ impl Listener {
     /// Flushes every cache: the channel lost messages (a new queue or subscription).
     fn flush_all_sources(&self, why: &'static str) {
         tracing::info!(reason = why, "flushing caches");
-        for source in SOURCES {
-            self.state.directory.flush_source(source);
-        }
+        self.caches.flush_sources();
     }
 
     /// A tick of `source` arrived. A tick that does not count (an unknown writer, a time
@@ -260,17 +282,18 @@ impl Listener {
     /// outage shorter than the bound), messages were dropped and the cache is flushed too.
     fn record_tick(
         &self,
-        source: Source,
+        source: &str,
         writer: Option<&str>,
         written_at_ms: i64,
         proof: &SlotProof<'_>,
         interval_ms: Option<u64>,
     ) {
-        let channel = &self.state.channel;
+        let channel = &self.health;
+        let names = channel.metric_names();
         let admission = match channel.admit_tick(source, writer, written_at_ms, proof) {
             Ok(admission) => admission,
             Err(rejection) => {
-                metrics::counter!(names::TICKS_REJECTED, "source" => source.as_str(), "reason" => rejection.as_str())
+                metrics::counter!(names.ticks_rejected.clone(), "source" => source.to_owned(), "reason" => rejection.as_str())
                     .increment(1);
                 tracing::warn!(
                     source = %source,
@@ -285,12 +308,13 @@ impl Listener {
         };
         if admission.restores_trust {
             let beyond = channel.time_beyond_bound(source);
-            metrics::counter!(names::CHANNEL_BYPASS_SECONDS, "cache" => cache_of(source)).increment(beyond.as_secs());
-            self.state.directory.flush_source(source);
+            let cache = channel.cache_of(source).unwrap_or(source).to_owned();
+            metrics::counter!(names.channel_bypass_seconds.clone(), "cache" => cache).increment(beyond.as_secs());
+            self.caches.flush_source(source);
             tracing::info!(source = %source, bypassed_secs = beyond.as_secs(), "ticks back within the bound; cache flushed and trusted again");
         } else if heartbeats_missed(admission.previous_ms, written_at_ms, interval_ms) {
-            metrics::counter!(names::TICK_GAPS, "source" => source.as_str()).increment(1);
-            self.state.directory.flush_source(source);
+            metrics::counter!(names.tick_gaps.clone(), "source" => source.to_owned()).increment(1);
+            self.caches.flush_source(source);
             tracing::warn!(
                 source = %source,
                 writer = writer.unwrap_or(""),
@@ -299,22 +323,21 @@ impl Listener {
                 "heartbeats went missing on the way here; cache flushed"
             );
         }
-        channel.record_tick(source, &admission, written_at_ms, proof);
-        metrics::counter!(names::TICKS, "source" => source.as_str()).increment(1);
+        channel.record_tick(&admission, written_at_ms, proof);
+        metrics::counter!(names.ticks.clone(), "source" => source.to_owned()).increment(1);
     }
 
     /// While the queue answers but a source's ticks are silent for half the bound, checks (at
     /// most once per half bound) that the subscription still exists unaltered, and re-creates it
     /// if not. A relay or stream outage also silences ticks; then the check finds nothing to heal.
     async fn heal_if_silent(&self, queue: &mut TaskQueue) {
-        let half_bound = self.state.channel.bound() / 2;
+        let half_bound = self.health.bound() / 2;
         if queue.subscription_checked.elapsed() < half_bound {
             return;
         }
-        let silent = SOURCES.into_iter().any(|source| {
-            self.state
-                .channel
-                .since_tick(source)
+        let silent = self.health.sources().iter().any(|spec| {
+            self.health
+                .since_tick(&spec.source)
                 .is_none_or(|since| since > half_bound)
         });
         if !silent {
@@ -345,14 +368,14 @@ impl Listener {
             return;
         };
         tracing::warn!(queue = %queue.name, problem = %problem, "subscription gone or altered out of band; re-creating it");
-        self.state.channel.mark_unsubscribed();
+        self.health.mark_unsubscribed();
         self.unsubscribe(queue).await;
         match self.subscribe(&queue.arn).await {
             Ok(subscription_arn) => {
                 queue.subscription_arn = subscription_arn;
-                metrics::counter!(names::SUBSCRIPTION_HEALED).increment(1);
+                metrics::counter!(self.health.metric_names().subscription_healed.clone()).increment(1);
                 self.flush_all_sources("subscription re-created");
-                self.state.channel.mark_subscribed(&queue.name);
+                self.health.mark_subscribed(&queue.name);
             }
             // Trust stays off; the next check (half a bound later) tries again.
             Err(err) => tracing::warn!(queue = %queue.name, error = %err, "cannot re-create the subscription"),
@@ -462,7 +485,7 @@ impl Listener {
         // At most half the bound: while ticks flow they end each poll long before, and while
         // they are silent the subscription check after each receive comes soon enough to heal
         // within the bound.
-        let half_bound = Duration::from_secs((self.state.channel.bound().as_secs() / 2).max(1));
+        let half_bound = Duration::from_secs((self.health.bound().as_secs() / 2).max(1));
         let wait = self.config.poll_wait().min(half_bound);
         let request = self
             .clients
@@ -476,7 +499,7 @@ impl Listener {
             Ok(Ok(output)) => {
                 let messages = output.messages.unwrap_or_default();
                 let outcome = if messages.is_empty() { "empty" } else { "messages" };
-                metrics::counter!(names::QUEUE_RECEIVES, "outcome" => outcome).increment(1);
+                metrics::counter!(self.health.metric_names().queue_receives.clone(), "outcome" => outcome).increment(1);
                 Ok(messages)
             }
             Ok(Err(err)) => Err(call_error("ReceiveMessage", &err)),
@@ -503,14 +526,17 @@ impl Listener {
             match decode(body) {
                 Ok(invalidation) => {
                     self.apply(&invalidation, now_ms);
-                    metrics::counter!(names::QUEUE_MESSAGES, "outcome" => "applied").increment(1);
+                    metrics::counter!(self.health.metric_names().queue_messages.clone(), "outcome" => "applied")
+                        .increment(1);
                 }
                 Err(_) if let Some(give_up) = decode_give_up(body) => {
                     self.flush_given_up(&give_up);
-                    metrics::counter!(names::QUEUE_MESSAGES, "outcome" => "give_up").increment(1);
+                    metrics::counter!(self.health.metric_names().queue_messages.clone(), "outcome" => "give_up")
+                        .increment(1);
                 }
                 Err(err) => {
-                    metrics::counter!(names::QUEUE_MESSAGES, "outcome" => "malformed").increment(1);
+                    metrics::counter!(self.health.metric_names().queue_messages.clone(), "outcome" => "malformed")
+                        .increment(1);
                     tracing::warn!(queue = %queue.name, message_id = message.message_id.as_deref().unwrap_or("?"), error = %err, "malformed invalidation message deleted");
                 }
             }
@@ -523,18 +549,17 @@ impl Listener {
     /// topic): their invalidations will never arrive, so that table's caches are flushed — every
     /// cache when the table is not one of this task's (a renamed table must not be missed).
     fn flush_given_up(&self, give_up: &GiveUp) {
-        let tables = &self.state.config.tables;
-        let source = match give_up.table() {
-            Some(table) if table == tables.users_table => Some(Source::Users),
-            Some(table) if table == tables.roles_table => Some(Source::Roles),
-            _ => None,
-        };
+        let source = give_up
+            .table()
+            .and_then(|table| self.tables.iter().find(|(known, _)| known == table))
+            .map(|(_, source)| source.as_str());
         match source {
-            Some(source) => self.state.directory.flush_source(source),
+            Some(source) => self.caches.flush_source(source),
             None => self.flush_all_sources("records of an unknown stream given up"),
         }
-        let label = source.map_or("all", Source::as_str);
-        metrics::counter!(names::GIVE_UP_FLUSHES, "source" => label).increment(1);
+        let label = source.unwrap_or("all");
+        metrics::counter!(self.health.metric_names().give_up_flushes.clone(), "source" => label.to_owned())
+            .increment(1);
         tracing::warn!(
             source = label,
             stream = %give_up.stream_arn,
@@ -558,15 +583,16 @@ impl Listener {
         } = invalidation
         {
             let proof = SlotProof::of(slot.as_deref(), slots.as_deref(), *covered);
-            self.record_tick(*source, writer.as_deref(), *written_at_ms, &proof, *interval_ms);
+            self.record_tick(source.as_str(), writer.as_deref(), *written_at_ms, &proof, *interval_ms);
             return;
         }
-        let evicted = self.state.apply(invalidation);
+        let evicted = self.caches.apply(invalidation);
+        let names = self.health.metric_names();
         match invalidation {
             Invalidation::Invalidate { source, keys } => {
-                metrics::counter!(names::INVALIDATIONS_APPLIED, "source" => source.as_str())
+                metrics::counter!(names.invalidations_applied.clone(), "source" => source.as_str())
                     .increment(u64::try_from(evicted).unwrap_or(0));
-                let lag = metrics::histogram!(names::INVALIDATION_LAG);
+                let lag = metrics::histogram!(names.invalidation_lag.clone());
                 for key in keys.iter().filter(|key| key.at_ms > 0) {
                     #[allow(clippy::cast_precision_loss)] // milliseconds of lag fit an f64 exactly
                     lag.record(now_ms.saturating_sub(key.at_ms).max(0) as f64 / 1_000.0);
@@ -574,8 +600,8 @@ impl Listener {
                 tracing::debug!(source = %source, keys = keys.len(), "invalidation applied");
             }
             Invalidation::FlushAll { source, reason } => {
-                let label = source.map_or("all", Source::as_str);
-                metrics::counter!(names::INVALIDATIONS_APPLIED, "source" => label).increment(1);
+                let label = source.map_or("all", staleless_protocol::Source::as_str);
+                metrics::counter!(names.invalidations_applied.clone(), "source" => label).increment(1);
                 tracing::info!(
                     source = label,
                     reason = reason.as_deref().unwrap_or(""),

@@ -1,0 +1,86 @@
+//! The example service — a service that is not the API, built on the consumer crate's public API
+//! alone — beside the two API tasks: a rename made straight to the users table with the SDK
+//! reaches all three; an unknown user is a 404 in JSON; its cache is hit once trusted, and its
+//! `/metrics` uses the API tasks' names. (The fault matrix holds it to the bound during the
+//! silent faults: `fault_matrix.rs`.)
+
+use infra::operator::{self, UserChange};
+use staleless_tests::{LocalSystem, PATIENCE, SystemOptions, eventually, sum_metric};
+
+#[tokio::test]
+async fn a_rename_with_the_sdk_reaches_both_tasks_and_the_example() -> anyhow::Result<()> {
+    let system = LocalSystem::start(SystemOptions {
+        example: true,
+        ..SystemOptions::default()
+    })
+    .await?;
+    let outcome = exercise(&system).await;
+    system.stop().await;
+    outcome
+}
+
+async fn exercise(system: &LocalSystem) -> anyhow::Result<()> {
+    // Warm every cache with the seeded name, then change it outside every API.
+    assert_eq!(system.example_name("alice").await?, (200, Some("Alice".to_owned())));
+    let token = system.token_without_roles("alice");
+    for index in 0..system.task_urls.len() {
+        let (status, body) = system.get(index, "/users/me", &token).await?;
+        assert_eq!((status, body["name"].as_str()), (200, Some("Alice")), "task {index}");
+    }
+    let change = UserChange {
+        name: Some("Alice Liddell".to_owned()),
+        ..UserChange::default()
+    };
+    operator::put_user(&system.aws.dynamodb(), &system.stack.users_table, "alice", &change).await?;
+    eventually(PATIENCE, "the example to serve the new name", || async {
+        Ok(system.example_name("alice").await? == (200, Some("Alice Liddell".to_owned())))
+    })
+    .await?;
+    for index in 0..system.task_urls.len() {
+        eventually(PATIENCE, &format!("task {index} to serve the new name"), || async {
+            let (status, body) = system.get(index, "/users/me", &token).await?;
+            Ok(status == 200 && body["name"] == "Alice Liddell")
+        })
+        .await?;
+    }
+
+    let example = system
+        .example
+        .as_ref()
+        .map(|example| example.base_url.clone())
+        .unwrap_or_default();
+    let http = reqwest::Client::new();
+    let unknown = http.get(format!("{example}/profiles/nobody")).send().await?;
+    assert_eq!(unknown.status().as_u16(), 404);
+    let body: serde_json::Value = unknown.json().await?;
+    assert_eq!(body["error"], "not_found", "{body}");
+
+    // Trusted by its own ticks, the example answers from its cache: hits grow.
+    eventually(PATIENCE, "the example to trust its cache", || async {
+        system.example_trusts_its_cache().await
+    })
+    .await?;
+    let metrics = || async { anyhow::Ok(http.get(format!("{example}/metrics")).send().await?.text().await?) };
+    let hits = |text: &str| sum_metric(text, "staleless_cache_hits_total", &[("cache", "profiles")]);
+    let before = hits(&metrics().await?);
+    for _ in 0..5 {
+        assert_eq!(system.example_name("alice").await?.0, 200);
+    }
+    let text = metrics().await?;
+    assert!(hits(&text) >= before + 4.0, "no cache hits: {text}");
+    for name in [
+        "staleless_cache_misses_total",
+        "staleless_ticks_total",
+        "staleless_staleness_bound_seconds",
+        "staleless_seconds_since_tick",
+        "staleless_queue_receives_total",
+    ] {
+        assert!(text.contains(name), "the example does not export {name}: {text}");
+    }
+    let bound = sum_metric(&text, "staleless_staleness_bound_seconds", &[]);
+    assert!(
+        (bound - SystemOptions::TEST_BOUND.as_secs_f64()).abs() < f64::EPSILON,
+        "{bound}"
+    );
+    Ok(())
+}
