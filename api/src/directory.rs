@@ -4,7 +4,8 @@
 //! Route handlers call [`Directory`] and nothing else for data; they never touch a cache or an
 //! invalidation. A write through the API evicts what it changed on this task as soon as the
 //! store has accepted it (the stream will evict it on every other task); the invalidation
-//! listener calls [`Directory::apply`] for changes made anywhere.
+//! subscriber evicts from the caches it registers ([`Directory::profile_cache`],
+//! [`Directory::catalogue_cache`]) for changes made anywhere.
 //!
 //! Modes: `event` serves each cache while its source's ticks are within the bound and reads
 //! through otherwise (concurrent reads of one key sharing one store read); `ttl` always serves
@@ -14,7 +15,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use staleless_consumer::{CacheStats, ChannelHealth, Evict, ReadPath, SourceSpec, TrustedCache};
+use staleless_consumer::{CacheStats, ChannelHealth, Evict, ReadPath, SourceSpec, TrustedCache, VerificationStats};
 use staleless_protocol::{KeyVersion, Source};
 
 use crate::config::CacheMode;
@@ -245,11 +246,28 @@ impl Directory {
         max_profiles: u64,
         channel: Arc<ChannelHealth>,
     ) -> Self {
+        Self::with_verification(profiles, roles, mode, ttl, max_profiles, channel, 0)
+    }
+
+    /// [`Self::new`], re-reading one profile-cache hit in `verify_one_in` to compare it with
+    /// DynamoDB (`0`: never). The role catalogue is not verified: it is listed through an index,
+    /// which DynamoDB cannot read consistently, so a re-read would count index lag as staleness.
+    #[must_use]
+    pub fn with_verification(
+        profiles: Arc<dyn ProfileStore>,
+        roles: Arc<dyn RoleStore>,
+        mode: CacheMode,
+        ttl: std::time::Duration,
+        max_profiles: u64,
+        channel: Arc<ChannelHealth>,
+        verify_one_in: u64,
+    ) -> Self {
         Self {
             profiles,
             roles,
             mode,
-            profile_cache: TrustedCache::new(Arc::clone(&channel), Source::Users.as_str(), mode, max_profiles, ttl),
+            profile_cache: TrustedCache::new(Arc::clone(&channel), Source::Users.as_str(), mode, max_profiles, ttl)
+                .verified(verify_one_in, |served, stored| served == stored),
             catalogue_cache: TrustedCache::new(channel, Source::Roles.as_str(), mode, 1, ttl),
             recent_role_changes: RecentRoleChanges::default(),
             corrupt_items: Arc::default(),
@@ -510,6 +528,12 @@ impl Directory {
             profiles: self.profile_cache.stats(),
             roles: self.catalogue_cache.stats(),
         }
+    }
+
+    /// The sampled verification of the profile cache's hits; `None` when it is off.
+    #[must_use]
+    pub fn profile_verification(&self) -> Option<VerificationStats> {
+        self.profile_cache.verification_stats()
     }
 }
 

@@ -76,13 +76,18 @@ impl AppState {
             CacheMode::Event => ChannelHealth::new(config.channel.trust_rules(), &sources, MetricNames::default()),
             CacheMode::Ttl | CacheMode::Off => ChannelHealth::not_required(&sources, MetricNames::default()),
         });
-        let directory = Arc::new(Directory::new(
+        let verify_one_in = match config.cache.cache_mode {
+            CacheMode::Event => config.channel.verify_one_in,
+            CacheMode::Ttl | CacheMode::Off => 0,
+        };
+        let directory = Arc::new(Directory::with_verification(
             profiles,
             roles,
             config.cache.cache_mode,
             config.cache.ttl(),
             config.cache.cache_max_profiles,
             Arc::clone(&channel),
+            verify_one_in,
         ));
         let auth = Arc::new(auth);
         let caches = Caches::new()

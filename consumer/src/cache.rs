@@ -153,11 +153,30 @@ impl<K: Hash + Eq, V, E> FillState<K, V, E> {
     }
 }
 
+/// A cached value and when it was stored (for the age of a stale one).
+#[derive(Clone)]
+pub(crate) struct Entry<V> {
+    value: V,
+    stored_at: Instant,
+}
+
+/// What re-reading a cache hit found (see [`KeyedCache::verify`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    /// The store holds what the cache served.
+    Fresh,
+    /// The store holds something else: the entry, stored this long ago, was evicted.
+    Stale {
+        /// How long the entry had been cached.
+        age: Duration,
+    },
+}
+
 struct Inner<K, V, E> {
     /// Name in metrics and stats (`profiles`, `roles`).
     name: String,
-    /// The entries.
-    entries: moka::sync::Cache<K, V>,
+    /// The entries, each with the moment its fill was stored.
+    entries: moka::sync::Cache<K, Entry<V>>,
     /// Generations and flights.
     state: Mutex<FillState<K, V, E>>,
     /// Hits, misses, fills.
@@ -223,11 +242,20 @@ where
         K: Borrow<Q>,
         Q: Hash + Eq + ?Sized,
     {
+        self.hit(key).map(|entry| entry.value)
+    }
+
+    /// The cached entry, counting a hit or a miss.
+    fn hit<Q>(&self, key: &Q) -> Option<Entry<V>>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
         let counters = &self.inner.counters;
-        if let Some(value) = self.inner.entries.get(key) {
+        if let Some(entry) = self.inner.entries.get(key) {
             counters.hits.fetch_add(1, Ordering::Relaxed);
             counters.hits_metric.increment(1);
-            Some(value)
+            Some(entry)
         } else {
             counters.misses.fetch_add(1, Ordering::Relaxed);
             counters.misses_metric.increment(1);
@@ -250,13 +278,45 @@ where
         if let Some(value) = self.get(key) {
             return Ok(value);
         }
+        self.fill(key, load).await
+    }
+
+    /// [`Self::get_or_load`] from a hit on: the value, and — when `sample` says so for a hit —
+    /// a re-read of it by `load`, to compare off the caller's path ([`Self::verify`]).
+    pub(crate) async fn get_or_load_sampled<Q, F, Fut>(
+        &self,
+        key: &Q,
+        load: F,
+        sample: impl FnOnce() -> bool,
+    ) -> Result<(V, Option<(Entry<V>, Fut)>), E>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
+    {
+        if let Some(entry) = self.hit(key) {
+            let check = sample().then(|| (entry.clone(), load()));
+            return Ok((entry.value, check));
+        }
+        Ok((self.fill(key, load).await?, None))
+    }
+
+    /// The miss path of [`Self::get_or_load`]: join the key's flight or start one.
+    async fn fill<Q, F, Fut>(&self, key: &Q, load: F) -> Result<V, E>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ToOwned<Owned = K> + ?Sized,
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<V, E>> + Send + 'static,
+    {
         let flight = {
             let mut state = self.inner.lock();
             if let Some(flight) = state.flights.get(key) {
                 flight.result.clone()
-            } else if let Some(value) = self.inner.entries.get(key) {
+            } else if let Some(entry) = self.inner.entries.get(key) {
                 // A fill landed between the lock-free look-up and this lock.
-                return Ok(value);
+                return Ok(entry.value);
             } else {
                 self.start_flight(&mut state, key, load(), true)
             }
@@ -335,7 +395,13 @@ where
                 if may_keep_fill(started, state.invalidated.get(&key).copied(), state.flushed_at) {
                     // Inserted under the lock an invalidation takes, so it cannot slip in between
                     // this check and this insert.
-                    inner.entries.insert(key, value.clone());
+                    inner.entries.insert(
+                        key,
+                        Entry {
+                            value: value.clone(),
+                            stored_at: Instant::now(),
+                        },
+                    );
                 } else {
                     inner.counters.discarded_fills.fetch_add(1, Ordering::Relaxed);
                     inner.counters.discarded_metric.increment(1);
@@ -351,6 +417,43 @@ where
         }
         .boxed()
         .shared()
+    }
+
+    /// Re-reads the entry `cached` of `key` with `load` and compares it with `same`: a stale
+    /// entry is evicted (as an invalidation would) and reported with its age. `None` when the
+    /// re-read failed, or an invalidation or flush of the key came while it ran (it then says
+    /// nothing about what was served).
+    pub(crate) async fn verify<Fut>(
+        &self,
+        key: K,
+        cached: Entry<V>,
+        load: Fut,
+        same: impl Fn(&V, &V) -> bool,
+    ) -> Option<Verdict>
+    where
+        Fut: Future<Output = Result<V, E>>,
+    {
+        let started = {
+            let mut state = self.inner.lock();
+            let started = state.epoch;
+            *state.running.entry(started).or_insert(0) += 1;
+            started
+        };
+        let read = load.await;
+        let undisturbed = {
+            let mut state = self.inner.lock();
+            let undisturbed = may_keep_fill(started, state.invalidated.get(&key).copied(), state.flushed_at);
+            state.finish(started);
+            undisturbed
+        };
+        let current = read.ok().filter(|_| undisturbed)?;
+        if same(&cached.value, &current) {
+            return Some(Verdict::Fresh);
+        }
+        self.invalidate(&key);
+        Some(Verdict::Stale {
+            age: cached.stored_at.elapsed(),
+        })
     }
 
     /// Evicts `key`, makes any running fill of it unkeepable and detaches that fill from new

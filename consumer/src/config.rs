@@ -43,6 +43,11 @@ pub struct SubscriberConfig {
     /// the bound; at most half of it. A tick from further ahead is refused and counted.
     #[arg(long, env = "TICK_FUTURE_TOLERANCE_MS", default_value_t = 500)]
     pub tick_future_tolerance_ms: u64,
+    /// One cache hit in this many is re-read (off the request path) and compared with what was
+    /// served: the live measure of the cache's freshness (`TrustedCache::verified`). `0` turns
+    /// it off.
+    #[arg(long, env = "CACHE_VERIFY_ONE_IN", default_value_t = 1_000)]
+    pub verify_one_in: u64,
 }
 
 impl SubscriberConfig {

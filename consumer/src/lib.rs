@@ -67,7 +67,7 @@ pub use health::{
 pub use metrics::MetricNames;
 pub use subscriber::{ChannelError, Subscriber, TaskQueue};
 pub use trust::{DEFAULT_FUTURE_TOLERANCE, SlotProof, TickRejection, TrustRules, WriterLedger, heartbeats_missed};
-pub use trusted::{CacheMode, ReadPath, TrustedCache};
+pub use trusted::{CacheMode, ReadPath, TrustedCache, VerificationStats};
 
 /// Seconds since the Unix epoch (0 if the clock is before it): token expiry and queue heartbeats.
 #[must_use]

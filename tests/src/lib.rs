@@ -4,7 +4,7 @@
 //!
 //! - [`LocalSystem`]: starts and stops the whole system and talks to its tasks over HTTP.
 //! - [`faults`]: the fault matrix rows, shared by the tests and the `fault-matrix` command.
-//! - [`bench`], [`bench_proxy`], [`fleet`], [`invoke_bench`]: the measurements of the `bench`
+//! - [`bench`](mod@bench), [`bench_proxy`], [`fleet`], [`invoke_bench`]: the measurements of the `bench`
 //!   command (`scripts/bench`).
 
 pub mod bench;

@@ -165,7 +165,8 @@ pub async fn delete_role(
 }
 
 /// `GET /admin/cache/stats`: entries, hits and misses per cache, the mode, whether each cache is
-/// served or bypassed (`reads`), and the channel.
+/// served or bypassed (`reads`), the sampled verification of profile-cache hits (`verified`:
+/// fresh and stale counts, `null` when off), and the channel.
 ///
 /// # Errors
 /// 401, 403.
@@ -174,6 +175,7 @@ pub async fn cache_stats(State(state): State<AppState>, _admin: Admin) -> Result
     Ok(Json(json!({
         "mode": state.directory.mode(),
         "reads": super::ops::read_modes(&state),
+        "verified": {"profiles": state.directory.profile_verification()},
         "channel": state.channel.report(),
         "caches": {
             "profiles": data.profiles,

@@ -109,7 +109,8 @@ async fn main() -> anyhow::Result<()> {
         CacheMode::Event,
         100_000,
         Duration::from_secs(3_600),
-    );
+    )
+    .verified(config.channel.verify_one_in, |served, stored| served == stored);
     let caches = Caches::new().register("users", Arc::new(names.clone()));
     let clients = ChannelClients::from_sdk(&sdk, &config.aws, config.channel.poll_wait());
     let subscriber = Subscriber::new(
