@@ -236,24 +236,11 @@ pub struct Directory {
 }
 
 impl Directory {
-    /// A directory over these stores.
-    #[must_use]
-    pub fn new(
-        profiles: Arc<dyn ProfileStore>,
-        roles: Arc<dyn RoleStore>,
-        mode: CacheMode,
-        ttl: std::time::Duration,
-        max_profiles: u64,
-        channel: Arc<ChannelHealth>,
-    ) -> Self {
-        Self::with_verification(profiles, roles, mode, ttl, max_profiles, channel, 0)
-    }
-
-    /// [`Self::new`], re-reading one profile-cache hit in `verify_one_in` to compare it with
-    /// DynamoDB (`0`: never). The role catalogue is not verified: it is listed through an index,
+    /// A directory over these stores, re-reading one profile-cache hit in `verify_one_in` to
+    /// compare it with DynamoDB (`0`: never). The role catalogue is not verified: it is listed through an index,
     /// which DynamoDB cannot read consistently, so a re-read would count index lag as staleness.
     #[must_use]
-    pub fn with_verification(
+    pub fn new(
         profiles: Arc<dyn ProfileStore>,
         roles: Arc<dyn RoleStore>,
         mode: CacheMode,
@@ -598,6 +585,7 @@ mod tests {
             Duration::from_secs(3_600),
             100,
             channel,
+            0,
         )
     }
 
@@ -680,6 +668,7 @@ mod tests {
                 Duration::from_secs(3_600),
                 100,
                 channel,
+                0,
             );
             for _ in 0..3 {
                 directory.profile("u-1").await.expect("read");

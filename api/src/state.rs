@@ -80,7 +80,7 @@ impl AppState {
             CacheMode::Event => config.channel.verify_one_in,
             CacheMode::Ttl | CacheMode::Off => 0,
         };
-        let directory = Arc::new(Directory::with_verification(
+        let directory = Arc::new(Directory::new(
             profiles,
             roles,
             config.cache.cache_mode,
