@@ -7,6 +7,9 @@
 //!   data caches alone (profile → permissions).
 //! - `hot_path/token_verify_uncached`: what the claims cache saves, an RS256 verification.
 //! - `hot_path/off_moto`: `AppState::caller` with no cache: `GetItem` + role `Scan` on moto.
+//! - `hot_path/event_cache_hit_verified_1_in_1000`: `event_cache_hit` with the sampled
+//!   verification at its default, one profile hit in 1,000 re-read (from the in-memory store,
+//!   in a task of its own) and compared: what the sampler costs the hot path.
 //!
 //! Run: `cargo bench -p staleless-api --bench auth_hot_path`.
 
@@ -25,9 +28,10 @@ use staleless_api::model::UserStatus;
 use staleless_api::store::{MemoryStore, ProfileStore, RoleStore};
 use staleless_api::{AppState, CacheMode, Config};
 
-fn config(mode: CacheMode) -> Config {
+fn config(mode: CacheMode, verify_one_in: u64) -> Config {
     let mut config = Config::from_env().expect("config");
     config.cache.cache_mode = mode;
+    config.channel.verify_one_in = verify_one_in;
     // No heartbeat writer runs here: the caches are vouched for once, for the whole bench.
     config.channel.staleness_bound_secs = 86_400;
     config.jwt.issuer = infra::jwt::LOCAL_ISSUER.to_owned();
@@ -37,11 +41,11 @@ fn config(mode: CacheMode) -> Config {
 
 async fn state(
     jwt: &LocalJwt,
-    mode: CacheMode,
+    (mode, verify_one_in): (CacheMode, u64),
     profiles: Arc<dyn ProfileStore>,
     roles: Arc<dyn RoleStore>,
 ) -> AppState {
-    let config = config(mode);
+    let config = config(mode, verify_one_in);
     let set = serde_json::from_value(jwt.jwks().clone()).expect("jwks");
     let auth = Authenticator::new(JwksSource::Fixed(set), &config.jwt, 10_000)
         .await
@@ -77,7 +81,15 @@ fn hot_path(c: &mut Criterion) {
     );
 
     let store = memory_store();
-    let cached = runtime.block_on(state(&jwt, CacheMode::Event, store.clone(), store.clone()));
+    let cached = runtime.block_on(state(&jwt, (CacheMode::Event, 0), store.clone(), store.clone()));
+    let sampled_store = memory_store();
+    let sampled = runtime.block_on(state(
+        &jwt,
+        (CacheMode::Event, 1_000),
+        sampled_store.clone(),
+        sampled_store.clone(),
+    ));
+    runtime.block_on(sampled.caller(&token)).expect("warm-up");
     runtime.block_on(cached.caller(&token)).expect("warm-up");
     let reads = store.profile_reads();
 
@@ -94,7 +106,7 @@ fn hot_path(c: &mut Criterion) {
     let dynamodb = aws.dynamodb();
     let uncached = runtime.block_on(state(
         &jwt,
-        CacheMode::Off,
+        (CacheMode::Off, 0),
         Arc::new(staleless_api::store::DynamoProfiles::new(
             dynamodb.clone(),
             stack.users_table.clone(),
@@ -131,6 +143,9 @@ fn hot_path(c: &mut Criterion) {
         });
     });
     drop(profile);
+    group.bench_function("event_cache_hit_verified_1_in_1000", |b| {
+        b.iter(|| futures::executor::block_on(black_box(&sampled).caller(black_box(&token))).expect("caller"));
+    });
     group.bench_function("token_verify_uncached", |b| {
         b.iter(|| {
             cached.auth.flush();
@@ -147,6 +162,17 @@ fn hot_path(c: &mut Criterion) {
         store.profile_reads(),
         reads,
         "the cached benchmarks never read the store"
+    );
+    let verified = sampled.directory.profile_verification().expect("verification on");
+    assert!(
+        verified.fresh > 0 && verified.stale == 0,
+        "the sampled bench verified its hits fresh: {verified:?}"
+    );
+    println!(
+        "sampled verification: {} hits verified fresh, {} profile reads for {} verifications",
+        verified.fresh,
+        sampled_store.profile_reads(),
+        verified.fresh + verified.stale
     );
 }
 
