@@ -45,6 +45,7 @@
 #![deny(missing_docs)]
 
 mod aws;
+#[cfg(feature = "cache")]
 mod cache;
 mod caches;
 mod config;
@@ -55,9 +56,11 @@ mod subscriber;
 pub mod sweeper;
 pub mod telemetry;
 mod trust;
+#[cfg(feature = "cache")]
 mod trusted;
 
 pub use aws::{AwsTimeouts, ChannelClients};
+#[cfg(feature = "cache")]
 pub use cache::{CacheStats, FillAborted, KeyedCache, may_keep_fill};
 pub use caches::{Caches, Evict};
 pub use config::{SubscriberConfig, SweeperConfig};
@@ -67,6 +70,7 @@ pub use health::{
 pub use metrics::MetricNames;
 pub use subscriber::{ChannelError, Subscriber, TaskQueue};
 pub use trust::{DEFAULT_FUTURE_TOLERANCE, SlotProof, TickRejection, TrustRules, WriterLedger, heartbeats_missed};
+#[cfg(feature = "cache")]
 pub use trusted::{CacheMode, ReadPath, TrustedCache, VerificationStats};
 
 /// Seconds since the Unix epoch (0 if the clock is before it): token expiry and queue heartbeats.

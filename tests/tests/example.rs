@@ -74,12 +74,24 @@ async fn exercise(system: &LocalSystem) -> anyhow::Result<()> {
     .await?;
     let metrics = || async { anyhow::Ok(http.get(format!("{example}/metrics")).send().await?.text().await?) };
     let hits = |text: &str| sum_metric(text, "staleless_cache_hits_total", &[("cache", "profiles")]);
-    let before = hits(&metrics().await?);
+    let verified = |text: &str, result: &str| {
+        sum_metric(
+            text,
+            "staleless_verified_hits_total",
+            &[("cache", "profiles"), ("result", result)],
+        )
+    };
+    // A user no read has touched yet: no re-read of an earlier hit of it can still be running
+    // (verdicts come after the answers, each in a task of its own), so every hit below is
+    // verified, and against a table that has not changed.
+    assert_eq!(system.example_name("admin").await?.0, 200, "filled");
+    let text = metrics().await?;
+    let (hits_before, fresh_before) = (hits(&text), verified(&text, "fresh"));
     for _ in 0..5 {
-        assert_eq!(system.example_name("alice").await?.0, 200);
+        assert_eq!(system.example_name("admin").await?.0, 200);
     }
     let text = metrics().await?;
-    assert!(hits(&text) >= before + 4.0, "no cache hits: {text}");
+    assert!(hits(&text) >= hits_before + 5.0, "no cache hits: {text}");
     for name in [
         "staleless_cache_misses_total",
         "staleless_ticks_total",
@@ -91,5 +103,47 @@ async fn exercise(system: &LocalSystem) -> anyhow::Result<()> {
     }
     let bound = sum_metric(&text, "staleless_staleness_bound_seconds", &[]);
     assert!((bound - BOUND.as_secs_f64()).abs() < f64::EPSILON, "{bound}");
+    eventually(PATIENCE, "the five hits to be verified fresh", || async {
+        Ok(verified(&metrics().await?, "fresh") >= fresh_before + 5.0)
+    })
+    .await?;
+
+    // The relay hangs: the rename's invalidation never comes, and until the ticks lapse (most of
+    // `BOUND` away) the cache is trusted. The next read is a hit on the old name; its
+    // verification finds the table holding another and evicts it, so the new name is served
+    // while the cache is still trusted: before the bound, with the relay still hung.
+    let (old_name, stale_before) = (
+        system.example_name("admin").await?.1,
+        verified(&metrics().await?, "stale"),
+    );
+    eventually(PATIENCE, "that hit to be verified fresh too", || async {
+        Ok(verified(&metrics().await?, "fresh") >= fresh_before + 6.0)
+    })
+    .await?;
+    system.relay.as_ref().context("no relay to pause")?.pause();
+    let change = UserChange {
+        name: Some("Admin Renamed".to_owned()),
+        ..UserChange::default()
+    };
+    operator::put_user(&system.aws.dynamodb(), &system.stack.users_table, "admin", &change).await?;
+    assert_eq!(
+        system.example_name("admin").await?,
+        (200, old_name),
+        "a hit on the old name"
+    );
+    eventually(PATIENCE, "the new name, after the stale hit's eviction", || async {
+        Ok(system.example_name("admin").await? == (200, Some("Admin Renamed".to_owned())))
+    })
+    .await?;
+    let trusted = system.example_trusts_its_cache().await?;
+    let stale = verified(&metrics().await?, "stale");
+    if let Some(relay) = &system.relay {
+        relay.resume();
+    }
+    assert!(
+        trusted,
+        "the new name came from an eviction, not from a bypass past the bound"
+    );
+    assert!(stale > stale_before, "the hit on the old name was not verified stale");
     Ok(())
 }
