@@ -63,9 +63,14 @@ fn up_serves_the_stack_and_stops_cleanly_on_interrupt() {
     use std::net::TcpStream;
 
     let port = infra::emulator::free_port().expect("port");
+    // Free ports for the tasks and the example too: the defaults may be taken (a running
+    // `scripts/run`, another checkout's tests).
+    let bind = || format!("127.0.0.1:{}", infra::emulator::free_port().expect("port"));
+    let (api_a, api_b, example) = (bind(), bind(), bind());
     let state_dir = std::env::temp_dir().join(format!("staleless-up-{}", uuid::Uuid::new_v4()));
     let mut child = Command::new(env!("CARGO_BIN_EXE_infra"))
         .args(["up", "--port", &port.to_string(), "--prefix", "uptest"])
+        .args(["--api-a", &api_a, "--api-b", &api_b, "--example", &example])
         .arg("--state-dir")
         .arg(&state_dir)
         .stdout(std::process::Stdio::piped())
