@@ -13,7 +13,7 @@ use crate::routes::router;
 use crate::state::AppState;
 
 /// Serves `state` on `listener` until `shutdown` completes, with the scheduled JWKS reload and (in
-/// `event` mode) the invalidation listener running beside it; then drains requests, removes this task's queue
+/// `event` mode) the invalidation subscriber running beside it; then drains requests, removes this task's queue
 /// and subscription, and returns once every background task has stopped.
 ///
 /// # Errors

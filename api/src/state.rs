@@ -44,7 +44,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Renders `/metrics`.
     pub metrics: PrometheusHandle,
-    /// Clients for the invalidation listener; `None` runs no listener.
+    /// Clients for the invalidation subscriber; `None` runs no subscriber.
     pub channel_clients: Option<ChannelClients>,
 }
 
