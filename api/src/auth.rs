@@ -627,7 +627,7 @@ impl Authenticator {
         }
     }
 
-    /// Forgets every verified token (part of `flush_all`).
+    /// Forgets every verified token (on a flush of every source).
     pub fn flush(&self) {
         self.verified.invalidate_all();
     }

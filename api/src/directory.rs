@@ -502,12 +502,6 @@ impl Directory {
         Arc::new(CatalogueEviction(Arc::clone(self)))
     }
 
-    /// Clears both caches.
-    pub fn flush(&self) {
-        self.profile_cache.invalidate_all();
-        self.catalogue_cache.invalidate_all();
-    }
-
     /// Cache counts.
     #[must_use]
     pub fn stats(&self) -> DirectoryStats {

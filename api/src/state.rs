@@ -134,12 +134,6 @@ impl AppState {
         Ok(Self::new(config, profiles, roles, auth, Some(clients)))
     }
 
-    /// Clears every cache: data and verified tokens.
-    pub fn flush_all(&self) {
-        self.directory.flush();
-        self.auth.flush();
-    }
-
     /// Resolves a bearer token to a caller: the hot path of every authenticated request.
     ///
     /// # Errors

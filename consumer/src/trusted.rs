@@ -107,6 +107,8 @@ pub struct TrustedCache<K, V, E> {
     health: Arc<ChannelHealth>,
     /// The source whose ticks vouch for it.
     source: String,
+    /// Its name in metrics (the cache its source vouches for).
+    name: String,
     /// What it does.
     mode: CacheMode,
     /// Reads that skipped it because its source was not trusted.
@@ -121,6 +123,7 @@ impl<K, V, E> Clone for TrustedCache<K, V, E> {
             cache: self.cache.clone(),
             health: Arc::clone(&self.health),
             source: self.source.clone(),
+            name: self.name.clone(),
             mode: self.mode,
             bypassed: self.bypassed.clone(),
             verification: self.verification.clone(),
@@ -141,11 +144,12 @@ where
         let name = health.cache_of(source).unwrap_or(source).to_owned();
         let names = health.metric_names();
         let cache = KeyedCache::new(&name, max_entries, ttl, names);
-        let bypassed = metrics::counter!(names.cache_bypassed_reads.clone(), "cache" => name);
+        let bypassed = metrics::counter!(names.cache_bypassed_reads.clone(), "cache" => name.clone());
         Self {
             cache,
             health,
             source: source.to_owned(),
+            name,
             mode,
             bypassed,
             verification: None,
@@ -161,8 +165,7 @@ where
             return self;
         }
         let names = self.health.metric_names();
-        let cache = self.health.cache_of(&self.source).unwrap_or(&self.source).to_owned();
-        let counter = |result: &'static str| metrics::counter!(names.verified_hits.clone(), "cache" => cache.clone(), "result" => result);
+        let counter = |result: &'static str| metrics::counter!(names.verified_hits.clone(), "cache" => self.name.clone(), "result" => result);
         self.verification = Some(Arc::new(Verification {
             one_in,
             hits: AtomicU64::new(0),
