@@ -13,7 +13,7 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use common::{token, token_without_roles};
 use infra::operator::{self, RoleChange, UserChange};
 use infra::proxy::SwitchableProxy;
-use infra::{LocalAws, Provisioned};
+use infra::{LocalAws, LocalStack, Provisioned};
 use serde_json::Value;
 use staleless_api::{AppState, CacheMode};
 use staleless_consumer::ChannelClients;
@@ -46,7 +46,9 @@ where
     }
 }
 
-/// A provisioned stack with the demo data, its JWKS file, and the change feed running.
+/// The shared local stack (emulator, provisioned and seeded stack) with this file's components:
+/// the change feed and the heartbeat writer run in this process, as do the API instances, so
+/// tests can reach into an instance's state and route its SQS and SNS calls through a proxy.
 struct Stack {
     aws: LocalAws,
     stack: Provisioned,
@@ -57,18 +59,16 @@ struct Stack {
 
 impl Stack {
     async fn start() -> Self {
-        let aws = LocalAws::start().expect("emulator");
-        let stack = aws.provision_unique().await.expect("provision");
-        operator::seed_demo(&aws.dynamodb(), &stack.users_table, &stack.roles_table)
+        let LocalStack {
+            aws, stack, state_dir, ..
+        } = LocalStack::seeded(LocalAws::start().expect("emulator"), None, None)
             .await
-            .expect("seed");
-        let dir = std::env::temp_dir().join(format!("staleless-api-test-{}", stack.prefix));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let jwks_file = dir.join("jwks.json");
+            .expect("seeded stack");
+        let jwks_file = state_dir.join("jwks.json");
         common::jwt().write_jwks(&jwks_file).expect("jwks");
         // The change feed: what runs on AWS as the event source mapping and the relay Lambda.
         let feed = CancellationToken::new();
-        let options = infra::event_source::EventSourceOptions::new(dir.join("checkpoints"));
+        let options = infra::event_source::EventSourceOptions::new(state_dir.join("checkpoints"));
         drop(infra::event_source::spawn(
             aws.sdk_config(),
             &stack,

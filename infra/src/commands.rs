@@ -10,7 +10,7 @@ use infra::event_source::{self, EventSourceOptions};
 use infra::jwt::LocalJwt;
 use infra::provision::Provisioned;
 use infra::system::{self, ApiTask, Component};
-use infra::{Emulator, operator, sdk_config_for};
+use infra::{LocalAws, LocalStack};
 use staleless_consumer::shutdown_signal;
 use staleless_protocol::keys;
 use tokio_util::sync::CancellationToken;
@@ -44,25 +44,20 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
     std::fs::create_dir_all(&logs).with_context(|| format!("cannot create {}", logs.display()))?;
     let emulator_log = logs.join("emulator.log");
     let port = options.port;
-    let mut emulator = tokio::task::spawn_blocking(move || Emulator::start(port, Some(&emulator_log)))
+    let aws = tokio::task::spawn_blocking(move || LocalAws::start_on(port, Some(&emulator_log)))
         .await
         .context("emulator start was interrupted")??;
-    let endpoint = emulator.endpoint();
-    let stack = crate::provision(&endpoint, &options.prefix).await?;
-    let dynamodb = aws_sdk_dynamodb::Client::new(&sdk_config_for(&endpoint));
-    operator::seed_demo(&dynamodb, &stack.users_table, &stack.roles_table)
-        .await
-        .context("cannot seed the demo data")?;
+    let mut local = LocalStack::seeded(aws, Some(&options.prefix), Some(options.state_dir.clone())).await?;
+    let (endpoint, stack) = (local.aws.endpoint().to_owned(), local.stack.clone());
 
-    let key_dir = options.state_dir.join("jwt");
-    let local_jwt = LocalJwt::load_or_generate(&key_dir).context("cannot prepare the local JWT key pair")?;
+    let local_jwt = LocalJwt::load_or_generate(&local.key_dir()).context("cannot prepare the local JWT key pair")?;
     let env_file = options.state_dir.join("stack.env");
     system::write_stack_env(&env_file, &endpoint, &stack)
         .with_context(|| format!("cannot write {}", env_file.display()))?;
 
     let bin_dir = system::binaries_dir();
     let rust_log = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".to_owned());
-    let env = system::component_env(&endpoint, &stack, &key_dir, &rust_log);
+    let env = local.component_env(&rust_log);
 
     let checkpoint_dir = options.state_dir.join("checkpoints").join(&stack.prefix);
     let relay = system::start_relay(system::RelaySetup {
@@ -85,7 +80,7 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
         match component {
             Ok(component) => pipeline.push(component),
             Err(err) => {
-                stop_all(&mut [], &mut pipeline, &mut emulator).await;
+                stop_all(&mut [], &mut pipeline, &mut local.aws).await;
                 return Err(err.into());
             }
         }
@@ -96,7 +91,7 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
         match ApiTask::start(name, &bin_dir, bind, &env, &log, API_READY_TIMEOUT).await {
             Ok(task) => tasks.push(task),
             Err(err) => {
-                stop_all(&mut tasks, &mut pipeline, &mut emulator).await;
+                stop_all(&mut tasks, &mut pipeline, &mut local.aws).await;
                 return Err(err.into());
             }
         }
@@ -106,7 +101,7 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
     match ApiTask::start_example(&bin_dir, &options.example_bind, &env, &example_log, API_READY_TIMEOUT).await {
         Ok(example) => tasks.push(example),
         Err(err) => {
-            stop_all(&mut tasks, &mut pipeline, &mut emulator).await;
+            stop_all(&mut tasks, &mut pipeline, &mut local.aws).await;
             return Err(err.into());
         }
     }
@@ -122,7 +117,7 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
     println!(
         "stopping: API tasks (deleting their queues), queue sweeper, heartbeat writer, relay (event source, function, Lambda), emulator"
     );
-    stop_all(&mut tasks, &mut pipeline, &mut emulator).await;
+    stop_all(&mut tasks, &mut pipeline, &mut local.aws).await;
     println!("stopped");
     Ok(())
 }
@@ -169,7 +164,7 @@ async fn watch_children(
 
 /// Stops the API tasks (they unsubscribe and delete their queues), then the pipeline's processes
 /// in reverse start order, then the emulator.
-async fn stop_all(tasks: &mut [ApiTask], pipeline: &mut [Component], emulator: &mut Emulator) {
+async fn stop_all(tasks: &mut [ApiTask], pipeline: &mut [Component], emulator: &mut LocalAws) {
     futures::future::join_all(tasks.iter_mut().map(|task| task.process.stop())).await;
     for component in pipeline.iter_mut().rev() {
         component.stop().await;

@@ -7,7 +7,7 @@
 //! - [`consistency`]: compares what every API task serves with DynamoDB, and measures staleness.
 //! - [`system`]: the relay and the API tasks as supervised processes with their own logs.
 //! - [`proxy`]: a loopback TCP proxy with an off switch, to take one AWS service away from one component.
-//! - [`local_aws`]: test support — an emulator on a free port, a uniquely named stack, SDK clients.
+//! - [`local_aws`]: the one harness — an emulator, a (uniquely named) seeded stack, SDK clients.
 //! - [`event_source`]: the local DynamoDB event source mapping — streams → stream relay → topic.
 //! - [`heartbeat`]: the heartbeat writer whose items come back to every task as ticks.
 //! - [`jwt`]: the local identity provider — an RSA key pair, its `jwks.json`, and minted RS256 tokens.
@@ -27,5 +27,5 @@ pub mod system;
 pub mod template;
 
 pub use emulator::Emulator;
-pub use local_aws::{LocalAws, sdk_config_for};
+pub use local_aws::{LocalAws, LocalStack, sdk_config_for};
 pub use provision::Provisioned;

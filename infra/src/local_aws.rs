@@ -1,8 +1,15 @@
-//! Test support: a local AWS with a freshly provisioned stack and configured SDK clients.
+//! The one harness every local run starts from: an emulator, the template's stack provisioned in
+//! it, and SDK clients for both.
 //!
-//! Each [`LocalAws`] starts its own emulator on a free port, unless `STALELESS_AWS_ENDPOINT`
-//! names one already running (handy while iterating). Every stack it provisions gets a unique
-//! name prefix, so tests run in parallel without seeing each other's tables, topics or queues.
+//! - [`LocalAws`]: an emulator on a free port (or a given one), unless `STALELESS_AWS_ENDPOINT`
+//!   names one already running (handy while iterating). Every stack it provisions under
+//!   [`LocalAws::provision_unique`] gets a unique name prefix, so tests run in parallel without
+//!   seeing each other's tables, topics or queues.
+//! - [`LocalStack`]: that plus the demo data seeded and a state directory for logs, keys and
+//!   checkpoints: what `infra up`, the end-to-end tests (`tests/`) and the API's in-process moto
+//!   tests (`api/tests/moto.rs`) each build their components on.
+
+use std::path::{Path, PathBuf};
 
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_sdk_dynamodb::config::Credentials;
@@ -66,6 +73,22 @@ impl LocalAws {
             return Ok(Self::external(&endpoint));
         }
         let emulator = Emulator::start(0, None)?;
+        let endpoint = emulator.endpoint();
+        Ok(Self {
+            emulator: Some(emulator),
+            config: sdk_config_for(&endpoint),
+            endpoint,
+        })
+    }
+
+    /// Starts an emulator on `port` (0: a free one), logging to `log` (or discarding its output).
+    /// Unlike [`LocalAws::start`], never reuses `STALELESS_AWS_ENDPOINT`: `infra up` owns its
+    /// emulator.
+    ///
+    /// # Errors
+    /// When moto cannot be installed or started, or the port is taken.
+    pub fn start_on(port: u16, log: Option<&Path>) -> Result<Self, LocalAwsError> {
+        let emulator = Emulator::start(port, log)?;
         let endpoint = emulator.endpoint();
         Ok(Self {
             emulator: Some(emulator),
@@ -222,6 +245,89 @@ impl LocalAws {
         if let Some(emulator) = self.emulator.as_mut() {
             emulator.stop();
         }
+    }
+}
+
+/// Why a [`LocalStack`] could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalStackError {
+    /// The emulator or the provisioning failed.
+    #[error(transparent)]
+    Aws(#[from] LocalAwsError),
+    /// The demo data could not be written.
+    #[error("cannot seed the demo data: {0}")]
+    Seed(#[from] crate::operator::OperatorError),
+    /// The state directory could not be created.
+    #[error("cannot create {path}: {source}")]
+    StateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+/// An emulator with the template's stack provisioned and the demo data seeded, and the state
+/// directory of the components started on it. Components are the caller's: it starts them in
+/// the order they feed each other and stops them in reverse, before the emulator (dropped last).
+#[derive(Debug)]
+pub struct LocalStack {
+    /// The emulator and its clients.
+    pub aws: LocalAws,
+    /// The provisioned stack.
+    pub stack: Provisioned,
+    /// When the demo data was written (Unix ms): ticks written after it prove the relay has
+    /// passed the seed data.
+    pub seeded_at_ms: i64,
+    /// Logs (`logs/`), the local key pair (`jwt/`), checkpoints.
+    pub state_dir: PathBuf,
+}
+
+impl LocalStack {
+    /// Provisions the template's stack under `prefix` (a fresh unique one when `None`) in `aws`,
+    /// seeds the demo data and creates `state_dir` (the temporary directory's
+    /// `staleless-<prefix>` when `None`) with its `logs/`.
+    ///
+    /// # Errors
+    /// When provisioning, seeding or creating the directory fails.
+    pub async fn seeded(
+        aws: LocalAws,
+        prefix: Option<&str>,
+        state_dir: Option<PathBuf>,
+    ) -> Result<Self, LocalStackError> {
+        let stack = match prefix {
+            Some(prefix) => aws.provision(prefix).await?,
+            None => aws.provision_unique().await?,
+        };
+        crate::operator::seed_demo(&aws.dynamodb(), &stack.users_table, &stack.roles_table).await?;
+        let seeded_at_ms = chrono::Utc::now().timestamp_millis();
+        let state_dir = state_dir.unwrap_or_else(|| std::env::temp_dir().join(format!("staleless-{}", stack.prefix)));
+        let logs = state_dir.join("logs");
+        std::fs::create_dir_all(&logs).map_err(|source| LocalStackError::StateDir { path: logs, source })?;
+        Ok(Self {
+            aws,
+            stack,
+            seeded_at_ms,
+            state_dir,
+        })
+    }
+
+    /// Where the components' logs go.
+    #[must_use]
+    pub fn logs_dir(&self) -> PathBuf {
+        self.state_dir.join("logs")
+    }
+
+    /// Where the local key pair and `jwks.json` live.
+    #[must_use]
+    pub fn key_dir(&self) -> PathBuf {
+        self.state_dir.join("jwt")
+    }
+
+    /// The environment every component runs with (see [`crate::system::component_env`]).
+    #[must_use]
+    pub fn component_env(&self, rust_log: &str) -> Vec<(String, String)> {
+        crate::system::component_env(self.aws.endpoint(), &self.stack, &self.key_dir(), rust_log)
     }
 }
 

@@ -285,7 +285,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Provision { endpoint, prefix } => {
-            let stack = provision(&endpoint, &prefix).await?;
+            let stack = infra::LocalAws::external(&endpoint).provision(&prefix).await?;
             print_stack(&endpoint, &stack);
             Ok(())
         }
@@ -431,11 +431,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// Provisions (or finds) the template's stack under `prefix` at `endpoint`.
-async fn provision(endpoint: &str, prefix: &str) -> anyhow::Result<Provisioned> {
-    let spec = template::load_for(&template::default_template_path(), prefix)?;
-    Ok(infra::provision::provision(&sdk_config_for(endpoint), &spec, prefix).await?)
-}
-
 fn print_stack(endpoint: &str, stack: &Provisioned) {
     println!("AWS_ENDPOINT_URL={endpoint}");
     println!("AWS_REGION={}", infra::local_aws::LOCAL_REGION);

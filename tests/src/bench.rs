@@ -306,6 +306,10 @@ pub struct StalenessOptions {
     pub pace: Option<Duration>,
 }
 
+/// One write of the staleness run: when the slowest task served it (`None`: one never did within
+/// the patience), when the first did, and how long the write took to be acknowledged.
+type WriteOutcome = (Option<Duration>, Option<Duration>, Duration);
+
 /// Makes `options.writes` profile changes with the SDK (`UpdateItem`, as an operator script
 /// does) while reads run, and measures for each the time from its acknowledgement until
 /// **every** task serves the new name on `GET /users/me`.
@@ -354,61 +358,59 @@ pub async fn staleness(
     let run = uuid::Uuid::new_v4().simple().to_string();
     let started = Instant::now();
     let paced_from = tokio::time::Instant::now();
-    let outcomes: Vec<anyhow::Result<(Option<Duration>, Option<Duration>, Duration)>> =
-        futures::stream::iter(0..options.writes)
-            .map(|write| {
-                let user = write % users.ids.len();
-                let (dynamodb, run) = (dynamodb.clone(), &run);
-                async move {
-                    if let Some(pace) = options.pace {
-                        tokio::time::sleep_until(paced_from + pace * u32::try_from(write).unwrap_or(u32::MAX)).await;
-                    }
-                    let (id, token) = (&users.ids[user], &users.tokens[user]);
-                    // Cache the old value on every task first.
-                    let warmed =
-                        futures::future::join_all(system.task_urls.iter().map(|base| read_name(http, base, token)))
-                            .await;
-                    for name in warmed {
-                        name?;
-                    }
-                    let wanted = format!("w{write}-{run}");
-                    let change = UserChange {
-                        name: Some(wanted.clone()),
-                        ..UserChange::default()
-                    };
-                    let write_started = Instant::now();
-                    operator::put_user(&dynamodb, &system.stack.users_table, id, &change).await?;
-                    let acknowledged = Instant::now();
-                    let seen = futures::future::join_all(system.task_urls.iter().map(|base| {
-                        wait_for_name(
-                            http,
-                            base,
-                            token,
-                            &wanted,
-                            options.poll,
-                            acknowledged + options.patience,
-                        )
-                    }))
-                    .await;
-                    let mut slowest = Some(Duration::ZERO);
-                    let mut first: Option<Duration> = None;
-                    for at in seen {
-                        let at = at?;
-                        if let Some(at) = at {
-                            let after = at.duration_since(acknowledged);
-                            first = Some(first.map_or(after, |first| first.min(after)));
-                        }
-                        slowest = match (slowest, at) {
-                            (Some(slowest), Some(at)) => Some(slowest.max(at.duration_since(acknowledged))),
-                            _ => None,
-                        };
-                    }
-                    Ok((slowest, first, acknowledged.duration_since(write_started)))
+    let outcomes: Vec<anyhow::Result<WriteOutcome>> = futures::stream::iter(0..options.writes)
+        .map(|write| {
+            let user = write % users.ids.len();
+            let (dynamodb, run) = (dynamodb.clone(), &run);
+            async move {
+                if let Some(pace) = options.pace {
+                    tokio::time::sleep_until(paced_from + pace * u32::try_from(write).unwrap_or(u32::MAX)).await;
                 }
-            })
-            .buffer_unordered(options.concurrency)
-            .collect()
-            .await;
+                let (id, token) = (&users.ids[user], &users.tokens[user]);
+                // Cache the old value on every task first.
+                let warmed =
+                    futures::future::join_all(system.task_urls.iter().map(|base| read_name(http, base, token))).await;
+                for name in warmed {
+                    name?;
+                }
+                let wanted = format!("w{write}-{run}");
+                let change = UserChange {
+                    name: Some(wanted.clone()),
+                    ..UserChange::default()
+                };
+                let write_started = Instant::now();
+                operator::put_user(&dynamodb, &system.stack.users_table, id, &change).await?;
+                let acknowledged = Instant::now();
+                let seen = futures::future::join_all(system.task_urls.iter().map(|base| {
+                    wait_for_name(
+                        http,
+                        base,
+                        token,
+                        &wanted,
+                        options.poll,
+                        acknowledged + options.patience,
+                    )
+                }))
+                .await;
+                let mut slowest = Some(Duration::ZERO);
+                let mut first: Option<Duration> = None;
+                for at in seen {
+                    let at = at?;
+                    if let Some(at) = at {
+                        let after = at.duration_since(acknowledged);
+                        first = Some(first.map_or(after, |first| first.min(after)));
+                    }
+                    slowest = match (slowest, at) {
+                        (Some(slowest), Some(at)) => Some(slowest.max(at.duration_since(acknowledged))),
+                        _ => None,
+                    };
+                }
+                Ok((slowest, first, acknowledged.duration_since(write_started)))
+            }
+        })
+        .buffer_unordered(options.concurrency)
+        .collect()
+        .await;
     let elapsed = started.elapsed();
     stop_background.cancel();
     for reader in background {

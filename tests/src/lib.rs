@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use infra::jwt::LocalJwt;
 use infra::system::{self, ApiTask, Component};
-use infra::{LocalAws, Provisioned};
+use infra::{LocalAws, LocalStack, Provisioned};
 use serde_json::Value;
 
 /// Generous bound for liveness waits: a change must show up well before this on a loaded CI
@@ -129,12 +129,12 @@ impl LocalSystem {
     /// # Errors
     /// When any component fails to start; its log path is in the message.
     pub async fn start(options: SystemOptions) -> anyhow::Result<Self> {
-        let aws = LocalAws::start()?;
-        let stack = aws.provision_unique().await?;
-        infra::operator::seed_demo(&aws.dynamodb(), &stack.users_table, &stack.roles_table).await?;
-        let seeded_at_ms = chrono::Utc::now().timestamp_millis();
-
-        let state_dir = std::env::temp_dir().join(format!("staleless-e2e-{}", stack.prefix));
+        let LocalStack {
+            aws,
+            stack,
+            seeded_at_ms,
+            state_dir,
+        } = LocalStack::seeded(LocalAws::start()?, None, None).await?;
         let key_dir = state_dir.join("jwt");
         let jwt = LocalJwt::load_or_generate(&key_dir)?;
         let bin_dir = system::binaries_dir();
@@ -607,10 +607,12 @@ impl LocalSystem {
         if let Some(mut heartbeat) = self.heartbeat.take() {
             heartbeat.stop().await;
         }
-        for component in [self.event_source.take(), self.relay.take(), self.lambda.take()] {
-            if let Some(mut component) = component {
-                component.stop().await;
-            }
+        // Each after the one it feeds: the mapping stops invoking before the function and Lambda go.
+        for mut component in [self.event_source.take(), self.relay.take(), self.lambda.take()]
+            .into_iter()
+            .flatten()
+        {
+            component.stop().await;
         }
         self.aws.stop();
         let _ = std::fs::remove_dir_all(&self.state_dir);
