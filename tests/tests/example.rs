@@ -87,11 +87,15 @@ async fn exercise(system: &LocalSystem) -> anyhow::Result<()> {
     assert_eq!(system.example_name("admin").await?.0, 200, "filled");
     let text = metrics().await?;
     let (hits_before, fresh_before) = (hits(&text), verified(&text, "fresh"));
-    for _ in 0..5 {
+    // Reads until five hits were verified fresh: on a loaded machine a late heartbeat flushes the
+    // cache now and then (a tick gap), and the read after it is a miss, not a hit.
+    eventually(PATIENCE, "five hits, each verified fresh", || async {
         assert_eq!(system.example_name("admin").await?.0, 200);
-    }
+        let text = metrics().await?;
+        Ok(hits(&text) >= hits_before + 5.0 && verified(&text, "fresh") >= fresh_before + 5.0)
+    })
+    .await?;
     let text = metrics().await?;
-    assert!(hits(&text) >= hits_before + 5.0, "no cache hits: {text}");
     for name in [
         "staleless_cache_misses_total",
         "staleless_ticks_total",
@@ -103,47 +107,68 @@ async fn exercise(system: &LocalSystem) -> anyhow::Result<()> {
     }
     let bound = sum_metric(&text, "staleless_staleness_bound_seconds", &[]);
     assert!((bound - BOUND.as_secs_f64()).abs() < f64::EPSILON, "{bound}");
-    eventually(PATIENCE, "the five hits to be verified fresh", || async {
-        Ok(verified(&metrics().await?, "fresh") >= fresh_before + 5.0)
-    })
-    .await?;
 
     // The relay hangs: the rename's invalidation never comes, and until the ticks lapse (most of
     // `BOUND` away) the cache is trusted. The next read is a hit on the old name; its
     // verification finds the table holding another and evicts it, so the new name is served
-    // while the cache is still trusted: before the bound, with the relay still hung.
-    let (old_name, stale_before) = (
-        system.example_name("admin").await?.1,
-        verified(&metrics().await?, "stale"),
-    );
-    eventually(PATIENCE, "that hit to be verified fresh too", || async {
-        Ok(verified(&metrics().await?, "fresh") >= fresh_before + 6.0)
-    })
-    .await?;
-    system.relay.as_ref().context("no relay to pause")?.pause();
-    let change = UserChange {
-        name: Some("Admin Renamed".to_owned()),
-        ..UserChange::default()
-    };
-    operator::put_user(&system.aws.dynamodb(), &system.stack.users_table, "admin", &change).await?;
-    assert_eq!(
-        system.example_name("admin").await?,
-        (200, old_name),
-        "a hit on the old name"
-    );
-    eventually(PATIENCE, "the new name, after the stale hit's eviction", || async {
-        Ok(system.example_name("admin").await? == (200, Some("Admin Renamed".to_owned())))
-    })
-    .await?;
-    let trusted = system.example_trusts_its_cache().await?;
-    let stale = verified(&metrics().await?, "stale");
-    if let Some(relay) = &system.relay {
-        relay.resume();
+    // while the cache is still trusted: before the bound, with the relay still hung. A loaded
+    // machine may flush the cache in between (a late heartbeat is a tick gap): that read is then
+    // a miss, counted as one, and the step is taken again with another name.
+    let misses = |text: &str| sum_metric(text, "staleless_cache_misses_total", &[("cache", "profiles")]);
+    for attempt in 1..=3 {
+        let old_name = system.example_name("admin").await?.1;
+        // One more hit verified fresh, and none pending: no verdict of an earlier hit can come
+        // after the rename below.
+        eventually(PATIENCE, "a hit verified fresh with none pending", || async {
+            let before = metrics().await?;
+            assert_eq!(system.example_name("admin").await?.0, 200);
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            let after = metrics().await?;
+            Ok(hits(&after) == hits(&before) + 1.0 && verified(&after, "fresh") == verified(&before, "fresh") + 1.0)
+        })
+        .await?;
+        let before = metrics().await?;
+        system.relay.as_ref().context("no relay to pause")?.pause();
+        let new_name = format!("Admin Renamed {attempt}");
+        let change = UserChange {
+            name: Some(new_name.clone()),
+            ..UserChange::default()
+        };
+        operator::put_user(&system.aws.dynamodb(), &system.stack.users_table, "admin", &change).await?;
+        let first = system.example_name("admin").await?;
+        if first.1 != old_name {
+            let after = metrics().await?;
+            if let Some(relay) = &system.relay {
+                relay.resume();
+            }
+            assert!(
+                misses(&after) > misses(&before),
+                "the new name without a miss: {first:?}, {after}"
+            );
+            eventually(PATIENCE, "the relay to catch up", || async {
+                Ok(system.example_name("admin").await? == (200, Some(new_name.clone())))
+            })
+            .await?;
+            continue;
+        }
+        eventually(PATIENCE, "the new name, after the stale hit's eviction", || async {
+            Ok(system.example_name("admin").await? == (200, Some(new_name.clone())))
+        })
+        .await?;
+        let trusted = system.example_trusts_its_cache().await?;
+        let stale = verified(&metrics().await?, "stale");
+        if let Some(relay) = &system.relay {
+            relay.resume();
+        }
+        assert!(
+            trusted,
+            "the new name came from an eviction, not from a bypass past the bound"
+        );
+        assert!(
+            stale > verified(&before, "stale"),
+            "the hit on the old name was not verified stale"
+        );
+        return Ok(());
     }
-    assert!(
-        trusted,
-        "the new name came from an eviction, not from a bypass past the bound"
-    );
-    assert!(stale > stale_before, "the hit on the old name was not verified stale");
-    Ok(())
+    anyhow::bail!("three renames in a row were read through after a flush: no stale hit to verify")
 }
