@@ -103,7 +103,7 @@ impl CorruptItems {
             return;
         }
         reported.insert(key.to_owned(), fault.to_owned());
-        metrics::counter!(names::CORRUPT_ITEMS, "table" => table.as_str()).increment(1);
+        metrics::counter!(names::CORRUPT_ITEMS, "table" => table.to_string()).increment(1);
         tracing::warn!(table = %table, key, fault, "a stored item does not fit the data model; it is contained to itself (roles: grants nothing; profiles: that user's requests fail) until it is repaired");
     }
 
@@ -125,7 +125,7 @@ impl CorruptItems {
             .retain(|key, _| !key.starts_with(staleless_protocol::keys::ROLE_PK_PREFIX) || keys.contains(key));
         for (key, stored) in keys.iter().zip(corrupt) {
             let faults: Vec<String> = stored.faults.iter().map(ToString::to_string).collect();
-            self.report(Source::Roles, key, &faults.join("; "));
+            self.report(Source::ROLES, key, &faults.join("; "));
         }
     }
 }
@@ -197,8 +197,8 @@ impl Catalogue {
 #[must_use]
 pub fn sources() -> [SourceSpec; 2] {
     [
-        SourceSpec::new(Source::Users.as_str(), PROFILES),
-        SourceSpec::new(Source::Roles.as_str(), ROLES),
+        SourceSpec::new(Source::USERS.as_str(), PROFILES),
+        SourceSpec::new(Source::ROLES.as_str(), ROLES),
     ]
 }
 
@@ -253,9 +253,9 @@ impl Directory {
             profiles,
             roles,
             mode,
-            profile_cache: TrustedCache::new(Arc::clone(&channel), Source::Users.as_str(), mode, max_profiles, ttl)
+            profile_cache: TrustedCache::new(Arc::clone(&channel), Source::USERS.as_str(), mode, max_profiles, ttl)
                 .verified(verify_one_in, |served, stored| served == stored),
-            catalogue_cache: TrustedCache::new(channel, Source::Roles.as_str(), mode, 1, ttl),
+            catalogue_cache: TrustedCache::new(channel, Source::ROLES.as_str(), mode, 1, ttl),
             recent_role_changes: RecentRoleChanges::default(),
             corrupt_items: Arc::default(),
         }
@@ -293,7 +293,7 @@ impl Directory {
                         Ok(profile.map(Arc::new))
                     }
                     Err(StoreError::Corrupt { key, detail }) => {
-                        corrupt_items.report(Source::Users, &key, &detail);
+                        corrupt_items.report(Source::USERS, &key, &detail);
                         Err(StoreError::Corrupt { key, detail })
                     }
                     Err(err) => Err(err),
@@ -593,7 +593,7 @@ mod tests {
 
     fn users_message(id: &str) -> Invalidation {
         Invalidation::Invalidate {
-            source: Source::Users,
+            source: Source::USERS,
             keys: vec![KeyVersion {
                 id: id.to_owned(),
                 seq: "1".into(),

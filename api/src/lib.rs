@@ -26,7 +26,8 @@ pub mod config;
 pub mod directory;
 pub mod error;
 pub mod metrics;
-pub mod model;
+/// The data model, shared with the operator tools: `staleless-model`.
+pub use staleless_model as model;
 pub mod permissions;
 pub mod routes;
 pub mod server;

@@ -40,8 +40,8 @@ pub async fn run(
                     state.config.channel.clone(),
                     &task_id,
                 )
-                .with_table(&tables.users_table, staleless_protocol::Source::Users.as_str())
-                .with_table(&tables.roles_table, staleless_protocol::Source::Roles.as_str());
+                .with_table(&tables.users_table, staleless_protocol::Source::USERS.as_str())
+                .with_table(&tables.roles_table, staleless_protocol::Source::ROLES.as_str());
                 tracing::info!(queue = subscriber.queue_name(), "starting the invalidation subscriber");
                 tracker.spawn(subscriber.run(cancel.clone()));
             }

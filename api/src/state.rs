@@ -91,8 +91,8 @@ impl AppState {
         ));
         let auth = Arc::new(auth);
         let caches = Caches::new()
-            .register(Source::Users.as_str(), directory.profile_cache())
-            .register(Source::Roles.as_str(), directory.catalogue_cache())
+            .register(Source::USERS.as_str(), directory.profile_cache())
+            .register(Source::ROLES.as_str(), directory.catalogue_cache())
             .register_with_everything(Arc::clone(&auth) as Arc<dyn staleless_consumer::Evict>);
         Self {
             directory,

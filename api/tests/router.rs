@@ -495,7 +495,7 @@ async fn a_sync_is_read_back_at_once_and_an_out_of_band_change_after_its_invalid
         "served from cache until the invalidation arrives"
     );
     app.state.caches.apply(&Invalidation::Invalidate {
-        source: Source::Users,
+        source: Source::USERS,
         keys: vec![KeyVersion {
             id: "alice".into(),
             seq: "1".into(),
@@ -608,7 +608,7 @@ async fn the_roles_claim_of_the_token_decides_and_is_stored_without_a_sync() {
     app.store
         .put_profile_directly(common::profile("ivy", &["Staff"], UserStatus::Active));
     app.state.caches.apply(&Invalidation::Invalidate {
-        source: Source::Users,
+        source: Source::USERS,
         keys: vec![KeyVersion {
             id: "ivy".into(),
             seq: "2".into(),

@@ -148,7 +148,7 @@ mod tests {
             at_ms: 0,
         };
         let evicted = caches.apply(&Invalidation::Invalidate {
-            source: Source::Users,
+            source: Source::USERS,
             keys: vec![key],
         });
         assert_eq!(evicted, 1);

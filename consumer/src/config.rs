@@ -48,6 +48,30 @@ pub struct SubscriberConfig {
     /// it off.
     #[arg(long, env = "CACHE_VERIFY_ONE_IN", default_value_t = 1_000)]
     pub verify_one_in: u64,
+    /// The names of the queue's tags.
+    #[command(flatten)]
+    pub tags: QueueTags,
+}
+
+/// The names of the two tags on a task's queue. The task policy's conditions name the owner tag
+/// (`template.yaml`'s `ApiTaskPolicy`), so a deployment that renames it renames it there too.
+#[derive(Debug, Clone, PartialEq, Eq, Args)]
+pub struct QueueTags {
+    /// The tag naming the task that created the queue (its `aws:userid`).
+    #[arg(long = "queue-owner-tag", env = "QUEUE_OWNER_TAG", default_value = crate::queue::OWNER_TAG)]
+    pub owner: String,
+    /// The tag holding the Unix time of the owner's last heartbeat, which the fleet sweeper reads.
+    #[arg(long = "queue-heartbeat-tag", env = "QUEUE_HEARTBEAT_TAG", default_value = crate::queue::HEARTBEAT_TAG)]
+    pub heartbeat: String,
+}
+
+impl Default for QueueTags {
+    fn default() -> Self {
+        Self {
+            owner: crate::queue::OWNER_TAG.to_owned(),
+            heartbeat: crate::queue::HEARTBEAT_TAG.to_owned(),
+        }
+    }
 }
 
 impl SubscriberConfig {
@@ -97,6 +121,9 @@ pub struct SweeperConfig {
     /// As a process (not a Lambda): how often it sweeps. On AWS the schedule decides.
     #[arg(long, env = "SWEEP_INTERVAL_SECS", default_value_t = 300)]
     pub sweep_interval_secs: u64,
+    /// The tags' names, as the tasks have them.
+    #[command(flatten)]
+    pub tags: QueueTags,
     /// Timeouts of every AWS call.
     #[command(flatten)]
     pub aws: AwsTimeouts,

@@ -63,7 +63,7 @@ pub use aws::{AwsTimeouts, ChannelClients};
 #[cfg(feature = "cache")]
 pub use cache::{CacheStats, FillAborted, KeyedCache, may_keep_fill};
 pub use caches::{Caches, Evict};
-pub use config::{SubscriberConfig, SweeperConfig};
+pub use config::{QueueTags, SubscriberConfig, SweeperConfig};
 pub use health::{
     ChannelHealth, ChannelReport, SlotReport, SourceReport, SourceSpec, TickAdmission, WriterReport, unix_now_ms,
 };

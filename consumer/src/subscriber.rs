@@ -26,7 +26,7 @@ use tokio_util::sync::CancellationToken;
 use crate::caches::Caches;
 use crate::config::SubscriberConfig;
 use crate::health::{ChannelHealth, unix_now_ms};
-use crate::queue::{self, HEARTBEAT_TAG, OWNER_TAG, is_queue_missing};
+use crate::queue::{self, is_queue_missing};
 use crate::trust::{SlotProof, heartbeats_missed};
 use crate::{ChannelClients, unix_now_secs};
 
@@ -407,8 +407,8 @@ impl Subscriber {
                 .queue_name(&name)
                 .attributes(QueueAttributeName::MessageRetentionPeriod, retention.to_string())
                 .attributes(QueueAttributeName::SqsManagedSseEnabled, "true")
-                .tags(HEARTBEAT_TAG, unix_now_secs().to_string())
-                .tags(OWNER_TAG, &owner);
+                .tags(&self.config.tags.heartbeat, unix_now_secs().to_string())
+                .tags(&self.config.tags.owner, &owner);
             if let Some(arn) = &expected_arn {
                 request = request.attributes(
                     QueueAttributeName::Policy,
@@ -590,7 +590,7 @@ impl Subscriber {
         let names = self.health.metric_names();
         match invalidation {
             Invalidation::Invalidate { source, keys } => {
-                metrics::counter!(names.invalidations_applied.clone(), "source" => source.as_str())
+                metrics::counter!(names.invalidations_applied.clone(), "source" => source.to_string())
                     .increment(u64::try_from(evicted).unwrap_or(0));
                 let lag = metrics::histogram!(names.invalidation_lag.clone());
                 for key in keys.iter().filter(|key| key.at_ms > 0) {
@@ -600,8 +600,8 @@ impl Subscriber {
                 tracing::debug!(source = %source, keys = keys.len(), "invalidation applied");
             }
             Invalidation::FlushAll { source, reason } => {
-                let label = source.map_or("all", staleless_protocol::Source::as_str);
-                metrics::counter!(names.invalidations_applied.clone(), "source" => label).increment(1);
+                let label = source.as_ref().map_or("all", staleless_protocol::Source::as_str);
+                metrics::counter!(names.invalidations_applied.clone(), "source" => label.to_owned()).increment(1);
                 tracing::info!(
                     source = label,
                     reason = reason.as_deref().unwrap_or(""),
@@ -657,7 +657,7 @@ impl Subscriber {
             .sqs
             .tag_queue()
             .queue_url(&queue.url)
-            .tags(HEARTBEAT_TAG, unix_now_secs().to_string())
+            .tags(&self.config.tags.heartbeat, unix_now_secs().to_string())
             .send()
             .await
         {

@@ -47,6 +47,8 @@ pub struct Sweeper {
     prefix: String,
     /// A heartbeat older than this is a crashed task's.
     stale_after: Duration,
+    /// The tag holding a queue's heartbeat.
+    heartbeat_tag: String,
 }
 
 fn describe<E: std::error::Error + 'static>(operation: &str, err: &E) -> String {
@@ -56,13 +58,21 @@ fn describe<E: std::error::Error + 'static>(operation: &str, err: &E) -> String 
 impl Sweeper {
     /// A sweeper of `prefix`'s queues and `topic_arn`'s subscriptions.
     #[must_use]
-    pub const fn new(clients: ChannelClients, topic_arn: String, prefix: String, stale_after: Duration) -> Self {
+    pub fn new(clients: ChannelClients, topic_arn: String, prefix: String, stale_after: Duration) -> Self {
         Self {
             clients,
             topic_arn,
             prefix,
             stale_after,
+            heartbeat_tag: HEARTBEAT_TAG.to_owned(),
         }
+    }
+
+    /// Reads each queue's heartbeat from the tag `name` (the tasks' `QUEUE_HEARTBEAT_TAG`).
+    #[must_use]
+    pub fn with_heartbeat_tag(mut self, name: &str) -> Self {
+        name.clone_into(&mut self.heartbeat_tag);
+        self
     }
 
     /// Sweeps every `interval` until `cancel`. A sweep that found nothing logs [`NOTHING_TO_SWEEP`]
@@ -103,7 +113,7 @@ impl Sweeper {
                 Err(_) => continue, // deleted meanwhile, or not ours to read
             };
             if !queue::heartbeat_is_stale(
-                tags.get(HEARTBEAT_TAG).map(String::as_str),
+                tags.get(&self.heartbeat_tag).map(String::as_str),
                 unix_now_secs(),
                 self.stale_after.as_secs(),
             ) {

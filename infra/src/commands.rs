@@ -47,7 +47,7 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
     let aws = tokio::task::spawn_blocking(move || LocalAws::start_on(port, Some(&emulator_log)))
         .await
         .context("emulator start was interrupted")??;
-    let mut local = LocalStack::seeded(aws, Some(&options.prefix), Some(options.state_dir.clone())).await?;
+    let mut local = LocalStack::seeded(aws, None, Some(&options.prefix), Some(options.state_dir.clone())).await?;
     let (endpoint, stack) = (local.aws.endpoint().to_owned(), local.stack.clone());
 
     let local_jwt = LocalJwt::load_or_generate(&local.key_dir()).context("cannot prepare the local JWT key pair")?;
@@ -60,8 +60,10 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
     let env = local.component_env(&rust_log);
 
     let checkpoint_dir = options.state_dir.join("checkpoints").join(&stack.prefix);
+    let template = infra::template::default_template_path();
     let relay = system::start_relay(system::RelaySetup {
         bin_dir: &bin_dir,
+        template: &template,
         stack: &stack,
         env: &env,
         checkpoint_dir: &checkpoint_dir,
@@ -73,7 +75,7 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
     // Stopped in reverse: the mapping stops invoking before the function and Lambda go.
     let mut pipeline = vec![relay.lambda, relay.function, relay.event_source];
     let others = [
-        system::start_heartbeat(&bin_dir, &env, &logs.join("heartbeat.log")),
+        system::start_heartbeat(&bin_dir, &template, &stack, &env, &logs.join("heartbeat.log")),
         system::start_queue_sweeper(&bin_dir, &env, &logs.join("queue-sweeper.log")),
     ];
     for component in others {

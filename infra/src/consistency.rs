@@ -13,21 +13,8 @@ use aws_sdk_dynamodb::error::DisplayErrorContext;
 use aws_sdk_dynamodb::types::AttributeValue;
 use serde_json::Value;
 
+use staleless_model::{Profile, StoredRole, read_item};
 use staleless_protocol::keys::{self, role_pk, user_pk};
-
-/// Attributes of a profile every task must serve exactly as stored.
-pub const USER_FIELDS: [&str; 5] = ["userId", "email", "name", "roles", "status"];
-
-/// Attributes of a role definition every task must serve exactly as stored.
-pub const ROLE_FIELDS: [&str; 7] = [
-    "roleId",
-    "grantedTools",
-    "grantedModels",
-    "grantedSkills",
-    "jwtRoleMappings",
-    "priority",
-    "enabled",
-];
 
 /// Why the check could not run (as opposed to finding inconsistencies, which is its result).
 #[derive(Debug, thiserror::Error)]
@@ -128,16 +115,21 @@ impl Report {
     }
 }
 
-/// Keeps only the compared fields of a JSON object; `None` (absent) stays `None`.
+/// What a stored item or a task's answer holds, read with the data model's own types (the
+/// API's): a profile as [`Profile`], a role definition as [`StoredRole::read`] reads it. Both
+/// sides are compared on exactly what the model holds, whatever else either carries (the item's
+/// key and `lastLoginAt`, the answer's permissions). `None` (absent) stays `None`; a profile the
+/// model cannot read compares as its fault.
 #[must_use]
-pub fn comparable(value: Option<&Value>, fields: &[&str]) -> Option<Value> {
-    let object = value?.as_object()?;
-    Some(Value::Object(
-        fields
-            .iter()
-            .filter_map(|field| object.get(*field).map(|value| ((*field).to_owned(), value.clone())))
-            .collect(),
-    ))
+pub fn comparable(kind: KeyKind, id: &str, value: Option<&Value>) -> Option<Value> {
+    let value = value?;
+    Some(match kind {
+        KeyKind::User => read_item::<Profile>(value).map_or_else(
+            |fault| serde_json::json!({ "unreadable": fault.to_string() }),
+            |profile| serde_json::to_value(profile).unwrap_or_default(),
+        ),
+        KeyKind::Role => serde_json::to_value(StoredRole::read(id, value.clone()).role).unwrap_or_default(),
+    })
 }
 
 /// Checks every given key on every task.
@@ -203,9 +195,9 @@ async fn read_truth(
     kind: KeyKind,
     id: &str,
 ) -> Result<Option<Value>, CheckError> {
-    let (table, pk, sk, fields): (&str, String, &str, &[&str]) = match kind {
-        KeyKind::User => (&target.users_table, user_pk(id), keys::PROFILE_SK, &USER_FIELDS),
-        KeyKind::Role => (&target.roles_table, role_pk(id), keys::DEFINITION_SK, &ROLE_FIELDS),
+    let (table, pk, sk): (&str, String, &str) = match kind {
+        KeyKind::User => (&target.users_table, user_pk(id), keys::PROFILE_SK),
+        KeyKind::Role => (&target.roles_table, role_pk(id), keys::DEFINITION_SK),
     };
     let item = dynamodb
         .get_item()
@@ -231,7 +223,7 @@ async fn read_truth(
         ),
         None => None,
     };
-    Ok(comparable(json.as_ref(), fields))
+    Ok(comparable(kind, id, json.as_ref()))
 }
 
 async fn read_task(
@@ -241,9 +233,9 @@ async fn read_task(
     id: &str,
     task: &str,
 ) -> Result<Option<Value>, CheckError> {
-    let (path, fields): (String, &[&str]) = match kind {
-        KeyKind::User => (format!("{task}/admin/users/{id}"), &USER_FIELDS),
-        KeyKind::Role => (format!("{task}/admin/roles/{id}"), &ROLE_FIELDS),
+    let path = match kind {
+        KeyKind::User => format!("{task}/admin/users/{id}"),
+        KeyKind::Role => format!("{task}/admin/roles/{id}"),
     };
     let task_error = |detail: String| CheckError::Task {
         task: task.to_owned(),
@@ -262,7 +254,7 @@ async fn read_task(
                 .json()
                 .await
                 .map_err(|err| task_error(format!("GET {path}: body is not JSON: {err}")))?;
-            Ok(comparable(Some(&body), fields))
+            Ok(comparable(kind, id, Some(&body)))
         }
         status => Err(task_error(format!("GET {path}: unexpected status {status}"))),
     }
@@ -274,19 +266,28 @@ mod tests {
     use serde_json::json;
 
     #[test]
-    fn comparison_ignores_fields_outside_the_contract() {
-        let stored = json!({"userId": "u", "name": "A", "roles": ["Staff"], "lastLoginAt": "x"});
-        let served = json!({"userId": "u", "name": "A", "roles": ["Staff"], "permissions": {}});
-        assert_eq!(
-            comparable(Some(&stored), &USER_FIELDS),
-            comparable(Some(&served), &USER_FIELDS)
-        );
-        let renamed = json!({"userId": "u", "name": "B", "roles": ["Staff"]});
-        assert_ne!(
-            comparable(Some(&stored), &USER_FIELDS),
-            comparable(Some(&renamed), &USER_FIELDS)
-        );
-        assert_eq!(comparable(None, &USER_FIELDS), None);
+    fn comparison_is_on_what_the_model_holds() {
+        let stored = json!({"PK": "USER#u", "SK": "PROFILE", "userId": "u", "name": "A", "roles": ["Staff"], "lastLoginAt": "x"});
+        let served = json!({"userId": "u", "name": "A", "roles": ["Staff"], "permissions": {}, "appRoles": []});
+        let user = |value: &Value| comparable(KeyKind::User, "u", Some(value));
+        assert_eq!(user(&stored), user(&served));
+        for changed in [
+            json!({"userId": "u", "name": "B", "roles": ["Staff"]}),
+            json!({"userId": "u", "name": "A", "roles": ["Staff"], "status": "suspended"}),
+            json!({"userId": "u", "name": "A", "roles": ["Staff"], "picture": "https://x/p.png"}),
+        ] {
+            assert_ne!(user(&stored), user(&changed), "{changed}");
+        }
+        assert_eq!(comparable(KeyKind::User, "u", None), None);
+        let corrupt = json!({"userId": "u", "status": "deleted"});
+        assert!(user(&corrupt).is_some_and(|value| value["unreadable"].is_string()));
+
+        let role = |value: &Value| comparable(KeyKind::Role, "ops", Some(value));
+        let stored = json!({"PK": "ROLE#ops", "SK": "DEFINITION", "roleId": "ops", "priority": 5, "enabled": "yes"});
+        let served =
+            json!({"roleId": "ops", "priority": 5, "faults": [{"attribute": "enabled", "problem": "not a bool"}]});
+        assert_eq!(role(&stored), role(&served), "a corrupt role as far as it can be read");
+        assert_ne!(role(&stored), role(&json!({"roleId": "ops", "priority": 6})));
     }
 
     #[test]

@@ -112,8 +112,6 @@ pub struct EventSourceOptions {
     pub retry_max_backoff: Duration,
     /// How often `DescribeStream` looks for new (child) shards.
     pub shard_refresh_interval: Duration,
-    /// `RELAY_IGNORED_ATTRIBUTES` of the in-process relay.
-    pub ignored_attributes: Vec<String>,
     /// The template whose `FilterCriteria`, `BatchSize` and retry settings apply.
     pub template_path: PathBuf,
     /// Invoke the relay function through Lambda's API; `None`: the relay library in-process.
@@ -134,9 +132,6 @@ impl EventSourceOptions {
             retry_initial_backoff: Duration::from_millis(100),
             retry_max_backoff: Duration::from_secs(2),
             shard_refresh_interval: Duration::from_secs(1),
-            ignored_attributes: stream_relay::config::parse_attribute_list(
-                stream_relay::config::DEFAULT_IGNORED_ATTRIBUTES,
-            ),
             template_path: template::default_template_path(),
             lambda: None,
             function_timeout: None,
@@ -344,15 +339,18 @@ pub fn stream_sources(
         .iter()
         .filter(|event| event.function == RELAY_FUNCTION)
     {
-        let (table, stream_arn) = match event.table_logical_id.as_str() {
-            "UsersTable" => (&stack.users_table, &stack.users_stream_arn),
-            "AppRolesTable" => (&stack.roles_table, &stack.roles_stream_arn),
-            other => {
-                return Err(EventSourceError::Source {
-                    event: event.name.clone(),
-                    problem: format!("reads the stream of {other}, which the local stack does not provision"),
-                });
-            }
+        let Some((table, Some(stream_arn))) = stack
+            .tables
+            .get(&event.table_logical_id)
+            .map(|table| (&table.name, table.stream_arn.as_ref()))
+        else {
+            return Err(EventSourceError::Source {
+                event: event.name.clone(),
+                problem: format!(
+                    "reads the stream of {}, which the local stack does not provision with a stream",
+                    event.table_logical_id
+                ),
+            });
         };
         sources.push(StreamSource {
             policy: FailurePolicy::of(event),
@@ -401,12 +399,18 @@ pub async fn run(
             Arc::new(LambdaInvoker::new(client, &lambda.function_name))
         }
         None => {
-            let mapper = Mapper::new(
-                &stack.users_table,
-                &stack.roles_table,
-                options.ignored_attributes.clone(),
+            // Configured as the template configures the function.
+            let relay_config =
+                crate::system::relay_config(&spec, stack).map_err(|problem| EventSourceError::Source {
+                    event: RELAY_FUNCTION.into(),
+                    problem,
+                })?;
+            let mapper = Mapper::from_config(&relay_config);
+            let publisher = SnsPublisher::new(
+                aws_sdk_sns::Client::new(config),
+                &stack.topic_arn,
+                mapper.sources().cloned().collect(),
             );
-            let publisher = SnsPublisher::new(aws_sdk_sns::Client::new(config), &stack.topic_arn);
             Arc::new(InProcessInvoker(Arc::new(Relay::new(mapper, Arc::new(publisher)))))
         }
     };

@@ -284,21 +284,24 @@ pub struct LocalStack {
 }
 
 impl LocalStack {
-    /// Provisions the template's stack under `prefix` (a fresh unique one when `None`) in `aws`,
-    /// seeds the demo data and creates `state_dir` (the temporary directory's
-    /// `staleless-<prefix>` when `None`) with its `logs/`.
+    /// Provisions the stack of `template` (the repository's when `None`) under `prefix` (a
+    /// fresh unique one when `None`) in `aws`, seeds the demo data and creates `state_dir` (the
+    /// temporary directory's `staleless-<prefix>` when `None`) with its `logs/`.
     ///
     /// # Errors
     /// When provisioning, seeding or creating the directory fails.
     pub async fn seeded(
         aws: LocalAws,
+        template: Option<&Path>,
         prefix: Option<&str>,
         state_dir: Option<PathBuf>,
     ) -> Result<Self, LocalStackError> {
-        let stack = match prefix {
-            Some(prefix) => aws.provision(prefix).await?,
-            None => aws.provision_unique().await?,
-        };
+        let prefix = prefix.map_or_else(unique_prefix, str::to_owned);
+        let template = template.map_or_else(template::default_template_path, Path::to_path_buf);
+        let spec = template::load_for(&template, &prefix).map_err(LocalAwsError::from)?;
+        let stack = provision::provision(&aws.config, &spec, &prefix)
+            .await
+            .map_err(LocalAwsError::from)?;
         crate::operator::seed_demo(&aws.dynamodb(), &stack.users_table, &stack.roles_table).await?;
         let seeded_at_ms = chrono::Utc::now().timestamp_millis();
         let state_dir = state_dir.unwrap_or_else(|| std::env::temp_dir().join(format!("staleless-{}", stack.prefix)));

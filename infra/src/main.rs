@@ -322,13 +322,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             description,
             target,
         } => {
-            let change = operator::RoleChange {
+            let change = operator::RolePatch {
                 granted_tools: tools,
                 granted_models: models,
                 granted_skills: skills,
                 priority,
                 enabled,
                 description,
+                ..operator::RolePatch::default()
             };
             operator::update_role(&target.dynamodb(), &target.roles_table, &role_id, &change).await?;
             println!("role {role_id} updated in {}", target.roles_table);

@@ -3,9 +3,9 @@
 //! the local stack, the demo and the end-to-end tests use it to prove the API still sees every
 //! change.
 //!
-//! Items follow the data model of the production tables: users `PK = USER#<id>`, `SK = PROFILE`;
-//! role definitions `PK = ROLE#<id>`, `SK = DEFINITION`, with one `JWT_MAPPING#<idp role>` item per
-//! mapping under the same `PK`.
+//! Items are the data model's (`staleless-model`, the API's own types and item builders): users
+//! `PK = USER#<id>`, `SK = PROFILE`; role definitions `PK = ROLE#<id>`, `SK = DEFINITION`, with one
+//! `JWT_MAPPING#<idp role>` item per mapping under the same `PK`.
 
 use std::collections::HashMap;
 
@@ -69,7 +69,9 @@ impl SetExpression {
     }
 }
 
-use staleless_protocol::keys::{DEFINITION_SK, PARTITION_KEY, PROFILE_SK, SORT_KEY, jwt_mapping_sk, jwt_role_gsi_pk};
+use staleless_model::Profile;
+pub use staleless_model::{MAX_PRIORITY, RoleDefinition, RolePatch, UserStatus};
+use staleless_protocol::keys::{DEFINITION_SK, PARTITION_KEY, PROFILE_SK, SORT_KEY};
 pub use staleless_protocol::keys::{role_pk, user_pk};
 
 fn now() -> String {
@@ -86,12 +88,9 @@ pub struct UserChange {
     pub email: Option<String>,
     /// Identity-provider role names (`Staff`, `Admin`).
     pub roles: Option<Vec<String>>,
-    /// `active`, `inactive` or `suspended`.
+    /// `active`, `inactive` or `suspended` ([`UserStatus`]).
     pub status: Option<String>,
 }
-
-/// The statuses the data model allows.
-pub const USER_STATUSES: [&str; 3] = ["active", "inactive", "suspended"];
 
 /// Creates the user or updates the given fields, as an operator script would.
 ///
@@ -99,13 +98,14 @@ pub const USER_STATUSES: [&str; 3] = ["active", "inactive", "suspended"];
 /// a new one is written whole with `PutItem`.
 ///
 /// # Errors
-/// [`OperatorError::Invalid`] for a status outside [`USER_STATUSES`]; otherwise the SDK's error.
+/// [`OperatorError::Invalid`] for a status outside [`UserStatus`]; otherwise the SDK's error.
 pub async fn put_user(client: &Client, table: &str, user_id: &str, change: &UserChange) -> Result<(), OperatorError> {
     if let Some(status) = &change.status
-        && !USER_STATUSES.contains(&status.as_str())
+        && UserStatus::parse(status).is_none()
     {
+        let allowed: Vec<&str> = UserStatus::ALL.iter().map(|status| status.as_str()).collect();
         return Err(OperatorError::Invalid(format!(
-            "status must be one of {USER_STATUSES:?}, not {status:?}"
+            "status must be one of {allowed:?}, not {status:?}"
         )));
     }
     let mut fields: Vec<(&str, Value)> = Vec::new();
@@ -154,17 +154,18 @@ pub async fn put_user(client: &Client, table: &str, user_id: &str, change: &User
     }
 
     let created = now();
-    let mut item = json!({
-        PARTITION_KEY: user_pk(user_id),
-        SORT_KEY: PROFILE_SK,
-        "userId": user_id,
-        "email": format!("{user_id}@example.com"),
-        "name": user_id,
-        "roles": ["Staff"],
-        "status": "active",
-        "createdAt": created,
-        "lastLoginAt": created,
-    });
+    let mut item = Profile {
+        user_id: user_id.to_owned(),
+        email: format!("{user_id}@example.com"),
+        name: user_id.to_owned(),
+        roles: vec!["Staff".to_owned()],
+        picture: None,
+        status: UserStatus::Active,
+        created_at: created.clone(),
+        roles_issued_at: None,
+    }
+    .item();
+    item["lastLoginAt"] = json!(created);
     for (field, value) in fields {
         item[field] = value;
     }
@@ -217,31 +218,6 @@ pub async fn role_items(
     Ok(output.items.unwrap_or_default())
 }
 
-/// A whole AppRole definition as an operator writes it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RoleDefinition {
-    /// `^[a-z][a-z0-9_]{2,49}$`.
-    pub role_id: String,
-    /// Human name.
-    pub display_name: String,
-    /// Free text.
-    pub description: String,
-    /// IdP role names that grant this AppRole.
-    pub jwt_role_mappings: Vec<String>,
-    /// Tools granted (`*` = all).
-    pub granted_tools: Vec<String>,
-    /// Models granted (`*` = all).
-    pub granted_models: Vec<String>,
-    /// Skills granted (`*` = all).
-    pub granted_skills: Vec<String>,
-    /// 0–999; the highest-priority role decides the quota tier.
-    pub priority: u16,
-    /// Disabled roles grant nothing.
-    pub enabled: bool,
-    /// System roles are seeded, not user-made.
-    pub is_system_role: bool,
-}
-
 /// Whether `role_id` matches `^[a-z][a-z0-9_]{2,49}$`: the one rule, shared with the API.
 pub use staleless_protocol::keys::is_valid_role_id;
 
@@ -260,40 +236,20 @@ pub async fn put_role(client: &Client, table: &str, role: &RoleDefinition) -> Re
             role.role_id
         )));
     }
-    if role.priority > 999 {
+    if role.priority > MAX_PRIORITY {
         return Err(OperatorError::Invalid(format!(
-            "priority {} is over 999",
+            "priority {} is over {MAX_PRIORITY}",
             role.priority
         )));
     }
     let timestamp = now();
-    let definition = json!({
-        PARTITION_KEY: role_pk(&role.role_id),
-        SORT_KEY: DEFINITION_SK,
-        "roleId": role.role_id,
-        "displayName": role.display_name,
-        "description": role.description,
-        "jwtRoleMappings": role.jwt_role_mappings,
-        "grantedTools": role.granted_tools,
-        "grantedModels": role.granted_models,
-        "grantedSkills": role.granted_skills,
-        "priority": role.priority,
-        "enabled": role.enabled,
-        "isSystemRole": role.is_system_role,
-        "createdAt": timestamp,
-        "updatedAt": timestamp,
-    });
-    let mut items = vec![definition];
-    for mapping in &role.jwt_role_mappings {
-        items.push(json!({
-            PARTITION_KEY: role_pk(&role.role_id),
-            SORT_KEY: jwt_mapping_sk(mapping),
-            "GSI1PK": jwt_role_gsi_pk(mapping),
-            "GSI1SK": role_pk(&role.role_id),
-            "roleId": role.role_id,
-            "jwtRole": mapping,
-        }));
-    }
+    let stamped = RoleDefinition {
+        created_at: timestamp.clone(),
+        updated_at: timestamp,
+        ..role.clone()
+    };
+    let mut items = vec![stamped.item()];
+    items.extend(stamped.mapping_items());
     let mut request = client.transact_write_items();
     for item in items {
         let put = Put::builder()
@@ -310,53 +266,14 @@ pub async fn put_role(client: &Client, table: &str, role: &RoleDefinition) -> Re
     Ok(())
 }
 
-/// Fields of a role definition an operator may change in place.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RoleChange {
-    /// New granted tools.
-    pub granted_tools: Option<Vec<String>>,
-    /// New granted models.
-    pub granted_models: Option<Vec<String>>,
-    /// New granted skills.
-    pub granted_skills: Option<Vec<String>>,
-    /// New priority.
-    pub priority: Option<u16>,
-    /// Enable or disable.
-    pub enabled: Option<bool>,
-    /// New description.
-    pub description: Option<String>,
-}
-
-/// Changes fields of an existing role definition with one `UpdateItem`.
+/// Changes the attributes `patch` names of an existing role definition with one `UpdateItem`,
+/// as a script does: no version bump, no validation beyond the model's types.
 ///
 /// # Errors
 /// [`OperatorError::Invalid`] when nothing is to change or the role does not exist; otherwise
 /// the SDK's error.
-pub async fn update_role(
-    client: &Client,
-    table: &str,
-    role_id: &str,
-    change: &RoleChange,
-) -> Result<(), OperatorError> {
-    let mut fields: Vec<(&str, Value)> = Vec::new();
-    if let Some(tools) = &change.granted_tools {
-        fields.push(("grantedTools", json!(tools)));
-    }
-    if let Some(models) = &change.granted_models {
-        fields.push(("grantedModels", json!(models)));
-    }
-    if let Some(skills) = &change.granted_skills {
-        fields.push(("grantedSkills", json!(skills)));
-    }
-    if let Some(priority) = change.priority {
-        fields.push(("priority", json!(priority)));
-    }
-    if let Some(enabled) = change.enabled {
-        fields.push(("enabled", json!(enabled)));
-    }
-    if let Some(description) = &change.description {
-        fields.push(("description", json!(description)));
-    }
+pub async fn update_role(client: &Client, table: &str, role_id: &str, patch: &RolePatch) -> Result<(), OperatorError> {
+    let mut fields = patch.attributes();
     if fields.is_empty() {
         return Err(OperatorError::Invalid("nothing to change".to_owned()));
     }
@@ -404,6 +321,7 @@ pub fn demo_roles() -> Vec<RoleDefinition> {
             priority: 900,
             enabled: true,
             is_system_role: true,
+            ..RoleDefinition::default()
         },
         RoleDefinition {
             role_id: "staff".into(),
@@ -416,6 +334,7 @@ pub fn demo_roles() -> Vec<RoleDefinition> {
             priority: 100,
             enabled: true,
             is_system_role: true,
+            ..RoleDefinition::default()
         },
         RoleDefinition {
             role_id: "default".into(),
@@ -428,6 +347,7 @@ pub fn demo_roles() -> Vec<RoleDefinition> {
             priority: 0,
             enabled: true,
             is_system_role: true,
+            ..RoleDefinition::default()
         },
     ]
 }
@@ -474,7 +394,7 @@ mod tests {
         assert!(
             roles
                 .iter()
-                .all(|role| is_valid_role_id(&role.role_id) && role.priority <= 999)
+                .all(|role| is_valid_role_id(&role.role_id) && role.priority <= MAX_PRIORITY)
         );
     }
 }

@@ -62,6 +62,18 @@ pub struct Provisioned {
     pub dead_letter_queue_url: String,
     /// Prefix for the API tasks' own queues (`QUEUE_NAME_PREFIX`), as the template's output.
     pub task_queue_prefix: String,
+    /// Every table of the template by logical id, the two above included: a template that adds
+    /// a table (and a relay event source on its stream) needs no code here.
+    pub tables: BTreeMap<String, ProvisionedTable>,
+}
+
+/// One provisioned table.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProvisionedTable {
+    /// Its physical name.
+    pub name: String,
+    /// Its stream, when it has one.
+    pub stream_arn: Option<String>,
 }
 
 impl Provisioned {
@@ -133,6 +145,20 @@ pub async fn provision(config: &SdkConfig, spec: &TemplateSpec, prefix: &str) ->
     };
     let (users_table, users_stream_arn) = stream_of("UsersTable")?;
     let (roles_table, roles_stream_arn) = stream_of("AppRolesTable")?;
+    let tables = spec
+        .tables
+        .iter()
+        .zip(streams)
+        .map(|(table, stream_arn)| {
+            (
+                table.logical_id.clone(),
+                ProvisionedTable {
+                    name: table.name.clone(),
+                    stream_arn,
+                },
+            )
+        })
+        .collect();
 
     // Topic ARNs and queue URLs by logical id, for the subscriptions and the stack's outputs.
     let mut topic_arns = BTreeMap::new();
@@ -196,6 +222,7 @@ pub async fn provision(config: &SdkConfig, spec: &TemplateSpec, prefix: &str) ->
         topic_arn,
         dead_letter_queue_url,
         task_queue_prefix: format!("{prefix}-task"),
+        tables,
     })
 }
 
@@ -349,8 +376,8 @@ pub async fn teardown(config: &SdkConfig, stack: &Provisioned) {
     let dynamodb = aws_sdk_dynamodb::Client::new(config);
     let sns = aws_sdk_sns::Client::new(config);
     let sqs = aws_sdk_sqs::Client::new(config);
-    for table in [&stack.users_table, &stack.roles_table] {
-        let _ = dynamodb.delete_table().table_name(table).send().await;
+    for table in stack.tables.values() {
+        let _ = dynamodb.delete_table().table_name(&table.name).send().await;
     }
     let _ = sns.delete_topic().topic_arn(&stack.topic_arn).send().await;
     if !stack.dead_letter_queue_url.is_empty() {
@@ -373,6 +400,7 @@ mod tests {
             topic_arn: String::new(),
             dead_letter_queue_url: String::new(),
             task_queue_prefix: "p-task".into(),
+            tables: BTreeMap::new(),
         };
         assert!(stack.is_task_queue("arn:aws:sqs:us-east-1:1:p-task-abc"));
         assert!(stack.is_task_queue("http://127.0.0.1:4566/1/p-task-abc-2"));

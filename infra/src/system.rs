@@ -494,24 +494,8 @@ pub fn relay_function_env(
     base: &[(String, String)],
     port: u16,
 ) -> Result<Vec<(String, String)>, String> {
-    use crate::template::EnvValue;
-
-    let function = spec
-        .function(crate::event_source::RELAY_FUNCTION)
-        .ok_or("the template has no StreamRelayFunction")?;
     let mut env = base.to_vec();
-    for (key, value) in &function.environment {
-        let value = match value {
-            EnvValue::Text(text) => text.clone(),
-            EnvValue::ResourceRef(resource) => match resource.as_str() {
-                "UsersTable" => stack.users_table.clone(),
-                "AppRolesTable" => stack.roles_table.clone(),
-                "InvalidationTopic" => stack.topic_arn.clone(),
-                other => return Err(format!("{key}: !Ref {other} is not provisioned locally")),
-            },
-        };
-        env.push((key.clone(), value));
-    }
+    env.extend(function_template_env(spec, stack, crate::event_source::RELAY_FUNCTION)?);
     let runtime_api = format!("http://127.0.0.1:{port}/.rt/{RELAY_FUNCTION_NAME}");
     env.extend(
         [
@@ -523,6 +507,61 @@ pub fn relay_function_env(
         .map(|(key, value)| (key.to_owned(), value.to_owned())),
     );
     Ok(env)
+}
+
+/// The logical id of the heartbeat writer's function in the template.
+pub const HEARTBEAT_FUNCTION: &str = "HeartbeatFunction";
+
+/// A function's `Environment` in the template, each `!Ref` resolved against `stack`: how the
+/// local components are configured exactly as the template configures them on AWS.
+///
+/// # Errors
+/// When the template has no such function, or a variable refers to a resource the stack does
+/// not have.
+pub fn function_template_env(
+    spec: &crate::template::TemplateSpec,
+    stack: &Provisioned,
+    function: &str,
+) -> Result<Vec<(String, String)>, String> {
+    use crate::template::EnvValue;
+
+    let function = spec
+        .function(function)
+        .ok_or_else(|| format!("the template has no {function}"))?;
+    function
+        .environment
+        .iter()
+        .map(|(key, value)| {
+            let value = match value {
+                EnvValue::Text(text) => text.clone(),
+                EnvValue::ResourceRef(resource) => match stack.tables.get(resource) {
+                    Some(table) => table.name.clone(),
+                    None if resource == "InvalidationTopic" => stack.topic_arn.clone(),
+                    None => return Err(format!("{key}: !Ref {resource} is not provisioned locally")),
+                },
+            };
+            Ok((key.clone(), value))
+        })
+        .collect()
+}
+
+/// The relay's configuration as the template deploys it for `stack`: what the function reads
+/// from its environment, read the same way.
+///
+/// # Errors
+/// As [`relay_template_env`], or the configuration the relay would refuse.
+pub fn relay_config(
+    spec: &crate::template::TemplateSpec,
+    stack: &Provisioned,
+) -> Result<stream_relay::RelayConfig, String> {
+    let env = function_template_env(spec, stack, crate::event_source::RELAY_FUNCTION)?;
+    stream_relay::RelayConfig::from_lookup(|var| {
+        env.iter()
+            .rev()
+            .find(|(key, _)| key == var)
+            .map(|(_, value)| value.clone())
+    })
+    .map_err(|err| err.to_string())
 }
 
 /// Starts one execution environment of the relay function: its Lambda binary, polling the local
@@ -578,6 +617,8 @@ const FUNCTION_ONLY_SNS_ENDPOINT: &str = "AWS_ENDPOINT_URL_SNS";
 pub struct RelaySetup<'a> {
     /// `target/debug` (for `infra`).
     pub bin_dir: &'a Path,
+    /// The template the stack was provisioned from (`STALELESS_TEMPLATE` of the mapping).
+    pub template: &'a Path,
     /// The stack whose streams are read and whose topic is published to.
     pub stack: &'a Provisioned,
     /// Environment of the event source mapping and, under the template's own variables, of the
@@ -629,7 +670,7 @@ pub async fn start_relay(setup: RelaySetup<'_>) -> Result<RelayProcesses, System
         reason,
         log: setup.logs.join("relay.log"),
     };
-    let spec = crate::template::load_for(&crate::template::default_template_path(), &setup.stack.prefix)
+    let spec = crate::template::load_for(setup.template, &setup.stack.prefix)
         .map_err(|err| template_error(err.to_string()))?;
     let from_env = setup
         .env
@@ -654,6 +695,10 @@ pub async fn start_relay(setup: RelaySetup<'_>) -> Result<RelayProcesses, System
         .cloned()
         .collect();
     event_source_env.push(("RELAY_FUNCTION_TIMEOUT_SECS".to_owned(), timeout_secs.to_string()));
+    event_source_env.push((
+        "STALELESS_TEMPLATE".to_owned(),
+        setup.template.to_string_lossy().into_owned(),
+    ));
     let endpoint = format!("http://127.0.0.1:{port}");
     let event_source = start_event_source(
         setup.bin_dir,
@@ -698,12 +743,32 @@ pub fn start_queue_sweeper(bin_dir: &Path, env: &[(String, String)], log: &Path)
 }
 
 /// Starts the heartbeat writer as its own process: `<bin_dir>/infra heartbeat`, beating every
-/// `HEARTBEAT_INTERVAL_SECS` of `env` (default 5 s) into the stack's two tables.
+/// `HEARTBEAT_INTERVAL_SECS` of `base` (default 5 s) into the tables the template's
+/// `HeartbeatFunction` environment names (every source's table), `base` on top of it.
 ///
 /// # Errors
 /// [`SystemError`] when it cannot start.
-pub fn start_heartbeat(bin_dir: &Path, env: &[(String, String)], log: &Path) -> Result<Component, SystemError> {
-    let mut env = env.to_vec();
+pub fn start_heartbeat(
+    bin_dir: &Path,
+    template: &Path,
+    stack: &Provisioned,
+    base: &[(String, String)],
+    log: &Path,
+) -> Result<Component, SystemError> {
+    let not_ready = |reason: String| SystemError::NotReady {
+        name: "heartbeat".into(),
+        reason,
+        log: log.to_path_buf(),
+    };
+    let spec = crate::template::load_for(template, &stack.prefix).map_err(|err| not_ready(err.to_string()))?;
+    // The tables and sources as the template configures the function; its schedule is the
+    // scheduled Lambda's, not this process's, which beats until stopped at `env`'s interval.
+    let mut env: Vec<(String, String)> = function_template_env(&spec, stack, HEARTBEAT_FUNCTION)
+        .map_err(not_ready)?
+        .into_iter()
+        .filter(|(key, _)| !matches!(key.as_str(), "HEARTBEAT_RUN_SECS" | "HEARTBEAT_INTERVAL_SECS"))
+        .collect();
+    env.extend(base.iter().cloned());
     env.push(("LOG_FORMAT".to_owned(), "json".to_owned()));
     Component::spawn("heartbeat", &bin_dir.join("infra"), &["heartbeat"], &env, log)
 }

@@ -2,7 +2,7 @@
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use infra::LocalAws;
-use infra::operator::{self, OperatorError, RoleChange, UserChange};
+use infra::operator::{self, OperatorError, RolePatch, UserChange};
 
 async fn profile(
     aws: &LocalAws,
@@ -85,9 +85,9 @@ async fn demo_seed_writes_definitions_and_mapping_items() {
         .collect();
     assert_eq!(sort_keys, ["DEFINITION", "JWT_MAPPING#Admin"]);
 
-    let change = RoleChange {
+    let change = RolePatch {
         granted_tools: Some(vec!["search".into(), "code".into()]),
-        ..RoleChange::default()
+        ..RolePatch::default()
     };
     operator::update_role(&client, &stack.roles_table, "staff", &change)
         .await

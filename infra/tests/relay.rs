@@ -94,14 +94,15 @@ impl Harness {
         }
     }
 
-    fn table(&self, source: Source) -> &str {
-        match source {
-            Source::Users => &self.stack.users_table,
-            Source::Roles => &self.stack.roles_table,
+    fn table(&self, source: &Source) -> &str {
+        if *source == Source::USERS {
+            &self.stack.users_table
+        } else {
+            &self.stack.roles_table
         }
     }
 
-    async fn put(&self, source: Source, pk: &str, sk: &str, extra: &[(&str, &str)]) {
+    async fn put(&self, source: &Source, pk: &str, sk: &str, extra: &[(&str, &str)]) {
         let mut request = self
             .aws
             .dynamodb()
@@ -122,7 +123,7 @@ impl Harness {
         loop {
             let seen: BTreeSet<(Source, &str)> = received
                 .iter()
-                .map(|(source, id): &(Source, String)| (*source, id.as_str()))
+                .map(|(source, id): &(Source, String)| (source.clone(), id.as_str()))
                 .collect();
             if expected.iter().all(|key| seen.contains(key)) {
                 return received;
@@ -164,7 +165,7 @@ impl Harness {
                 Some(source.as_str()),
                 "the source attribute is delivered"
             );
-            keys.extend(changed.into_iter().map(|key| (source, key.id)));
+            keys.extend(changed.into_iter().map(|key| (source.clone(), key.id)));
             self.aws
                 .sqs()
                 .delete_message()
@@ -184,25 +185,25 @@ async fn every_kind_of_write_on_both_tables_reaches_the_queue() {
     let dynamodb = harness.aws.dynamodb();
     // Items to delete, created (and their invalidations consumed) first, so that their keys
     // arriving again below can only come from the DeleteItem's REMOVE records.
-    harness.put(Source::Users, "USER#delete", "PROFILE", &[]).await;
-    harness.put(Source::Roles, "ROLE#delete", "DEFINITION", &[]).await;
+    harness.put(&Source::USERS, "USER#delete", "PROFILE", &[]).await;
+    harness.put(&Source::ROLES, "ROLE#delete", "DEFINITION", &[]).await;
     harness
-        .receive_until(&[(Source::Users, "delete"), (Source::Roles, "delete")])
+        .receive_until(&[(Source::USERS, "delete"), (Source::ROLES, "delete")])
         .await;
 
     let mut expected = Vec::new();
     for (source, prefix, sk) in [
-        (Source::Users, "USER#", "PROFILE"),
-        (Source::Roles, "ROLE#", "DEFINITION"),
+        (Source::USERS, "USER#", "PROFILE"),
+        (Source::ROLES, "ROLE#", "DEFINITION"),
     ] {
-        let table = harness.table(source).to_owned();
+        let table = harness.table(&source).to_owned();
         let pk = |id: &str| format!("{prefix}{id}");
 
         // Not for any cache: filtered out by the template's FilterCriteria (roles) or by the
         // relay (users), and written first so that everything after it proves it was passed.
-        harness.put(source, "TOOL#search", "DEFINITION", &[]).await;
+        harness.put(&source, "TOOL#search", "DEFINITION", &[]).await;
 
-        harness.put(source, &pk("put"), sk, &[("name", "Ada")]).await;
+        harness.put(&source, &pk("put"), sk, &[("name", "Ada")]).await;
         dynamodb
             .update_item()
             .table_name(&table)
@@ -269,7 +270,7 @@ async fn every_kind_of_write_on_both_tables_reaches_the_queue() {
             .await
             .expect("PartiQL insert");
         for id in ["put", "update", "delete", "batch-1", "batch-2", "tx", "sql"] {
-            expected.push((source, id));
+            expected.push((source.clone(), id));
         }
     }
 
@@ -290,9 +291,9 @@ async fn a_last_login_only_update_sends_nothing() {
         ("name", "Ada"),
         ("lastLoginAt", "2024-11-25T00:00:00Z"),
     ];
-    harness.put(Source::Users, "USER#u-1", "PROFILE", &profile).await;
-    let first = harness.receive_until(&[(Source::Users, "u-1")]).await;
-    assert_eq!(first, [(Source::Users, "u-1".to_owned())]);
+    harness.put(&Source::USERS, "USER#u-1", "PROFILE", &profile).await;
+    let first = harness.receive_until(&[(Source::USERS, "u-1")]).await;
+    assert_eq!(first, [(Source::USERS, "u-1".to_owned())]);
 
     harness
         .aws
@@ -312,14 +313,14 @@ async fn a_last_login_only_update_sends_nothing() {
         ("name", "Ada"),
         ("lastLoginAt", "2024-11-25T09:30:00Z"),
     ];
-    harness.put(Source::Users, "USER#u-1", "PROFILE", &rewritten).await;
+    harness.put(&Source::USERS, "USER#u-1", "PROFILE", &rewritten).await;
     // A later write to another user: once it arrives, the records before it were handled.
-    harness.put(Source::Users, "USER#marker", "PROFILE", &[]).await;
+    harness.put(&Source::USERS, "USER#marker", "PROFILE", &[]).await;
 
-    let after = harness.receive_until(&[(Source::Users, "marker")]).await;
+    let after = harness.receive_until(&[(Source::USERS, "marker")]).await;
     assert_eq!(
         after,
-        [(Source::Users, "marker".to_owned())],
+        [(Source::USERS, "marker".to_owned())],
         "nothing for the lastLoginAt-only changes"
     );
     harness.stop().await;
@@ -354,7 +355,11 @@ impl Publisher for CountingPublisher {
 async fn with_the_topic_gone_batches_fail_and_every_key_arrives_once_it_is_back() {
     let harness = Harness::provision().await;
     let publisher = Arc::new(CountingPublisher {
-        inner: SnsPublisher::new(harness.aws.sns(), &harness.stack.topic_arn),
+        inner: SnsPublisher::new(
+            harness.aws.sns(),
+            &harness.stack.topic_arn,
+            vec![Source::USERS, Source::ROLES],
+        ),
         failures: AtomicUsize::new(0),
         held: AtomicBool::new(false),
     });
@@ -380,8 +385,8 @@ async fn with_the_topic_gone_batches_fail_and_every_key_arrives_once_it_is_back(
     let mapping =
         tokio::spawn(async move { event_source::run_with(reader, target, sources, &options, shutdown).await });
 
-    harness.put(Source::Users, "USER#before", "PROFILE", &[]).await;
-    harness.receive_until(&[(Source::Users, "before")]).await;
+    harness.put(&Source::USERS, "USER#before", "PROFILE", &[]).await;
+    harness.receive_until(&[(Source::USERS, "before")]).await;
 
     // The topic disappears; writes keep coming.
     harness
@@ -395,9 +400,9 @@ async fn with_the_topic_gone_batches_fail_and_every_key_arrives_once_it_is_back(
     let mut expected = Vec::new();
     for n in 0..5 {
         let id = format!("during-{n}");
-        harness.put(Source::Users, &format!("USER#{id}"), "PROFILE", &[]).await;
+        harness.put(&Source::USERS, &format!("USER#{id}"), "PROFILE", &[]).await;
         harness
-            .put(Source::Roles, &format!("ROLE#{id}"), "DEFINITION", &[])
+            .put(&Source::ROLES, &format!("ROLE#{id}"), "DEFINITION", &[])
             .await;
         expected.push(id);
     }
@@ -428,7 +433,7 @@ async fn with_the_topic_gone_batches_fail_and_every_key_arrives_once_it_is_back(
 
     let keys: Vec<(Source, &str)> = expected
         .iter()
-        .flat_map(|id| [(Source::Users, id.as_str()), (Source::Roles, id.as_str())])
+        .flat_map(|id| [(Source::USERS, id.as_str()), (Source::ROLES, id.as_str())])
         .collect();
     harness.receive_until(&keys).await;
     harness.shutdown.cancel();

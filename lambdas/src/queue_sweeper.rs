@@ -30,7 +30,8 @@ pub async fn run() -> ExitCode {
         config.topic_arn.clone(),
         config.queue_name_prefix.clone(),
         Duration::from_secs(config.queue_stale_after_secs),
-    );
+    )
+    .with_heartbeat_tag(&config.tags.heartbeat);
     if std::env::var_os("AWS_LAMBDA_RUNTIME_API").is_some() {
         let sweeper = &sweeper;
         let handler = service_fn(move |_: LambdaEvent<serde_json::Value>| async move {

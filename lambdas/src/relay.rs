@@ -13,15 +13,15 @@ pub async fn run() -> Result<(), lambda_runtime::Error> {
 
     let config = RelayConfig::from_env()?;
     let aws = stream_relay::aws_config_with_timeouts().await;
-    let publisher = SnsPublisher::new(aws_sdk_sns::Client::new(&aws), &config.topic_arn);
-    let relay =
-        Relay::new(Mapper::from_config(&config), Arc::new(publisher)).with_metrics(MetricsSink::EmbeddedMetricFormat);
-    tracing::info!(
-        users_table = %config.users_table,
-        roles_table = %config.roles_table,
-        ignored_attributes = ?config.ignored_attributes,
-        "stream relay ready"
+    let mapper = Mapper::from_config(&config);
+    let publisher = SnsPublisher::new(
+        aws_sdk_sns::Client::new(&aws),
+        &config.topic_arn,
+        mapper.sources().cloned().collect(),
     );
+    let relay = Relay::new(mapper, Arc::new(publisher)).with_metrics(MetricsSink::EmbeddedMetricFormat);
+    let sources: Vec<String> = config.sources.iter().map(ToString::to_string).collect();
+    tracing::info!(sources = sources.join(", "), "stream relay ready");
 
     let relay = &relay;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<LenientEvent>| async move {

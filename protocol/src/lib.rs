@@ -25,6 +25,7 @@
 //! - [`pack_invalidations`] splits a key list into as few messages as fit SNS's size limit;
 //!   [`pack_invalidation_messages`] also says how many keys each message carries.
 
+use std::borrow::Cow;
 use std::cmp::Ordering;
 use std::fmt;
 
@@ -49,24 +50,76 @@ pub const MESSAGE_ATTRIBUTE_ALLOWANCE_BYTES: usize = 1_024;
 /// filter policy to receive only the sources it caches.
 pub const SOURCE_ATTRIBUTE: &str = "source";
 
-/// Which table a change came from; each maps to one family of caches in the API.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Source {
-    /// The users table: keys are user ids.
-    Users,
-    /// The app-roles table: keys are role ids.
-    Roles,
-}
+/// The name of a source of changes: one table whose stream the relay reads (`users`, `roles`, or
+/// any other the deployment configures). Messages, the `source` attribute, metric labels and the
+/// consumers' registrations all use it; it is a name, not a closed set, so a new table needs no
+/// new code on either side.
+///
+/// A name is 1 to [`Source::MAX_LEN`] characters of ASCII letters, digits, `_`, `-` and `.`, so
+/// it fits a message attribute, a metric label and an environment variable's name as it is.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Source(Cow<'static, str>);
+
+/// Why a text is not a [`Source`] name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a source name (1 to 64 of A-Z, a-z, 0-9, '_', '-', '.')")]
+pub struct InvalidSourceName(pub String);
 
 impl Source {
+    /// The users table's source: keys are user ids.
+    pub const USERS: Self = Self(Cow::Borrowed("users"));
+    /// The app-roles table's source: keys are role ids.
+    pub const ROLES: Self = Self(Cow::Borrowed("roles"));
+    /// The longest name.
+    pub const MAX_LEN: usize = 64;
+
+    /// The source called `name`.
+    ///
+    /// # Errors
+    /// [`InvalidSourceName`] for an empty or too long name, or one with other characters.
+    pub fn new(name: impl Into<String>) -> Result<Self, InvalidSourceName> {
+        let name = name.into();
+        let valid = (1..=Self::MAX_LEN).contains(&name.len())
+            && name
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'-' | b'.'));
+        if !valid {
+            return Err(InvalidSourceName(name));
+        }
+        Ok(match name.as_str() {
+            "users" => Self::USERS,
+            "roles" => Self::ROLES,
+            _ => Self(Cow::Owned(name)),
+        })
+    }
+
     /// The wire name, also used as the `source` message attribute value and metric label.
     #[must_use]
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Self::Users => "users",
-            Self::Roles => "roles",
-        }
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for Source {
+    type Error = InvalidSourceName;
+
+    fn try_from(name: String) -> Result<Self, Self::Error> {
+        Self::new(name)
+    }
+}
+
+impl From<Source> for String {
+    fn from(source: Source) -> Self {
+        source.0.into_owned()
+    }
+}
+
+impl std::str::FromStr for Source {
+    type Err = InvalidSourceName;
+
+    fn from_str(name: &str) -> Result<Self, Self::Err> {
+        Self::new(name)
     }
 }
 
@@ -247,10 +300,10 @@ impl Invalidation {
     /// The source whose caches this message concerns; `None` for a [`Invalidation::FlushAll`]
     /// of every cache.
     #[must_use]
-    pub const fn source(&self) -> Option<Source> {
+    pub const fn source(&self) -> Option<&Source> {
         match self {
-            Self::Invalidate { source, .. } | Self::Tick { source, .. } => Some(*source),
-            Self::FlushAll { source, .. } => *source,
+            Self::Invalidate { source, .. } | Self::Tick { source, .. } => Some(source),
+            Self::FlushAll { source, .. } => source.as_ref(),
         }
     }
 }
@@ -333,7 +386,7 @@ pub fn decode(body: &str) -> Result<Invalidation, DecodeError> {
 /// # Errors
 /// [`EncodeError::KeyTooLarge`] if a single key cannot fit an otherwise empty message.
 pub fn pack_invalidations(
-    source: Source,
+    source: &Source,
     keys: impl IntoIterator<Item = KeyVersion>,
     max_message_bytes: usize,
 ) -> Result<Vec<String>, EncodeError> {
@@ -359,14 +412,14 @@ pub struct PackedMessage {
 /// # Errors
 /// [`EncodeError::KeyTooLarge`] if a single key cannot fit an otherwise empty message.
 pub fn pack_invalidation_messages(
-    source: Source,
+    source: &Source,
     keys: impl IntoIterator<Item = KeyVersion>,
     max_message_bytes: usize,
 ) -> Result<Vec<PackedMessage>, EncodeError> {
     // The envelope of an empty key list ends in `[]}`; each entry adds its own bytes plus a
     // comma after the first, so sizes are exact without re-encoding the message per key.
     let empty = Invalidation::Invalidate {
-        source,
+        source: source.clone(),
         keys: Vec::new(),
     }
     .encode()?;
@@ -432,7 +485,7 @@ mod tests {
     #[test]
     fn wire_format_is_the_documented_one() {
         let text = Invalidation::Invalidate {
-            source: Source::Users,
+            source: Source::USERS,
             keys: vec![key("u-1", "4100000000000000000001")],
         }
         .encode()
@@ -450,7 +503,7 @@ mod tests {
             }
         );
         let one_source = Invalidation::FlushAll {
-            source: Some(Source::Roles),
+            source: Some(Source::ROLES),
             reason: Some("unreadable record".to_owned()),
         };
         let text = one_source.encode().expect("encode");
@@ -459,7 +512,7 @@ mod tests {
             r#"{"v":1,"kind":"flush_all","source":"roles","reason":"unreadable record"}"#
         );
         assert_eq!(decode(&text).expect("decode"), one_source);
-        assert_eq!(one_source.source(), Some(Source::Roles));
+        assert_eq!(one_source.source(), Some(&Source::ROLES));
     }
 
     #[test]
@@ -489,7 +542,7 @@ mod tests {
     #[test]
     fn tick_round_trips_and_has_the_documented_form() {
         let tick = Invalidation::Tick {
-            source: Source::Roles,
+            source: Source::ROLES,
             written_at_ms: 1_732_500_000_123,
             writer: Some("staleless".to_owned()),
             slot: None,
@@ -516,7 +569,7 @@ mod tests {
             }
         ));
         let per_shard = Invalidation::Tick {
-            source: Source::Users,
+            source: Source::USERS,
             written_at_ms: 1,
             writer: Some("staleless".to_owned()),
             slot: Some("3".to_owned()),
@@ -530,7 +583,7 @@ mod tests {
             r#"{"v":1,"kind":"tick","source":"users","written_at_ms":1,"writer":"staleless","slot":"3","slots":["0","3"],"covered":true}"#
         );
         assert_eq!(decode(&text).expect("decode"), per_shard);
-        assert_eq!(tick.source(), Some(Source::Roles));
+        assert_eq!(tick.source(), Some(&Source::ROLES));
         assert!(matches!(
             decode(r#"{"v":1,"kind":"tick","source":"users"}"#),
             Err(DecodeError::InvalidBody(_))
@@ -541,6 +594,21 @@ mod tests {
     fn unknown_version_is_a_typed_error() {
         let err = decode(r#"{"v":2,"kind":"evict_everything_new"}"#).expect_err("v2");
         assert!(matches!(err, DecodeError::UnsupportedVersion { found: 2 }), "{err}");
+    }
+
+    #[test]
+    fn a_source_is_any_well_formed_name() {
+        let body = r#"{"v":1,"kind":"invalidate","source":"org-units.v2","keys":[]}"#;
+        let Ok(Invalidation::Invalidate { source, .. }) = decode(body) else {
+            panic!("{body} names a source");
+        };
+        assert_eq!(source.as_str(), "org-units.v2");
+        assert_eq!(Source::new("users"), Ok(Source::USERS));
+        assert_eq!("roles".parse::<Source>(), Ok(Source::ROLES));
+        for bad in ["", "a b", "é", &"x".repeat(Source::MAX_LEN + 1)] {
+            assert_eq!(Source::new(bad), Err(InvalidSourceName(bad.to_owned())));
+        }
+        assert!(Source::new("x".repeat(Source::MAX_LEN)).is_ok());
     }
 
     #[test]
@@ -563,7 +631,9 @@ mod tests {
         }
         for body in [
             r#"{"v":1}"#,
-            r#"{"v":1,"kind":"invalidate","source":"groups","keys":[]}"#,
+            r#"{"v":1,"kind":"invalidate","source":"no spaces","keys":[]}"#,
+            r#"{"v":1,"kind":"invalidate","source":"","keys":[]}"#,
+            r#"{"v":1,"kind":"invalidate","source":7,"keys":[]}"#,
             r#"{"v":1,"kind":"invalidate","source":"users","keys":[{"id":1}]}"#,
             r#"{"v":1,"kind":"reboot"}"#,
         ] {
@@ -588,7 +658,7 @@ mod tests {
 
     #[test]
     fn packing_nothing_yields_no_message() {
-        let messages = pack_invalidations(Source::Users, Vec::new(), sns_body_budget()).expect("pack");
+        let messages = pack_invalidations(&Source::USERS, Vec::new(), sns_body_budget()).expect("pack");
         assert!(messages.is_empty());
     }
 
@@ -602,7 +672,7 @@ mod tests {
                 )
             })
             .collect();
-        let messages = pack_invalidations(Source::Users, keys.clone(), sns_body_budget()).expect("pack");
+        let messages = pack_invalidations(&Source::USERS, keys.clone(), sns_body_budget()).expect("pack");
 
         let total_bytes: usize = messages.iter().map(String::len).sum();
         let lower_bound = total_bytes.div_ceil(sns_body_budget());
@@ -617,7 +687,7 @@ mod tests {
             assert!(message.len() <= sns_body_budget(), "message of {} bytes", message.len());
             match decode(message).expect("decode packed") {
                 Invalidation::Invalidate { source, keys } => {
-                    assert_eq!(source, Source::Users);
+                    assert_eq!(source, Source::USERS);
                     assert!(!keys.is_empty());
                     decoded.extend(keys);
                 }
@@ -630,17 +700,17 @@ mod tests {
     #[test]
     fn packing_fills_a_message_exactly_to_the_limit() {
         let keys = vec![key("a", "1"), key("b", "2"), key("c", "3")];
-        let one = pack_invalidations(Source::Roles, keys.clone(), usize::MAX).expect("pack");
+        let one = pack_invalidations(&Source::ROLES, keys.clone(), usize::MAX).expect("pack");
         assert_eq!(one.len(), 1);
         let exact = one[0].len();
         assert_eq!(
-            pack_invalidations(Source::Roles, keys.clone(), exact)
+            pack_invalidations(&Source::ROLES, keys.clone(), exact)
                 .expect("pack")
                 .len(),
             1
         );
         assert_eq!(
-            pack_invalidations(Source::Roles, keys, exact - 1).expect("pack").len(),
+            pack_invalidations(&Source::ROLES, keys, exact - 1).expect("pack").len(),
             2
         );
     }
@@ -648,7 +718,7 @@ mod tests {
     #[test]
     fn packed_messages_count_their_keys() {
         let keys: Vec<KeyVersion> = (0..5_000).map(|i| key(&format!("user-{i}"), &format!("{i}"))).collect();
-        let packed = pack_invalidation_messages(Source::Users, keys.clone(), 4_096).expect("pack");
+        let packed = pack_invalidation_messages(&Source::USERS, keys.clone(), 4_096).expect("pack");
         assert!(packed.len() > 1);
         let mut offset = 0;
         for message in &packed {
@@ -664,7 +734,7 @@ mod tests {
 
     #[test]
     fn a_key_larger_than_a_message_is_an_error() {
-        let err = pack_invalidations(Source::Users, vec![key(&"x".repeat(500), "1")], 200).expect_err("too large");
+        let err = pack_invalidations(&Source::USERS, vec![key(&"x".repeat(500), "1")], 200).expect_err("too large");
         assert!(matches!(err, EncodeError::KeyTooLarge { limit: 200, .. }), "{err}");
     }
 }

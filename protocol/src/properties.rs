@@ -34,7 +34,11 @@ const FIELDS: [&str; 14] = [
 const WORDS: [&str; 6] = ["invalidate", "flush_all", "tick", "users", "roles", "Users"];
 
 fn source() -> impl Strategy<Value = Source> {
-    prop_oneof![Just(Source::Users), Just(Source::Roles)]
+    prop_oneof![
+        Just(Source::USERS),
+        Just(Source::ROLES),
+        "[A-Za-z0-9_.-]{1,64}".prop_map(|name| Source::new(name).expect("the pattern is the rule")),
+    ]
 }
 
 fn key_version() -> impl Strategy<Value = KeyVersion> {
@@ -367,7 +371,7 @@ proptest! {
         keys in vec(key_version(), 0..100),
         limit in 64usize..4_096,
     ) {
-        let packed = match pack_invalidation_messages(source, keys.clone(), limit) {
+        let packed = match pack_invalidation_messages(&source, keys.clone(), limit) {
             Ok(packed) => packed,
             Err(EncodeError::KeyTooLarge { size, limit: reported }) => {
                 prop_assert_eq!(reported, limit);
@@ -382,7 +386,7 @@ proptest! {
             let Ok(Invalidation::Invalidate { source: read, keys }) = decode(&message.body) else {
                 return Err(TestCaseError::fail(format!("not an invalidation: {}", message.body)));
             };
-            prop_assert_eq!(read, source);
+            prop_assert_eq!(&read, &source);
             prop_assert!(!keys.is_empty());
             prop_assert_eq!(keys.len(), message.key_count);
             carried.extend(keys);

@@ -8,7 +8,7 @@ use std::hint::black_box;
 use aws_lambda_events::event::dynamodb::{Event, EventRecord};
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use serde_json::{Value, json};
-use staleless_protocol::{Source, pack_invalidation_messages, sns_body_budget};
+use staleless_protocol::{pack_invalidation_messages, sns_body_budget};
 use stream_relay::Mapper;
 use stream_relay::mapping::map_batch;
 
@@ -45,7 +45,7 @@ fn transform(c: &mut Criterion) {
     group.bench_function("map_coalesce_and_pack/100", |b| {
         b.iter(|| {
             let keys = map_batch(&mapper, black_box(&records), 0, |_, _, _| {}).keys;
-            for source in [Source::Users, Source::Roles] {
+            for source in mapper.sources() {
                 let of_source = keys
                     .iter()
                     .filter(|key| key.source == source)

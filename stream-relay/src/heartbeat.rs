@@ -61,6 +61,9 @@ pub const INTERVAL_VAR: &str = "HEARTBEAT_INTERVAL_SECS";
 pub const RUN_VAR: &str = "HEARTBEAT_RUN_SECS";
 /// Env var: the writer's name (the `<writer>` of the item key).
 pub const WRITER_VAR: &str = "HEARTBEAT_WRITER";
+/// Env var listing, comma-separated, the tables to beat into; when unset, the table of every
+/// source the relay serves (`RELAY_SOURCES`, see [`crate::config`]).
+pub const TABLES_VAR: &str = "HEARTBEAT_TABLES";
 /// Default interval: a third of the default 15 s staleness bound, so two lost heartbeats in a row
 /// still leave the caches trusted.
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
@@ -445,7 +448,7 @@ impl StreamKnowledge {
 /// What the writer needs to know.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeartbeatConfig {
-    /// The tables to beat into (users and app-roles).
+    /// The tables to beat into: every table the relay reads, each a source tasks trust.
     pub tables: Vec<String>,
     /// The `<writer>` of `HEARTBEAT#<writer>`.
     pub writer: String,
@@ -454,12 +457,14 @@ pub struct HeartbeatConfig {
 }
 
 impl HeartbeatConfig {
-    /// Reads `USERS_TABLE`, `ROLES_TABLE`, `HEARTBEAT_INTERVAL_SECS` and `HEARTBEAT_WRITER` through
-    /// `lookup`, with the relay's table defaults; also returns `HEARTBEAT_RUN_SECS`.
+    /// Reads `HEARTBEAT_TABLES` (else the relay's sources, with its table defaults),
+    /// `HEARTBEAT_INTERVAL_SECS` and `HEARTBEAT_WRITER` through `lookup`; also returns
+    /// `HEARTBEAT_RUN_SECS`.
     ///
     /// # Errors
-    /// A message naming the variable that is not a positive number of seconds, or a writer name
-    /// with a `#` (it separates the writer from the slot in `HEARTBEAT#<writer>#<slot>`).
+    /// A message naming the variable that is not a positive number of seconds, a writer name
+    /// with a `#` (it separates the writer from the slot in `HEARTBEAT#<writer>#<slot>`), an empty
+    /// table list, or the relay's sources' [`ConfigError`](crate::config::ConfigError).
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<(Self, Duration), String> {
         let secs = |var: &str, default: Duration| -> Result<Duration, String> {
             match lookup(var) {
@@ -470,11 +475,17 @@ impl HeartbeatConfig {
                 },
             }
         };
-        let table = |var: &str, default: &str| {
-            lookup(var)
-                .filter(|name| !name.trim().is_empty())
-                .unwrap_or_else(|| default.to_owned())
+        let tables = match lookup(TABLES_VAR) {
+            Some(list) => crate::config::parse_attribute_list(&list),
+            None => crate::config::sources_from_lookup(&lookup)
+                .map_err(|err| err.to_string())?
+                .into_iter()
+                .map(|source| source.table)
+                .collect(),
         };
+        if tables.is_empty() {
+            return Err(format!("{TABLES_VAR} names no table"));
+        }
         let writer = lookup(WRITER_VAR)
             .filter(|name| !name.trim().is_empty())
             .unwrap_or_else(|| staleless_protocol::keys::DEFAULT_HEARTBEAT_WRITER.to_owned());
@@ -482,10 +493,7 @@ impl HeartbeatConfig {
             return Err(format!("{WRITER_VAR} must not contain '#', not {writer:?}"));
         }
         let config = Self {
-            tables: vec![
-                table(crate::config::USERS_TABLE_VAR, crate::config::DEFAULT_USERS_TABLE),
-                table(crate::config::ROLES_TABLE_VAR, crate::config::DEFAULT_ROLES_TABLE),
-            ],
+            tables,
             writer,
             interval: secs(INTERVAL_VAR, DEFAULT_INTERVAL)?,
         };
@@ -1068,6 +1076,27 @@ mod tests {
         assert!(bad.expect_err("negative").contains(INTERVAL_VAR));
         let hashed = HeartbeatConfig::from_lookup(|var| (var == WRITER_VAR).then(|| "a#1".to_owned()));
         assert!(hashed.expect_err("separator").contains(WRITER_VAR));
+    }
+
+    #[test]
+    fn the_writer_beats_into_every_source_table_unless_told_which() {
+        let tables = |vars: &[(&str, &str)]| {
+            let vars: HashMap<&str, &str> = vars.iter().copied().collect();
+            HeartbeatConfig::from_lookup(|var| vars.get(var).map(|v| (*v).to_owned())).map(|(config, _)| config.tables)
+        };
+        let third = [
+            ("RELAY_SOURCES", "users,roles,orgs"),
+            ("SOURCE_ORGS_TABLE", "p-orgs"),
+            ("SOURCE_ORGS_PK_PREFIX", "ORG#"),
+        ];
+        assert_eq!(
+            tables(&third).expect("tables"),
+            ["staleless-users", "staleless-app-roles", "p-orgs"]
+        );
+        assert_eq!(tables(&[(TABLES_VAR, "a, b,a")]).expect("tables"), ["a", "b"]);
+        assert!(tables(&[(TABLES_VAR, " ,")]).expect_err("empty").contains(TABLES_VAR));
+        let unusable = tables(&[("RELAY_SOURCES", "orgs")]).expect_err("no table");
+        assert!(unusable.contains("SOURCE_ORGS_TABLE"), "{unusable}");
     }
 
     #[test]

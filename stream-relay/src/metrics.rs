@@ -68,7 +68,7 @@ pub fn emf_lines(summary: &InvocationSummary, now_ms: i64) -> Vec<Value> {
         KEYS_PUBLISHED: summary.keys_published,
         PUBLISH_FAILURES: usize::from(summary.failed_from.is_some()),
     })];
-    for (source, ticks) in ["users", "roles"].into_iter().zip(summary.ticks_published) {
+    for (source, &ticks) in &summary.ticks_published {
         if ticks > 0 {
             lines.push(json!({
                 "_aws": {
@@ -79,7 +79,7 @@ pub fn emf_lines(summary: &InvocationSummary, now_ms: i64) -> Vec<Value> {
                         "Metrics": [{"Name": TICKS_RELAYED, "Unit": "Count"}],
                     }],
                 },
-                "Source": source,
+                "Source": source.as_str(),
                 TICKS_RELAYED: ticks,
             }));
         }
@@ -97,7 +97,7 @@ mod tests {
             records_malformed: 2,
             flushes_published: 1,
             keys_published: 5,
-            ticks_published: [1, 0],
+            ticks_published: [(staleless_protocol::Source::USERS, 1)].into(),
             ..InvocationSummary::default()
         };
         let lines = emf_lines(&summary, 1_000);

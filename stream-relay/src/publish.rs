@@ -25,10 +25,6 @@ pub const MAX_BATCH_ENTRIES: usize = 10;
 /// <https://docs.aws.amazon.com/sns/latest/dg/sns-batch-api-actions.html>
 pub const MAX_BATCH_BYTES: usize = staleless_protocol::SNS_MAX_MESSAGE_BYTES;
 
-/// Every source the relay serves: the value of the `source` attribute of a message about all
-/// of them.
-pub const EVERY_SOURCE: [Source; 2] = [Source::Users, Source::Roles];
-
 /// One message of a `PublishBatch` call.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PublishEntry {
@@ -36,7 +32,7 @@ pub struct PublishEntry {
     pub id: String,
     /// Sent as the `source` message attribute, for subscribers' filter policies; `None` for a
     /// message about every source ([`Invalidation::source`](staleless_protocol::Invalidation::source)),
-    /// sent with all of [`EVERY_SOURCE`].
+    /// sent with the name of every source the publisher serves.
     pub source: Option<Source>,
     /// The encoded [`staleless_protocol::Invalidation`].
     pub body: String,
@@ -91,15 +87,18 @@ pub struct SnsPublisher {
     client: aws_sdk_sns::Client,
     /// `INVALIDATION_TOPIC_ARN`.
     topic_arn: String,
+    /// Every source the relay serves: the `source` attribute of a message about all of them.
+    every_source: Vec<Source>,
 }
 
 impl SnsPublisher {
-    /// Publishes to `topic_arn` with `client`.
+    /// Publishes to `topic_arn` with `client`, for the relay of `every_source`.
     #[must_use]
-    pub fn new(client: aws_sdk_sns::Client, topic_arn: impl Into<String>) -> Self {
+    pub fn new(client: aws_sdk_sns::Client, topic_arn: impl Into<String>, every_source: Vec<Source>) -> Self {
         Self {
             client,
             topic_arn: topic_arn.into(),
+            every_source,
         }
     }
 }
@@ -109,7 +108,8 @@ impl Publisher for SnsPublisher {
     async fn publish_batch(&self, entries: &[PublishEntry]) -> Result<(), PublishError> {
         let mut request = self.client.publish_batch().topic_arn(&self.topic_arn);
         for entry in entries {
-            let attribute = source_attribute(entry.source).map_err(|err| PublishError::Rejected(err.to_string()))?;
+            let attribute = source_attribute(entry.source.as_ref(), &self.every_source)
+                .map_err(|err| PublishError::Rejected(err.to_string()))?;
             request = request.publish_batch_request_entries(
                 PublishBatchRequestEntry::builder()
                     .id(&entry.id)
@@ -148,14 +148,14 @@ impl Publisher for SnsPublisher {
 /// The `source` attribute of a message about `source`, or about every source: a `String.Array`
 /// of their names, which a filter policy naming any one of them matches.
 /// <https://docs.aws.amazon.com/sns/latest/dg/sns-message-attributes.html>
-fn source_attribute(source: Option<Source>) -> Result<MessageAttributeValue, BuildError> {
+fn source_attribute(source: Option<&Source>, every_source: &[Source]) -> Result<MessageAttributeValue, BuildError> {
     let builder = match source {
         Some(source) => MessageAttributeValue::builder()
             .data_type("String")
             .string_value(source.as_str()),
-        None => MessageAttributeValue::builder()
-            .data_type("String.Array")
-            .string_value(serde_json::Value::from(EVERY_SOURCE.map(Source::as_str).to_vec()).to_string()),
+        None => MessageAttributeValue::builder().data_type("String.Array").string_value(
+            serde_json::Value::from(every_source.iter().map(Source::as_str).collect::<Vec<_>>()).to_string(),
+        ),
     };
     builder.build()
 }
@@ -237,7 +237,7 @@ impl MemoryPublisher {
             .filter_map(|entry| {
                 staleless_protocol::decode(&entry.body)
                     .ok()
-                    .map(|message| (entry.source, message))
+                    .map(|message| (entry.source.clone(), message))
             })
             .collect()
     }
@@ -289,12 +289,13 @@ mod tests {
 
     #[test]
     fn a_message_about_every_source_is_tagged_with_every_source() {
-        let every = source_attribute(None).expect("attribute");
+        let orgs = Source::new("orgs").expect("name");
+        let every = source_attribute(None, &[Source::USERS, Source::ROLES, orgs]).expect("attribute");
         assert_eq!(
             (every.data_type(), every.string_value()),
-            ("String.Array", Some(r#"["users","roles"]"#))
+            ("String.Array", Some(r#"["users","roles","orgs"]"#))
         );
-        let users = source_attribute(Some(Source::Users)).expect("attribute");
+        let users = source_attribute(Some(&Source::USERS), &[]).expect("attribute");
         assert_eq!((users.data_type(), users.string_value()), ("String", Some("users")));
     }
 }

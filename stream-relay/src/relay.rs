@@ -8,6 +8,7 @@
 //! The same [`Relay`] serves the Lambda (through [`function_handler`]) and the local event
 //! source mapping in `infra` (through [`Relay::handle_records`]).
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,7 +23,7 @@ use crate::mapping::{
     ChangeKind, Mapped, MappedBatch, Mapper, PendingFlush, PendingKey, SkipReason, map_batch, table_of_record,
 };
 use crate::metrics::MetricsSink;
-use crate::publish::{EVERY_SOURCE, MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, PublishEntry, PublishError, Publisher};
+use crate::publish::{MAX_BATCH_BYTES, MAX_BATCH_ENTRIES, PublishEntry, PublishError, Publisher};
 
 /// How throttled or transient publish failures are retried inside one invocation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,8 +72,8 @@ pub struct InvocationSummary {
     pub heartbeats: usize,
     /// Records of a watched table that name no key, so flush their table's caches.
     pub records_flushing: usize,
-    /// Ticks SNS accepted, by source (users, roles).
-    pub ticks_published: [usize; 2],
+    /// Ticks SNS accepted, by source.
+    pub ticks_published: BTreeMap<Source, usize>,
     /// Flushes SNS accepted, each for records that named no key (the `UnreadableRecordFlushes`
     /// metric).
     pub flushes_published: usize,
@@ -160,7 +161,7 @@ struct OutgoingMessage {
 }
 
 /// What an [`OutgoingMessage`] carries, for the summary.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Carries {
     /// This many keys to invalidate.
     Keys(usize),
@@ -319,7 +320,7 @@ impl Relay {
                 .enumerate()
                 .map(|(index, message)| PublishEntry {
                     id: index.to_string(),
-                    source: message.source,
+                    source: message.source.clone(),
                     body: message.body.clone(),
                 })
                 .collect();
@@ -327,10 +328,10 @@ impl Relay {
                 Ok(()) => {
                     summary.messages_published += entries.len();
                     for message in &messages[next..call] {
-                        match message.carries {
+                        match &message.carries {
                             Carries::Keys(keys) => summary.keys_published += keys,
                             Carries::Tick(source) => {
-                                summary.ticks_published[usize::from(source == Source::Roles)] += 1;
+                                *summary.ticks_published.entry(source.clone()).or_default() += 1;
                             }
                             Carries::Flush => summary.flushes_published += 1,
                         }
@@ -383,7 +384,7 @@ impl Relay {
             let (writer, slot) = staleless_protocol::keys::heartbeat_writer_and_slot(heartbeat.id);
             let announcement = heartbeat.announcement;
             let tick = Invalidation::Tick {
-                source: heartbeat.source,
+                source: heartbeat.source.clone(),
                 written_at_ms: heartbeat.at_ms,
                 writer: Some(writer.to_owned()),
                 slot: (slot != staleless_protocol::keys::FIRST_HEARTBEAT_SLOT).then(|| slot.to_owned()),
@@ -392,25 +393,25 @@ impl Relay {
                 interval_ms: heartbeat.interval_ms,
             };
             messages.push(OutgoingMessage {
-                source: Some(heartbeat.source),
+                source: Some(heartbeat.source.clone()),
                 body: tick.encode()?,
-                carries: Carries::Tick(heartbeat.source),
+                carries: Carries::Tick(heartbeat.source.clone()),
                 first_record: heartbeat.first_record,
             });
         }
         for flush in flushes {
             let message = Invalidation::FlushAll {
-                source: flush.source,
+                source: flush.source.cloned(),
                 reason: Some(flush.reason()),
             };
             messages.push(OutgoingMessage {
-                source: flush.source,
+                source: flush.source.cloned(),
                 body: message.encode()?,
                 carries: Carries::Flush,
                 first_record: flush.first_record,
             });
         }
-        for source in EVERY_SOURCE {
+        for source in self.mapper.sources() {
             let of_source: Vec<&PendingKey<'_>> = keys
                 .iter()
                 .filter(|key| key.source == source && key.kind == ChangeKind::Key)
@@ -426,7 +427,7 @@ impl Relay {
                 let first_record = of_source.get(offset).map_or(usize::MAX, |key| key.first_record);
                 offset += message.key_count;
                 messages.push(OutgoingMessage {
-                    source: Some(source),
+                    source: Some(source.clone()),
                     body: message.body,
                     carries: Carries::Keys(message.key_count),
                     first_record,
@@ -522,8 +523,7 @@ fn log_summary(summary: &InvocationSummary) {
         records_invalidating = summary.records_invalidating,
         heartbeats = summary.heartbeats,
         records_flushing = summary.records_flushing,
-        ticks_users = summary.ticks_published[0],
-        ticks_roles = summary.ticks_published[1],
+        ticks = ?summary.ticks_published,
         flushes_published = summary.flushes_published,
         ttl_expiries = summary.ttl_expiries,
         skipped_no_op = summary.skipped_no_op,

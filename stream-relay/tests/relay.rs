@@ -52,7 +52,11 @@ fn accepted(publisher: &MemoryPublisher) -> Vec<Invalidation> {
         .accepted_messages()
         .into_iter()
         .map(|(attribute, message)| {
-            assert_eq!(attribute, message.source(), "the source attribute matches the body");
+            assert_eq!(
+                attribute.as_ref(),
+                message.source(),
+                "the source attribute matches the body"
+            );
             message
         })
         .collect()
@@ -62,7 +66,9 @@ fn published_keys(publisher: &MemoryPublisher) -> Vec<(Source, KeyVersion)> {
     accepted(publisher)
         .into_iter()
         .flat_map(|message| match message {
-            Invalidation::Invalidate { source, keys } => keys.into_iter().map(move |key| (source, key)).collect(),
+            Invalidation::Invalidate { source, keys } => {
+                keys.into_iter().map(move |key| (source.clone(), key)).collect()
+            }
             Invalidation::FlushAll { .. } | Invalidation::Tick { .. } => Vec::new(),
         })
         .collect()
@@ -129,13 +135,16 @@ async fn heartbeats_are_published_as_ticks_after_the_changes_before_them() {
         .await;
     assert!(outcome.response.batch_item_failures.is_empty());
     assert_eq!(outcome.summary.heartbeats, 3);
-    assert_eq!(outcome.summary.ticks_published, [1, 1]);
+    assert_eq!(
+        outcome.summary.ticks_published,
+        [(Source::USERS, 1), (Source::ROLES, 1)].into()
+    );
     assert_eq!(
         published_in_order(&publisher),
         [
-            Sent::Keys(Source::Users, vec!["u-1".to_owned()]),
-            Sent::Tick(Source::Users, 1_732_500_005_100),
-            Sent::Tick(Source::Roles, 1_732_500_006_000),
+            Sent::Keys(Source::USERS, vec!["u-1".to_owned()]),
+            Sent::Tick(Source::USERS, 1_732_500_005_100),
+            Sent::Tick(Source::ROLES, 1_732_500_006_000),
         ]
     );
 }
@@ -147,7 +156,7 @@ async fn a_role_edit_publishes_one_key() {
     assert!(outcome.response.batch_item_failures.is_empty());
     let keys = published_keys(&publisher);
     assert_eq!(keys.len(), 1, "{keys:?}");
-    assert_eq!(keys[0].0, Source::Roles);
+    assert_eq!(keys[0].0, Source::ROLES);
     assert_eq!(keys[0].1.id, "staff");
     assert_eq!(keys[0].1.seq.as_str(), "4200000000000000000104");
     assert_eq!((outcome.summary.records_in, outcome.summary.keys_published), (4, 1));
@@ -227,7 +236,7 @@ async fn malformed_records_invalidate_their_keys_or_flush_their_source_and_the_b
         .into_iter()
         .map(|(source, _)| source)
         .collect();
-    assert_eq!(flushed, [None, Some(Source::Roles), Some(Source::Users)]);
+    assert_eq!(flushed, [None, Some(Source::ROLES), Some(Source::USERS)]);
 }
 
 #[tokio::test]
@@ -246,13 +255,13 @@ async fn an_unreadable_users_record_publishes_a_flush_of_the_users_caches() {
     assert_eq!(
         published_flushes(&publisher),
         [(
-            Some(Source::Users),
+            Some(Source::USERS),
             "unreadable stream record 4100000000000000000001 of staleless-users".to_owned()
         )]
     );
     assert_eq!(
         publisher.accepted()[0][0].source,
-        Some(Source::Users),
+        Some(Source::USERS),
         "tagged for users subscribers"
     );
     let summary = &outcome.summary;
@@ -280,10 +289,10 @@ async fn a_flush_goes_out_in_batch_order_before_the_ticks_of_later_records() {
     assert_eq!(
         published_in_order(&publisher),
         [
-            Sent::Keys(Source::Users, vec!["u-1".to_owned()]),
-            Sent::Tick(Source::Users, 1_732_500_005_100),
-            Sent::Flush(Some(Source::Roles)),
-            Sent::Tick(Source::Roles, 1_732_500_006_000),
+            Sent::Keys(Source::USERS, vec!["u-1".to_owned()]),
+            Sent::Tick(Source::USERS, 1_732_500_005_100),
+            Sent::Flush(Some(Source::ROLES)),
+            Sent::Tick(Source::ROLES, 1_732_500_006_000),
         ]
     );
 }
@@ -359,7 +368,7 @@ async fn records_lambda_cannot_parse_flush_the_caches_of_their_table() {
         [
             (None, "unreadable stream record 0 of an unnamed table".to_owned()),
             (
-                Some(Source::Roles),
+                Some(Source::ROLES),
                 "unreadable stream record 4200000000000000000777 of staleless-app-roles".to_owned()
             ),
         ]

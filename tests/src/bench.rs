@@ -650,7 +650,7 @@ pub fn modelled_publish_calls(keys: usize, batch: usize) -> anyhow::Result<usize
             at_ms: 1_732_500_000_123,
         });
         let messages = staleless_protocol::pack_invalidation_messages(
-            staleless_protocol::Source::Users,
+            &staleless_protocol::Source::USERS,
             key_versions,
             staleless_protocol::sns_body_budget(),
         )?;

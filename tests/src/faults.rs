@@ -1033,7 +1033,7 @@ fn stale_replays(users: &[String]) -> anyhow::Result<Vec<String>> {
     let mut bodies = Vec::new();
     for (index, user) in users.iter().enumerate().rev() {
         let message = Invalidation::Invalidate {
-            source: Source::Users,
+            source: Source::USERS,
             keys: vec![KeyVersion {
                 id: user.clone(),
                 seq: SequenceNumber(format!("{}", 100 + index)),

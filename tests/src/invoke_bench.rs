@@ -125,7 +125,7 @@ pub async fn measure(options: &InvokeOptions, bin_dir: &Path) -> anyhow::Result<
             &stack.roles_table,
             stream_relay::config::parse_attribute_list(stream_relay::config::DEFAULT_IGNORED_ATTRIBUTES),
         );
-        let publisher = SnsPublisher::new(aws.sns(), &stack.topic_arn);
+        let publisher = SnsPublisher::new(aws.sns(), &stack.topic_arn, mapper.sources().cloned().collect());
         let in_process = InProcessInvoker(Arc::new(Relay::new(mapper, Arc::new(publisher))));
         let mut rows = Vec::new();
         for &batch_size in &options.batch_sizes {

@@ -28,6 +28,10 @@ use serde_json::Value;
 /// machine. It bounds how long a failing test hangs; it is not a speed assertion.
 pub const PATIENCE: Duration = Duration::from_secs(20);
 
+/// How long a starting system may take to be quiescent (every task trusting ticks written after
+/// the seed): a hang guard for cold starts on a busy machine, not a speed assertion.
+pub const START_PATIENCE: Duration = Duration::from_secs(60);
+
 /// The relay function's timeout in the end-to-end tests.
 pub const RELAY_FUNCTION_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -67,6 +71,8 @@ pub struct LocalSystem {
     relay_env: Vec<(String, String)>,
     /// Logs, key pair, checkpoints.
     state_dir: PathBuf,
+    /// The template the stack was provisioned from.
+    template: PathBuf,
     /// `target/debug`.
     bin_dir: PathBuf,
     /// HTTP client for the tasks.
@@ -92,7 +98,7 @@ pub struct SystemOptions {
     /// [`LocalSystem::sns_proxy`]).
     pub sns_through_proxy: bool,
     /// Extra environment of the relay's processes (the event source mapping and the function):
-    /// `STALELESS_TEMPLATE`, `RELAY_FUNCTION_TIMEOUT_SECS`, `RELAY_FUNCTION_BINARY`…
+    /// `RELAY_FUNCTION_TIMEOUT_SECS`, `RELAY_FUNCTION_BINARY`… (the template is [`Self::template`]).
     pub relay_env: Vec<(String, String)>,
     /// The tasks' freshness bound `B` (`STALENESS_BOUND_SECS`).
     pub staleness_bound: Duration,
@@ -100,6 +106,10 @@ pub struct SystemOptions {
     pub heartbeat_interval: Duration,
     /// Also run the example service (`staleless-example`) beside the tasks.
     pub example: bool,
+    /// The template to provision and configure the relay from, when not the repository's.
+    pub template: Option<PathBuf>,
+    /// Extra environment of the heartbeat writer (`HEARTBEAT_TABLES`, a third source's table).
+    pub heartbeat_env: Vec<(String, String)>,
 }
 
 impl SystemOptions {
@@ -119,6 +129,8 @@ impl Default for SystemOptions {
             staleness_bound: Self::TEST_BOUND,
             heartbeat_interval: Duration::from_millis(500),
             example: false,
+            template: None,
+            heartbeat_env: Vec::new(),
         }
     }
 }
@@ -134,7 +146,11 @@ impl LocalSystem {
             stack,
             seeded_at_ms,
             state_dir,
-        } = LocalStack::seeded(LocalAws::start()?, None, None).await?;
+        } = LocalStack::seeded(LocalAws::start()?, options.template.as_deref(), None, None).await?;
+        let template = options
+            .template
+            .clone()
+            .unwrap_or_else(infra::template::default_template_path);
         let key_dir = state_dir.join("jwt");
         let jwt = LocalJwt::load_or_generate(&key_dir)?;
         let bin_dir = system::binaries_dir();
@@ -199,6 +215,7 @@ impl LocalSystem {
             env: task_env,
             relay_env,
             state_dir,
+            template,
             bin_dir,
             http: reqwest::Client::new(),
             hears_ticks: options.cache_mode == "event",
@@ -220,7 +237,9 @@ impl LocalSystem {
                 ApiTask::start_example(&system.bin_dir, &bind, &system.env, &log, Duration::from_secs(60)).await?;
             system.example = Some(example);
         }
-        system.until_ticks_after(seeded_at_ms).await?;
+        // A cold start (the local Lambda's first invocation, every task's first subscription) on a
+        // machine busy with other builds can take a while: a longer wait, still only a hang guard.
+        system.until_ticks_within(seeded_at_ms, START_PATIENCE).await?;
         Ok(system)
     }
 
@@ -232,6 +251,11 @@ impl LocalSystem {
     /// # Errors
     /// When a task has not heard such ticks within [`PATIENCE`].
     pub async fn until_ticks_after(&self, written_after_ms: i64) -> anyhow::Result<()> {
+        self.until_ticks_within(written_after_ms, PATIENCE).await
+    }
+
+    /// [`Self::until_ticks_after`], waiting at most `patience` per task.
+    async fn until_ticks_within(&self, written_after_ms: i64, patience: Duration) -> anyhow::Result<()> {
         if !self.hears_ticks {
             // `ttl` and `off` tasks run no channel: nothing of the pipeline reaches them.
             return Ok(());
@@ -240,7 +264,7 @@ impl LocalSystem {
         let after_secs = written_after_ms as f64 / 1_000.0;
         for index in (0..self.tasks.len()).filter(|index| self.tasks[*index].is_some()) {
             eventually(
-                PATIENCE,
+                patience,
                 &format!("task {index} to hear ticks written after the seed"),
                 || async move {
                     let text = self
@@ -260,7 +284,7 @@ impl LocalSystem {
         }
         if let Some(example) = &self.example {
             let url = format!("{}/metrics", example.base_url);
-            eventually(PATIENCE, "the example to hear ticks written after the seed", || {
+            eventually(patience, "the example to hear ticks written after the seed", || {
                 let url = url.clone();
                 async move {
                     let text = self.http.get(url).send().await?.text().await?;
@@ -323,6 +347,8 @@ impl LocalSystem {
     pub fn start_heartbeat(&mut self) -> anyhow::Result<()> {
         let heartbeat = system::start_heartbeat(
             &self.bin_dir,
+            &self.template,
+            &self.stack,
             &self.relay_env,
             &self.state_dir.join("logs").join("heartbeat.log"),
         )?;
@@ -334,6 +360,7 @@ impl LocalSystem {
     async fn start_relay_processes(&mut self) -> anyhow::Result<()> {
         let relay = system::start_relay(system::RelaySetup {
             bin_dir: &self.bin_dir,
+            template: &self.template,
             stack: &self.stack,
             env: &self.relay_env,
             checkpoint_dir: &self.state_dir.join("checkpoints"),

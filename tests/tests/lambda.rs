@@ -71,8 +71,8 @@ async fn a_relay_that_cannot_finish_is_retried_bisected_and_parked_on_the_dead_l
     let template = template_with_one_retry(&scratch)?;
     let mut system = LocalSystem::start(SystemOptions {
         sns_through_proxy: true,
+        template: Some(template),
         relay_env: vec![
-            ("STALELESS_TEMPLATE".into(), template.to_string_lossy().into_owned()),
             // SNS will hang: each invocation then ends as a function timeout, Lambda's cue to
             // bisect the batch.
             ("RELAY_FUNCTION_TIMEOUT_SECS".into(), "1".into()),
@@ -204,11 +204,14 @@ async fn the_function_runs_with_the_template_environment_and_answers_lambda_s_in
         // The binary read its configuration from the variables the template sets, and the seed
         // and the heartbeats reached it as invocations.
         let ready = system.relay_ready_line()?;
-        assert_eq!(ready["users_table"], system.stack.users_table.as_str());
-        assert_eq!(ready["roles_table"], system.stack.roles_table.as_str());
+        let sources = ready["sources"].as_str().unwrap_or_default();
         assert_eq!(
-            ready["ignored_attributes"], r#"["lastLoginAt"]"#,
-            "the template's RelayIgnoredAttributes"
+            sources,
+            format!(
+                "users={} (PK USER#…, id attribute userId, ignores lastLoginAt), roles={} (PK ROLE#…, ignores lastLoginAt)",
+                system.stack.users_table, system.stack.roles_table
+            ),
+            "the template's RELAY_SOURCES, tables and RelayIgnoredAttributes"
         );
         anyhow::Ok(())
     }

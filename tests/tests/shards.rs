@@ -221,7 +221,7 @@ impl Consumer {
     fn new(give_ups_flush: bool) -> Self {
         let health = ChannelHealth::new(
             TrustRules::new(BOUND, Duration::from_millis(200), &["staleless".to_owned()]),
-            &[SourceSpec::new(Source::Users.as_str(), "profiles")],
+            &[SourceSpec::new(Source::USERS.as_str(), "profiles")],
             MetricNames::default(),
         );
         health.mark_subscribed("memory");
@@ -276,7 +276,7 @@ impl Consumer {
     }
 
     fn trusted(&self) -> bool {
-        self.health.is_trusted(Source::Users.as_str())
+        self.health.is_trusted(Source::USERS.as_str())
     }
 }
 

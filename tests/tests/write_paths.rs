@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, PutRequest, TransactWriteItem, Update, WriteRequest};
-use infra::operator::{self, RoleChange, UserChange};
+use infra::operator::{self, RolePatch, UserChange};
 use reqwest::Method;
 use serde_json::{Value, json};
 use staleless_tests::{LocalSystem, PATIENCE, SystemOptions, eventually};
@@ -396,9 +396,9 @@ async fn a_role_edit_changes_every_holder_and_a_user_edit_changes_that_user() ->
             .await?;
     }
 
-    let change = RoleChange {
+    let change = RolePatch {
         granted_tools: Some(vec!["search".into(), "wiki".into()]),
-        ..RoleChange::default()
+        ..RolePatch::default()
     };
     operator::update_role(&dynamodb, &system.stack.roles_table, "staff", &change).await?;
     for user in holders {

@@ -14,8 +14,8 @@ use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, Delete, KeysAndAttributes, Put, ReturnValue, TransactWriteItem, Update};
 
 use staleless_protocol::keys::{
-    DEFINITION_SK, PARTITION_KEY, PROFILE_SK, PartitionKey, ROLE_DEFINITION_INDEX, SORT_KEY, jwt_mapping_sk,
-    jwt_role_gsi_pk, parse_pk, role_pk, user_pk,
+    DEFINITION_SK, PARTITION_KEY, PROFILE_SK, PartitionKey, ROLE_DEFINITION_INDEX, SORT_KEY, jwt_mapping_sk, parse_pk,
+    role_pk, user_pk,
 };
 
 use super::{ProfileStore, ProfileSync, RoleStore, StoreError};
@@ -259,21 +259,13 @@ impl DynamoRoles {
     }
 
     fn definition_item(role: &RoleDefinition) -> Result<Item, StoreError> {
-        let pk = role_pk(&role.role_id);
-        let mut item: Item = serde_dynamo::to_item(role).map_err(|err| corrupt(&pk, &err))?;
-        item.extend(key(pk, DEFINITION_SK));
-        Ok(item)
+        serde_dynamo::to_item(role.item()).map_err(|err| corrupt(&role_pk(&role.role_id), &err))
     }
 
-    /// The mapping item of `jwt_role`: lets the production system find roles by IdP role
-    /// through `GSI1` (this service resolves from the definitions it caches).
-    fn mapping_item(role_id: &str, jwt_role: &str) -> Item {
-        let mut item = key(role_pk(role_id), jwt_mapping_sk(jwt_role));
-        item.insert("GSI1PK".to_owned(), string(jwt_role_gsi_pk(jwt_role)));
-        item.insert("GSI1SK".to_owned(), string(role_pk(role_id)));
-        item.insert("roleId".to_owned(), string(role_id));
-        item.insert("jwtRole".to_owned(), string(jwt_role));
-        item
+    /// The mapping item of `jwt_role` (the model's, [`crate::model::mapping_item`]).
+    fn mapping_item(role_id: &str, jwt_role: &str) -> Result<Item, StoreError> {
+        serde_dynamo::to_item(crate::model::mapping_item(role_id, jwt_role))
+            .map_err(|err| corrupt(&role_pk(role_id), &err))
     }
 
     /// Puts of the mapping items of `jwt_roles` (idempotent).
@@ -284,7 +276,7 @@ impl DynamoRoles {
             .map(|jwt_role| {
                 let put = Put::builder()
                     .table_name(&self.table)
-                    .set_item(Some(Self::mapping_item(role_id, jwt_role)))
+                    .set_item(Some(Self::mapping_item(role_id, jwt_role)?))
                     .build()
                     .map_err(|err| Self::build_error(&err))?;
                 Ok(TransactWriteItem::builder().put(put).build())

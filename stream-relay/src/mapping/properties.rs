@@ -321,8 +321,8 @@ fn check_mapping(record: &EventRecord, mapped: Mapped<'_>) -> Result<(), TestCas
         .or(record.table_name.as_deref())
         .filter(|table| !table.is_empty());
     let source = match table {
-        Some("staleless-users") => Some(Source::Users),
-        Some("staleless-app-roles") => Some(Source::Roles),
+        Some("staleless-users") => Some(&Source::USERS),
+        Some("staleless-app-roles") => Some(&Source::ROLES),
         _ => None,
     };
     let pk = [&change.keys, &change.new_image, &change.old_image]
@@ -363,7 +363,7 @@ fn check_mapping(record: &EventRecord, mapped: Mapped<'_>) -> Result<(), TestCas
                 }
                 (ChangeKind::Key, source) => {
                     prop_assert_eq!(published.defect.is_some(), seq.is_none() || !known_operation);
-                    if source == Source::Roles {
+                    if source == &Source::ROLES {
                         prop_assert_eq!(after(ROLE_PK_PREFIX), Some(published.id));
                     } else {
                         prop_assert!(
@@ -379,26 +379,26 @@ fn check_mapping(record: &EventRecord, mapped: Mapped<'_>) -> Result<(), TestCas
         Mapped::Flush(flush) => {
             prop_assert_eq!(flush.table, table);
             prop_assert_eq!(flush.seq, seq.unwrap_or(MISSING_SEQUENCE_NUMBER));
-            match (table, flush.source) {
+            match (table, flush.source.map(Source::as_str)) {
                 // No table named: the record is ours (the function reads our streams only).
                 (None, None) => {}
-                (Some(_), Some(Source::Users)) => {
-                    prop_assert_eq!(source, Some(Source::Users));
+                (Some(_), Some("users")) => {
+                    prop_assert_eq!(source, Some(&Source::USERS));
                     prop_assert!(matches!(pk, None | Some(USER_PK_PREFIX)), "flushed on PK {pk:?}");
                     prop_assert!(!user_id_attribute(None), "flushed although a userId names the user");
                 }
-                (Some(_), Some(Source::Roles)) => {
-                    prop_assert_eq!(source, Some(Source::Roles));
+                (Some(_), Some("roles")) => {
+                    prop_assert_eq!(source, Some(&Source::ROLES));
                     prop_assert!(matches!(pk, None | Some(ROLE_PK_PREFIX)), "flushed on PK {pk:?}");
                 }
                 other => return Err(TestCaseError::fail(format!("flush {other:?} of {record:?}"))),
             }
         }
         Mapped::Skip(SkipReason::Ignored(_)) => {
-            let other_prefix = match source {
-                Some(Source::Users) => pk.is_some_and(|pk| !pk.starts_with(USER_PK_PREFIX)),
-                Some(Source::Roles) => pk.is_some_and(|pk| !pk.starts_with(ROLE_PK_PREFIX)),
-                None => false,
+            let other_prefix = match source.map(Source::as_str) {
+                Some("users") => pk.is_some_and(|pk| !pk.starts_with(USER_PK_PREFIX)),
+                Some("roles") => pk.is_some_and(|pk| !pk.starts_with(ROLE_PK_PREFIX)),
+                _ => false,
             };
             let removed_heartbeat = heartbeat_writer.is_some() && record.event_name == "REMOVE";
             prop_assert!(
@@ -452,7 +452,7 @@ proptest! {
         let records: Vec<EventRecord> = batch.iter().filter_map(parse).collect();
         let mut inspected = 0usize;
         let MappedBatch { keys, flushes, counts } =
-            map_batch(&mapper(), &records, RECEIVED_AT_MS, |_, _, _| inspected += 1);
+            map_batch(mapper(), &records, RECEIVED_AT_MS, |_, _, _| inspected += 1);
 
         let mapped: Vec<Mapped<'_>> = records.iter().map(|record| mapper().map(record, RECEIVED_AT_MS)).collect();
         let mut expected = MappingCounts::default();
@@ -472,7 +472,7 @@ proptest! {
                     }
                     expected.ttl_expiries += usize::from(change.ttl_expiry);
                     let (seq, first_record) =
-                        latest.entry((change.source, change.kind, change.id)).or_insert((change.seq, position));
+                        latest.entry((change.source.clone(), change.kind, change.id)).or_insert((change.seq, position));
                     if compare_sequence_numbers(change.seq, seq).is_gt() {
                         *seq = change.seq;
                         if change.kind == ChangeKind::Heartbeat {
@@ -482,7 +482,7 @@ proptest! {
                 }
                 Mapped::Flush(flush) => {
                     expected.flushing += 1;
-                    let (seq, _) = flushed.entry(flush.source).or_insert((flush.seq, position));
+                    let (seq, _) = flushed.entry(flush.source.cloned()).or_insert((flush.seq, position));
                     if compare_sequence_numbers(flush.seq, seq).is_gt() {
                         *seq = flush.seq;
                     }
@@ -502,13 +502,13 @@ proptest! {
         // One pending key per (source, kind, id), at its latest sequence number, in batch order.
         prop_assert_eq!(keys.len(), latest.len());
         for key in &keys {
-            prop_assert_eq!(latest.get(&(key.source, key.kind, key.id)), Some(&(key.seq, key.first_record)));
+            prop_assert_eq!(latest.get(&(key.source.clone(), key.kind, key.id)), Some(&(key.seq, key.first_record)));
         }
         prop_assert!(keys.windows(2).all(|pair| pair[0].first_record <= pair[1].first_record));
         // One pending flush per source, likewise.
         prop_assert_eq!(flushes.len(), flushed.len());
         for flush in &flushes {
-            prop_assert_eq!(flushed.get(&flush.source), Some(&(flush.seq, flush.first_record)));
+            prop_assert_eq!(flushed.get(&flush.source.cloned()), Some(&(flush.seq, flush.first_record)));
         }
         prop_assert!(flushes.windows(2).all(|pair| pair[0].first_record < pair[1].first_record));
     }
@@ -516,7 +516,7 @@ proptest! {
     #[test]
     fn any_batch_is_relayed_whole_with_every_record_counted(batch in batch()) {
         let publisher = Arc::new(MemoryPublisher::new());
-        let relay = Relay::new(mapper(), publisher.clone());
+        let relay = Relay::new(mapper().clone(), publisher.clone());
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
         let outcome = runtime.block_on(relay.handle_lenient(LenientEvent { records: batch.clone() }));
 
@@ -542,19 +542,19 @@ proptest! {
             .count();
         prop_assert!(summary.records_malformed >= refused_of_ours);
         // Each pending key goes out once: in an invalidation, or as its table's tick.
-        prop_assert_eq!(summary.keys_published + summary.ticks_published.iter().sum::<usize>(), summary.keys);
+        prop_assert_eq!(summary.keys_published + summary.ticks_published.values().sum::<usize>(), summary.keys);
         let messages = publisher.accepted_messages();
         let mut published = 0;
         let mut flushes = Vec::new();
         for (attribute, message) in &messages {
-            prop_assert_eq!(*attribute, message.source(), "the source attribute matches the body");
+            prop_assert_eq!(attribute.as_ref(), message.source(), "the source attribute matches the body");
             match message {
                 staleless_protocol::Invalidation::Invalidate { keys, .. } => published += keys.len(),
                 staleless_protocol::Invalidation::Tick { writer, .. } => {
                     prop_assert!(writer.is_some(), "a tick names its writer");
                     published += 1;
                 }
-                staleless_protocol::Invalidation::FlushAll { source, .. } => flushes.push(*source),
+                staleless_protocol::Invalidation::FlushAll { source, .. } => flushes.push(source.clone()),
             }
         }
         prop_assert_eq!(published, summary.keys);
@@ -589,7 +589,7 @@ proptest! {
         let Mapped::Invalidate(change) = mapper().map(&record, RECEIVED_AT_MS) else {
             return Err(TestCaseError::fail(format!("{json} did not invalidate")));
         };
-        prop_assert_eq!((change.kind, change.source, change.id), (ChangeKind::Key, Source::Users, id.as_str()));
+        prop_assert_eq!((change.kind, change.source, change.id), (ChangeKind::Key, &Source::USERS, id.as_str()));
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! The data model (`docs/design.md`, "Data model") as Rust types, the reading of stored items,
-//! and the validation of admin input.
+//! the validation of admin input, and the items written: the one place that says what a profile
+//! and a role item hold, for the API and for the operator tools and the consistency check in
+//! `infra` alike.
 //!
 //! Field names are the stored (camelCase) attribute names, so one `serde` derive serves the
 //! DynamoDB item (through `serde_dynamo`) and the JSON the API returns. Validation is pure:
@@ -13,6 +15,10 @@
 
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use staleless_protocol::keys::{
+    DEFINITION_SK, PARTITION_KEY, PROFILE_SK, SORT_KEY, jwt_mapping_sk, jwt_role_gsi_pk, role_pk, user_pk,
+};
 
 /// A user's account state; anything but [`UserStatus::Active`] is refused on every authenticated
 /// route except `GET /users/me`.
@@ -31,11 +37,40 @@ pub enum UserStatus {
 }
 
 impl UserStatus {
+    /// Every status the data model allows.
+    pub const ALL: [Self; 3] = [Self::Active, Self::Inactive, Self::Suspended];
+
     /// Whether the user may use routes other than `GET /users/me`.
     #[must_use]
     pub const fn is_active(self) -> bool {
         matches!(self, Self::Active)
     }
+
+    /// The stored value (`active`).
+    #[must_use]
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Inactive => "inactive",
+            Self::Suspended => "suspended",
+        }
+    }
+
+    /// The status a stored value names; `None` for anything else.
+    #[must_use]
+    pub fn parse(value: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|status| status.as_str() == value)
+    }
+}
+
+/// `attributes` with the item's key added: a whole item as stored (JSON, for `serde_dynamo`).
+fn keyed(pk: String, sk: &str, attributes: &impl Serialize) -> Value {
+    let mut item = serde_json::to_value(attributes).unwrap_or_else(|_| json!({}));
+    if let Value::Object(fields) = &mut item {
+        fields.insert(PARTITION_KEY.to_owned(), Value::String(pk));
+        fields.insert(SORT_KEY.to_owned(), Value::String(sk.to_owned()));
+    }
+    item
 }
 
 /// A user's profile: the item `PK = USER#<userId>`, `SK = PROFILE`, as the API reads and
@@ -70,6 +105,15 @@ pub struct Profile {
     // `lastLoginAt` is written by every sync but deliberately not part of the model: a change to
     // it alone never invalidates (the relay ignores it), so a cached copy would be wrong by
     // design, and leaving it out keeps 100,000 cached profiles smaller.
+}
+
+impl Profile {
+    /// The profile's item as stored: `PK = USER#<userId>`, `SK = PROFILE` and every attribute of
+    /// the model (`lastLoginAt`, which only the API's sync writes, is not one).
+    #[must_use]
+    pub fn item(&self) -> Value {
+        keyed(user_pk(&self.user_id), PROFILE_SK, self)
+    }
 }
 
 /// Whether a token issued at `issued_at` (its `iat`; `None` counts as the oldest) may speak for
@@ -130,6 +174,38 @@ pub struct RoleDefinition {
     /// only while the stored item is still at `n`.
     #[serde(default)]
     pub version: u64,
+}
+
+impl RoleDefinition {
+    /// The definition item as stored: `PK = ROLE#<roleId>`, `SK = DEFINITION` and every attribute.
+    #[must_use]
+    pub fn item(&self) -> Value {
+        keyed(role_pk(&self.role_id), DEFINITION_SK, self)
+    }
+
+    /// The mapping items of its `jwtRoleMappings`, one per distinct IdP role.
+    #[must_use]
+    pub fn mapping_items(&self) -> Vec<Value> {
+        let distinct: std::collections::BTreeSet<&String> = self.jwt_role_mappings.iter().collect();
+        distinct
+            .into_iter()
+            .map(|jwt_role| mapping_item(&self.role_id, jwt_role))
+            .collect()
+    }
+}
+
+/// The mapping item of `jwt_role` for `role_id`: `SK = JWT_MAPPING#<jwt role>`, found by IdP role
+/// through `GSI1` by the production system (the API resolves from the definitions it caches).
+#[must_use]
+pub fn mapping_item(role_id: &str, jwt_role: &str) -> Value {
+    json!({
+        PARTITION_KEY: role_pk(role_id),
+        SORT_KEY: jwt_mapping_sk(jwt_role),
+        "GSI1PK": jwt_role_gsi_pk(jwt_role),
+        "GSI1SK": role_pk(role_id),
+        "roleId": role_id,
+        "jwtRole": jwt_role,
+    })
 }
 
 /// What is wrong with a stored item.
@@ -387,22 +463,30 @@ impl RolePatch {
     /// it does not name keeps whatever another writer put there meanwhile.
     #[must_use]
     pub fn named_attributes(&self) -> Vec<&'static str> {
-        let named = [
-            ("displayName", self.display_name.is_some()),
-            ("description", self.description.is_some()),
-            ("jwtRoleMappings", self.jwt_role_mappings.is_some()),
-            ("grantedTools", self.granted_tools.is_some()),
-            ("grantedModels", self.granted_models.is_some()),
-            ("grantedSkills", self.granted_skills.is_some()),
-            ("priority", self.priority.is_some()),
-            ("enabled", self.enabled.is_some()),
-            ("isSystemRole", self.is_system_role.is_some()),
-            ("quotaTier", self.quota_tier.is_some()),
+        self.attributes().into_iter().map(|(name, _)| name).collect()
+    }
+
+    /// The stored attributes this patch sets, with their values as stored: what an `UpdateItem`
+    /// of exactly these attributes writes (the operator tools' path, which bumps no version).
+    #[must_use]
+    pub fn attributes(&self) -> Vec<(&'static str, Value)> {
+        let set = [
+            ("displayName", self.display_name.as_ref().map(|value| json!(value))),
+            ("description", self.description.as_ref().map(|value| json!(value))),
+            (
+                "jwtRoleMappings",
+                self.jwt_role_mappings.as_ref().map(|value| json!(value)),
+            ),
+            ("grantedTools", self.granted_tools.as_ref().map(|value| json!(value))),
+            ("grantedModels", self.granted_models.as_ref().map(|value| json!(value))),
+            ("grantedSkills", self.granted_skills.as_ref().map(|value| json!(value))),
+            ("priority", self.priority.map(|value| json!(value))),
+            ("enabled", self.enabled.map(|value| json!(value))),
+            ("isSystemRole", self.is_system_role.map(|value| json!(value))),
+            ("quotaTier", self.quota_tier.as_ref().map(|value| json!(value))),
         ];
-        named
-            .into_iter()
-            .filter(|(_, set)| *set)
-            .map(|(name, _)| name)
+        set.into_iter()
+            .filter_map(|(name, value)| value.map(|value| (name, value)))
             .collect()
     }
 
@@ -508,6 +592,61 @@ mod tests {
         serde_json::from_str::<NewRole>(json)
             .map_err(|err| err.to_string())?
             .validate("2026-01-01T00:00:00.000Z")
+    }
+
+    #[test]
+    fn items_carry_their_key_and_read_back_as_the_model() {
+        let role =
+            new_role(r#"{"roleId":"ops","displayName":"Ops","jwtRoleMappings":["Ops","Ops","Admin"]}"#).expect("valid");
+        let item = role.item();
+        assert_eq!(
+            (item["PK"].as_str(), item["SK"].as_str()),
+            (Some("ROLE#ops"), Some("DEFINITION"))
+        );
+        assert_eq!(read_item::<RoleDefinition>(&item), Ok(role.clone()));
+        let mappings = role.mapping_items();
+        assert_eq!(mappings.len(), 2, "one per distinct IdP role");
+        assert_eq!(mappings[0]["SK"], "JWT_MAPPING#Admin");
+        assert_eq!(mappings[0]["GSI1PK"], "JWT_ROLE#Admin");
+        let profile = Profile {
+            user_id: "u-1".into(),
+            email: "ada@example.com".into(),
+            name: "Ada".into(),
+            roles: vec!["Staff".into()],
+            picture: None,
+            status: UserStatus::Suspended,
+            created_at: "2026-01-01T00:00:00.000Z".into(),
+            roles_issued_at: None,
+        };
+        let item = profile.item();
+        assert_eq!(
+            (item["PK"].as_str(), item["status"].as_str()),
+            (Some("USER#u-1"), Some("suspended"))
+        );
+        assert_eq!(read_item::<Profile>(&item), Ok(profile));
+    }
+
+    #[test]
+    fn statuses_read_as_stored_and_nothing_else() {
+        for status in UserStatus::ALL {
+            assert_eq!(UserStatus::parse(status.as_str()), Some(status));
+            assert_eq!(serde_json::to_value(status).expect("json"), status.as_str());
+        }
+        assert_eq!(UserStatus::parse("Active"), None);
+    }
+
+    #[test]
+    fn a_patch_lists_the_attributes_it_sets_with_their_stored_values() {
+        let patch = RolePatch {
+            priority: Some(7),
+            granted_tools: Some(vec!["search".into()]),
+            ..RolePatch::default()
+        };
+        assert_eq!(
+            patch.attributes(),
+            [("grantedTools", json!(["search"])), ("priority", json!(7))]
+        );
+        assert_eq!(patch.named_attributes(), ["grantedTools", "priority"]);
     }
 
     #[test]
