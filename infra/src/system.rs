@@ -549,7 +549,7 @@ pub fn function_template_env(
 /// from its environment, read the same way.
 ///
 /// # Errors
-/// As [`relay_template_env`], or the configuration the relay would refuse.
+/// As [`function_template_env`], or the configuration the relay would refuse.
 pub fn relay_config(
     spec: &crate::template::TemplateSpec,
     stack: &Provisioned,
