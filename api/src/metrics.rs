@@ -8,7 +8,7 @@
 
 use std::sync::OnceLock;
 
-use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::PrometheusHandle;
 
 /// Items read from a table that do not fit the data model, by `table` (`users`, `roles`):
 /// counted once per change of the item, which is left out (roles) or refused (profiles).
@@ -29,12 +29,6 @@ pub const ROLE_WRITE_RETRIES: &str = "staleless_role_write_retries_total";
 /// (`written`, `already_current`, `failed`).
 pub const PROFILE_ROLES_ALIGNED: &str = "staleless_profile_roles_aligned_total";
 
-/// Buckets for the latency histograms: invalidation lag is tens of milliseconds when healthy
-/// and seconds when something is wrong; fills are milliseconds.
-const SECONDS_BUCKETS: &[f64] = &[
-    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-];
-
 static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the Prometheus recorder on first use and returns its handle.
@@ -53,15 +47,7 @@ pub fn install() -> PrometheusHandle {
 }
 
 fn recorder() -> PrometheusHandle {
-    let builder = || {
-        PrometheusBuilder::new()
-            .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), SECONDS_BUCKETS)
-            .unwrap_or_else(|_| PrometheusBuilder::new())
-    };
-    builder().install_recorder().unwrap_or_else(|err| {
-        tracing::warn!(error = %err, "a metrics recorder is already installed; /metrics will be partial");
-        builder().build_recorder().handle()
-    })
+    staleless_consumer::install_prometheus()
 }
 
 /// Describes the metrics and registers the ones alerts watch at zero, so a scrape shows them

@@ -68,6 +68,8 @@ pub use health::{
     ChannelHealth, ChannelReport, SlotReport, SourceReport, SourceSpec, TickAdmission, WriterReport, unix_now_ms,
 };
 pub use metrics::MetricNames;
+#[cfg(feature = "prometheus")]
+pub use metrics::{SECONDS_BUCKETS, install_prometheus};
 pub use subscriber::{ChannelError, Subscriber, TaskQueue};
 pub use trust::{DEFAULT_FUTURE_TOLERANCE, SlotProof, TickRejection, TrustRules, WriterLedger, heartbeats_missed};
 #[cfg(feature = "cache")]

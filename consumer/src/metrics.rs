@@ -5,6 +5,34 @@
 //! the staleless API's `/metrics`; a service that runs two consumers, or wants its own namespace,
 //! picks another prefix and keeps every suffix.
 
+/// Buckets of the `_seconds` histograms: invalidation lag is tens of milliseconds when healthy
+/// and seconds when something is wrong; fills are milliseconds.
+#[cfg(feature = "prometheus")]
+pub const SECONDS_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+
+/// Installs the Prometheus recorder every staleless task renders on `/metrics` (histograms with
+/// [`SECONDS_BUCKETS`] for every `_seconds` metric), so that any service on the library exports
+/// the same series as the API tasks. Call it once, before anything records metrics; if another
+/// recorder is already installed, a detached one is returned (logged), whose `/metrics` holds
+/// only what the service renders itself.
+#[cfg(feature = "prometheus")]
+#[must_use]
+pub fn install_prometheus() -> metrics_exporter_prometheus::PrometheusHandle {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+
+    let builder = || {
+        PrometheusBuilder::new()
+            .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), SECONDS_BUCKETS)
+            .unwrap_or_else(|_| PrometheusBuilder::new())
+    };
+    builder().install_recorder().unwrap_or_else(|err| {
+        tracing::warn!(error = %err, "a metrics recorder is already installed; /metrics will be partial");
+        builder().build_recorder().handle()
+    })
+}
+
 /// The names of the consumer's metrics, each `<prefix>_<suffix>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetricNames {

@@ -84,9 +84,7 @@ struct App {
 async fn main() -> anyhow::Result<()> {
     let config = Config::parse();
     telemetry::init();
-    let metrics = metrics_exporter_prometheus::PrometheusBuilder::new()
-        .install_recorder()
-        .context("cannot install the metrics recorder")?;
+    let metrics = staleless_consumer::install_prometheus();
     let topic_arn = config
         .channel
         .topic_arn
