@@ -2,7 +2,8 @@
 //!
 //! For each sampled key the checker reads the item with `ConsistentRead` (the truth) and asks every
 //! task through its admin routes. A task that disagrees is asked again until it agrees or the
-//! patience runs out; the time that took is the staleness seen for that key. Operators run it as
+//! patience runs out (a 503, a dependency call past the task's timeout, is such an answer); the time
+//! that took is the staleness seen for that key. Operators run it as
 //! `infra check-consistency`; the end-to-end fault matrix ends every row with it.
 
 use std::collections::HashMap;
@@ -165,8 +166,9 @@ async fn check_one(
     loop {
         // The truth is re-read on every round: writes may still be landing while we check.
         let truth = read_truth(dynamodb, target, kind, id).await?;
+        // A 503 (the task's DynamoDB call timed out) is an answer that does not agree yet.
         let served = read_task(http, target, kind, id, task).await?;
-        if truth == served {
+        if served.as_ref().is_some_and(|served| truth == *served) {
             return Ok(KeyOutcome {
                 kind,
                 id: id.to_owned(),
@@ -226,13 +228,15 @@ async fn read_truth(
     Ok(comparable(kind, id, json.as_ref()))
 }
 
+/// What `task` serves for the key (`Some(None)`: nothing, a 404), or `None` when it answered 503:
+/// a dependency call past its timeout, which the checker asks again like any disagreement.
 async fn read_task(
     http: &reqwest::Client,
     target: &CheckTarget,
     kind: KeyKind,
     id: &str,
     task: &str,
-) -> Result<Option<Value>, CheckError> {
+) -> Result<Option<Option<Value>>, CheckError> {
     let path = match kind {
         KeyKind::User => format!("{task}/admin/users/{id}"),
         KeyKind::Role => format!("{task}/admin/roles/{id}"),
@@ -248,13 +252,14 @@ async fn read_task(
         .await
         .map_err(|err| task_error(format!("GET {path}: {err}")))?;
     match response.status() {
-        reqwest::StatusCode::NOT_FOUND => Ok(None),
+        reqwest::StatusCode::NOT_FOUND => Ok(Some(None)),
+        reqwest::StatusCode::SERVICE_UNAVAILABLE => Ok(None),
         status if status.is_success() => {
             let body: Value = response
                 .json()
                 .await
                 .map_err(|err| task_error(format!("GET {path}: body is not JSON: {err}")))?;
-            Ok(comparable(kind, id, Some(&body)))
+            Ok(Some(comparable(kind, id, Some(&body))))
         }
         status => Err(task_error(format!("GET {path}: unexpected status {status}"))),
     }
