@@ -157,7 +157,15 @@ impl LocalAws {
     /// # Errors
     /// When the template cannot be read or provisioning fails.
     pub async fn provision(&self, prefix: &str) -> Result<Provisioned, LocalAwsError> {
-        let spec = template::load_for(&template::default_template_path(), prefix)?;
+        self.provision_from(&template::default_template_path(), prefix).await
+    }
+
+    /// Provisions the stack of the template at `template` under `prefix`.
+    ///
+    /// # Errors
+    /// When the template cannot be read or provisioning fails.
+    pub async fn provision_from(&self, template: &Path, prefix: &str) -> Result<Provisioned, LocalAwsError> {
+        let spec = template::load_for(template, prefix)?;
         Ok(provision::provision(&self.config, &spec, prefix).await?)
     }
 
@@ -298,10 +306,7 @@ impl LocalStack {
     ) -> Result<Self, LocalStackError> {
         let prefix = prefix.map_or_else(unique_prefix, str::to_owned);
         let template = template.map_or_else(template::default_template_path, Path::to_path_buf);
-        let spec = template::load_for(&template, &prefix).map_err(LocalAwsError::from)?;
-        let stack = provision::provision(&aws.config, &spec, &prefix)
-            .await
-            .map_err(LocalAwsError::from)?;
+        let stack = aws.provision_from(&template, &prefix).await?;
         crate::operator::seed_demo(&aws.dynamodb(), &stack.users_table, &stack.roles_table).await?;
         let seeded_at_ms = chrono::Utc::now().timestamp_millis();
         let state_dir = state_dir.unwrap_or_else(|| std::env::temp_dir().join(format!("staleless-{}", stack.prefix)));

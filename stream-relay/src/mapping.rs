@@ -23,8 +23,8 @@ use std::collections::HashMap;
 use aws_lambda_events::event::dynamodb::EventRecord;
 use serde_dynamo::{AttributeValue, Item};
 use staleless_protocol::keys::{
-    HEARTBEAT_COVERED_ATTRIBUTE, HEARTBEAT_INTERVAL_ATTRIBUTE, HEARTBEAT_PK_PREFIX, HEARTBEAT_SLOTS_ATTRIBUTE,
-    HEARTBEAT_WRITTEN_AT_ATTRIBUTE, PARTITION_KEY, SORT_KEY,
+    self, HEARTBEAT_COVERED_ATTRIBUTE, HEARTBEAT_INTERVAL_ATTRIBUTE, HEARTBEAT_SLOTS_ATTRIBUTE,
+    HEARTBEAT_WRITTEN_AT_ATTRIBUTE, PARTITION_KEY, PartitionKey, SORT_KEY,
 };
 use staleless_protocol::{KeyVersion, SequenceNumber, Source, compare_sequence_numbers};
 
@@ -199,8 +199,8 @@ impl Mapper {
         // The field defaults to the epoch when Lambda leaves it out.
         let created_ms = if created_ms > 0 { created_ms } else { received_at_ms };
 
-        if let Some(AttributeValue::S(pk)) = change.keys_pk()
-            && let Some(writer) = pk.strip_prefix(HEARTBEAT_PK_PREFIX).filter(|writer| !writer.is_empty())
+        if let Some(AttributeValue::S(pk)) = change.key_attribute(PARTITION_KEY)
+            && let PartitionKey::Heartbeat(writer) = keys::parse_pk(pk)
         {
             return heartbeat(operation, defect, source, writer, seq, &change.new_image, created_ms);
         }
@@ -260,17 +260,6 @@ enum Unkeyed {
     Unrelated(&'static str),
     /// The record does not say which key changed.
     Unreadable(&'static str),
-}
-
-/// The `PK` of a record's key, or of its images when `Keys` is absent.
-trait KeysPk {
-    fn keys_pk(&self) -> Option<&AttributeValue>;
-}
-
-impl KeysPk for aws_lambda_events::event::dynamodb::StreamRecord {
-    fn keys_pk(&self) -> Option<&AttributeValue> {
-        self.key_attribute(PARTITION_KEY)
-    }
 }
 
 trait KeyAttribute {
@@ -381,7 +370,7 @@ fn cache_key<'a>(
     rule: &'a SourceTable,
     change: &'a aws_lambda_events::event::dynamodb::StreamRecord,
 ) -> Result<&'a str, Unkeyed> {
-    let unkeyed = match change.keys_pk() {
+    let unkeyed = match change.key_attribute(PARTITION_KEY) {
         Some(AttributeValue::S(pk)) => match pk.strip_prefix(rule.pk_prefix.as_str()) {
             Some(id) if !id.is_empty() => {
                 return match (&rule.sk_prefix, change.key_attribute(SORT_KEY)) {

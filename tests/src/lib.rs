@@ -141,18 +141,19 @@ impl LocalSystem {
     /// # Errors
     /// When any component fails to start; its log path is in the message.
     pub async fn start(options: SystemOptions) -> anyhow::Result<Self> {
+        let local = LocalStack::seeded(LocalAws::start()?, options.template.as_deref(), None, None).await?;
+        let template = options
+            .template
+            .clone()
+            .unwrap_or_else(infra::template::default_template_path);
+        let jwt = LocalJwt::load_or_generate(&local.key_dir())?;
+        let mut env = local.component_env("info");
         let LocalStack {
             aws,
             stack,
             seeded_at_ms,
             state_dir,
-        } = LocalStack::seeded(LocalAws::start()?, options.template.as_deref(), None, None).await?;
-        let template = options
-            .template
-            .clone()
-            .unwrap_or_else(infra::template::default_template_path);
-        let key_dir = state_dir.join("jwt");
-        let jwt = LocalJwt::load_or_generate(&key_dir)?;
+        } = local;
         let bin_dir = system::binaries_dir();
         for binary in ["infra", "staleless-api", "stream-relay"] {
             if !bin_dir.join(binary).exists() {
@@ -163,7 +164,6 @@ impl LocalSystem {
             }
         }
 
-        let mut env = system::component_env(aws.endpoint(), &stack, &key_dir, "info");
         env.extend(
             [
                 (
@@ -350,7 +350,7 @@ impl LocalSystem {
             &self.template,
             &self.stack,
             &self.relay_env,
-            &self.state_dir.join("logs").join("heartbeat.log"),
+            &self.logs_dir().join("heartbeat.log"),
         )?;
         self.heartbeat = Some(heartbeat);
         Ok(())
@@ -400,7 +400,7 @@ impl LocalSystem {
     pub async fn start_task(&mut self, index: usize) -> anyhow::Result<()> {
         let name = format!("api-{index}");
         let bind = self.task_urls[index].trim_start_matches("http://").to_owned();
-        let log = self.state_dir.join("logs").join(format!("{name}.log"));
+        let log = self.logs_dir().join(format!("{name}.log"));
         let task = ApiTask::start(&name, &self.bin_dir, &bind, &self.env, &log, Duration::from_secs(60)).await?;
         self.tasks[index] = Some(task);
         Ok(())
@@ -418,7 +418,7 @@ impl LocalSystem {
         self.task_urls.push(format!("http://127.0.0.1:{port}"));
         self.tasks.push(None);
         let bind = format!("127.0.0.1:{port}");
-        let log = self.state_dir.join("logs").join(format!("api-{index}.log"));
+        let log = self.logs_dir().join(format!("api-{index}.log"));
         let mut env = self.env.clone();
         env.extend(extra_env.iter().cloned());
         let task = ApiTask::start(
