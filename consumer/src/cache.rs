@@ -235,6 +235,16 @@ where
         }
     }
 
+    /// The cached value, counting nothing (reports and tests).
+    #[must_use]
+    pub fn peek<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.inner.entries.get(key).map(|entry| entry.value)
+    }
+
     /// The cached value, counting a hit or a miss.
     #[must_use]
     pub fn get<Q>(&self, key: &Q) -> Option<V>

@@ -14,9 +14,12 @@
 //! A source is a name (`users`, `roles`, or any table the relay is configured to read), each
 //! vouching for one cache. Every method ending in `_at` takes the time (`now_ms`: Unix ms on the
 //! task's wall clock; `mono_ms`: ms after the channel's origin on its monotonic clock), so the
-//! rules are tested without waiting; the others read the clocks.
+//! rules are tested without waiting; the others read the channel's [`Clock`]: the system's
+//! clocks, or a [`ManualClock`] that a test (or a conformance vector) moves by hand, so that the
+//! caches, the subscriber's message handling and the trust all follow one time.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -37,6 +40,73 @@ pub fn unix_now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Where a channel reads the time.
+#[derive(Debug, Clone)]
+pub enum Clock {
+    /// The task's wall clock, and its monotonic clock from the given origin.
+    System(Instant),
+    /// A clock moved by hand (tests, conformance vectors).
+    Manual(Arc<ManualClock>),
+}
+
+impl Clock {
+    /// The system's clocks, the monotonic one starting now.
+    #[must_use]
+    pub fn system() -> Self {
+        Self::System(Instant::now())
+    }
+
+    /// The wall clock, Unix ms.
+    #[must_use]
+    pub fn now_ms(&self) -> i64 {
+        match self {
+            Self::System(_) => unix_now_ms(),
+            Self::Manual(clock) => clock.now_ms.load(Ordering::Acquire),
+        }
+    }
+
+    /// Milliseconds since the origin, on the monotonic clock.
+    #[must_use]
+    pub fn mono_ms(&self) -> u64 {
+        match self {
+            Self::System(origin) => u64::try_from(origin.elapsed().as_millis()).unwrap_or(NEVER - 1),
+            Self::Manual(clock) => clock.mono_ms.load(Ordering::Acquire),
+        }
+    }
+}
+
+/// A wall clock and a monotonic clock that move only when told.
+#[derive(Debug)]
+pub struct ManualClock {
+    /// Unix ms.
+    now_ms: AtomicI64,
+    /// Ms since the origin.
+    mono_ms: AtomicU64,
+}
+
+impl ManualClock {
+    /// Clocks reading `now_ms` (wall, Unix ms) and 0 (monotonic).
+    #[must_use]
+    pub fn new(now_ms: i64) -> Arc<Self> {
+        Arc::new(Self {
+            now_ms: AtomicI64::new(now_ms),
+            mono_ms: AtomicU64::new(0),
+        })
+    }
+
+    /// Time passes: both clocks move `ms` forward.
+    pub fn advance(&self, ms: u64) {
+        self.mono_ms.fetch_add(ms, Ordering::AcqRel);
+        self.now_ms
+            .fetch_add(i64::try_from(ms).unwrap_or(i64::MAX), Ordering::AcqRel);
+    }
+
+    /// The wall clock alone jumps `ms` (an NTP step; negative goes back).
+    pub fn step_wall(&self, ms: i64) {
+        self.now_ms.fetch_add(ms, Ordering::AcqRel);
+    }
 }
 
 /// A source of invalidations and ticks, and the cache it vouches for.
@@ -159,8 +229,8 @@ pub struct ChannelHealth {
     sources: Vec<SourceSpec>,
     /// The names of the gauges [`Self::publish_gauges`] sets.
     names: MetricNames,
-    /// Time base for the monotonic timestamps below.
-    origin: Instant,
+    /// The clocks; the monotonic timestamps below are ms after its origin.
+    clock: Clock,
     /// Milliseconds after `origin` of the last successful receive, or [`NEVER`].
     last_receive_ms: AtomicU64,
     /// Whether the queue exists and is subscribed to the topic.
@@ -201,7 +271,7 @@ impl ChannelHealth {
             rules,
             sources: unique,
             names,
-            origin: Instant::now(),
+            clock: Clock::system(),
             last_receive_ms: AtomicU64::new(NEVER),
             subscribed: AtomicBool::new(false),
             started: AtomicBool::new(false),
@@ -210,6 +280,20 @@ impl ChannelHealth {
             trusted_until,
             queue: std::sync::RwLock::new(None),
         }
+    }
+
+    /// The same channel reading the time from `clock` (tests, conformance vectors). Call it
+    /// before anything is recorded: earlier timestamps were taken on the old clock.
+    #[must_use]
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The wall clock, Unix ms, as this channel reads it.
+    #[must_use]
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
     }
 
     /// No channel (a task that caches by TTL or not at all): never trusted for invalidation,
@@ -268,7 +352,7 @@ impl ChannelHealth {
     /// Milliseconds since the channel's origin (monotonic).
     #[must_use]
     pub fn mono_ms(&self) -> u64 {
-        u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(NEVER - 1)
+        self.clock.mono_ms()
     }
 
     fn since(at: &AtomicU64, mono_ms: u64) -> Option<Duration> {
@@ -370,7 +454,7 @@ impl ChannelHealth {
         written_ms: i64,
         proof: &SlotProof<'_>,
     ) -> Result<TickAdmission, TickRejection> {
-        self.admit_tick_at(source, writer, written_ms, proof, unix_now_ms(), self.mono_ms())
+        self.admit_tick_at(source, writer, written_ms, proof, self.now_ms(), self.mono_ms())
     }
 
     /// [`Self::admit_tick`] at the given times.
@@ -406,7 +490,7 @@ impl ChannelHealth {
 
     /// Records an admitted tick (see [`Self::admit_tick`]).
     pub fn record_tick(&self, admission: &TickAdmission, written_ms: i64, proof: &SlotProof<'_>) {
-        self.record_tick_at(admission, written_ms, proof, unix_now_ms(), self.mono_ms());
+        self.record_tick_at(admission, written_ms, proof, self.now_ms(), self.mono_ms());
     }
 
     /// [`Self::record_tick`] at the given times.
@@ -428,7 +512,7 @@ impl ChannelHealth {
     /// Vouches for every source as of now, as a tick of each writer would: for benchmarks and
     /// tests that run without a heartbeat writer.
     pub fn record_ticks_now(&self) {
-        let (now_ms, mono_ms) = (unix_now_ms(), self.mono_ms());
+        let (now_ms, mono_ms) = (self.now_ms(), self.mono_ms());
         for writer_index in 0..self.rules.writers().len() {
             for source_index in 0..self.sources.len() {
                 let admission = TickAdmission {
@@ -489,7 +573,7 @@ impl ChannelHealth {
     }
 
     fn source_report(&self, index: usize) -> SourceReport {
-        let (now_ms, mono_ms) = (unix_now_ms(), self.mono_ms());
+        let (now_ms, mono_ms) = (self.now_ms(), self.mono_ms());
         let since =
             |at: u64| u64::try_from(Duration::from_millis(mono_ms.saturating_sub(at)).as_millis()).unwrap_or(u64::MAX);
         let ledgers = self.ledgers();

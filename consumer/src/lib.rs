@@ -38,6 +38,8 @@
 //! - [`KeyedCache`] and [`TrustedCache`]: race-guarded, single-flight fills, served only while
 //!   trusted;
 //! - [`Subscriber`] and [`Caches`]: the task's queue and the caches it evicts from;
+//! - [`Inbox`]: what each queue body does to the trust and the caches, at the channel's
+//!   [`Clock`] (the part `protocol/conformance/` specifies);
 //! - [`queue`] and [`sweeper`]: queue rules and the fleet sweeper (the `queue-sweeper` Lambda is
 //!   a thin main over [`sweeper::Sweeper`]);
 //! - [`MetricNames`]: every metric under one prefix.
@@ -50,6 +52,7 @@ mod cache;
 mod caches;
 mod config;
 mod health;
+mod inbox;
 mod metrics;
 pub mod queue;
 mod subscriber;
@@ -65,8 +68,10 @@ pub use cache::{CacheStats, FillAborted, KeyedCache, may_keep_fill};
 pub use caches::{Caches, Evict};
 pub use config::{QueueTags, SubscriberConfig, SweeperConfig};
 pub use health::{
-    ChannelHealth, ChannelReport, SlotReport, SourceReport, SourceSpec, TickAdmission, WriterReport, unix_now_ms,
+    ChannelHealth, ChannelReport, Clock, ManualClock, SlotReport, SourceReport, SourceSpec, TickAdmission,
+    WriterReport, unix_now_ms,
 };
+pub use inbox::{Inbox, Received};
 pub use metrics::MetricNames;
 #[cfg(feature = "prometheus")]
 pub use metrics::{SECONDS_BUCKETS, install_prometheus};

@@ -20,14 +20,13 @@ use aws_sdk_sqs::error::{DisplayErrorContext, ProvideErrorMetadata};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, QueueAttributeName};
 use std::sync::Arc;
 
-use staleless_protocol::{GiveUp, Invalidation, decode, decode_give_up};
 use tokio_util::sync::CancellationToken;
 
 use crate::caches::Caches;
 use crate::config::SubscriberConfig;
-use crate::health::{ChannelHealth, unix_now_ms};
+use crate::health::ChannelHealth;
+use crate::inbox::{Inbox, Received};
 use crate::queue::{self, is_queue_missing};
-use crate::trust::{SlotProof, heartbeats_missed};
 use crate::{ChannelClients, unix_now_secs};
 
 /// Messages per receive: the SQS maximum.
@@ -114,11 +113,8 @@ async fn cancelled_during(delay: Duration, cancel: &CancellationToken) -> bool {
 pub struct Subscriber {
     /// The trust it records ticks into.
     health: Arc<ChannelHealth>,
-    /// The caches it keeps fresh, by source.
-    caches: Caches,
-    /// Table name → source, for the event source mapping's give-up messages, which name a
-    /// table's stream and not a source.
-    tables: Vec<(String, String)>,
+    /// What it does with each message: evictions, flushes, ticks.
+    inbox: Inbox,
     /// SQS, SNS and STS.
     clients: ChannelClients,
     /// The relay's topic.
@@ -148,9 +144,8 @@ impl Subscriber {
     ) -> Self {
         let base_name = queue::queue_name(&config.queue_name_prefix, task_id);
         Self {
+            inbox: Inbox::new(Arc::clone(&health), caches),
             health,
-            caches,
-            tables: Vec::new(),
             clients,
             topic_arn: topic_arn.to_owned(),
             config,
@@ -164,7 +159,7 @@ impl Subscriber {
     /// mapping flush that source's caches (and records of an unnamed table flush every cache).
     #[must_use]
     pub fn with_table(mut self, table: &str, source: &str) -> Self {
-        self.tables.push((table.to_owned(), source.to_owned()));
+        self.inbox = self.inbox.with_table(table, source);
         self
     }
 
@@ -211,7 +206,7 @@ impl Subscriber {
                     Ok(created) => {
                         tracing::info!(queue = %created.name, "invalidation queue subscribed");
                         // Whatever was cached before this subscription may have missed messages.
-                        self.flush_all_sources("invalidation queue (re)subscribed");
+                        self.inbox.flush_all_sources("invalidation queue (re)subscribed");
                         self.health.mark_subscribed(&created.name);
                         self.health.record_receive();
                         queue = Some(created);
@@ -268,65 +263,6 @@ impl Subscriber {
         }
     }
 
-    /// Flushes every cache: the channel lost messages (a new queue or subscription).
-    fn flush_all_sources(&self, why: &'static str) {
-        tracing::info!(reason = why, "flushing caches");
-        self.caches.flush_sources();
-    }
-
-    /// A tick of `source` arrived. A tick that does not count (an unknown writer, a time
-    /// further ahead than the tolerance) is counted and changes nothing. If it brings that cache
-    /// back within the bound, whatever was cached while it was untrusted may have missed
-    /// invalidations, so the cache is flushed *before* the tick is recorded (and trust returns).
-    /// If it shows that its writer's heartbeats went missing while the cache stayed trusted (an
-    /// outage shorter than the bound), messages were dropped and the cache is flushed too.
-    fn record_tick(
-        &self,
-        source: &str,
-        writer: Option<&str>,
-        written_at_ms: i64,
-        proof: &SlotProof<'_>,
-        interval_ms: Option<u64>,
-    ) {
-        let channel = &self.health;
-        let names = channel.metric_names();
-        let admission = match channel.admit_tick(source, writer, written_at_ms, proof) {
-            Ok(admission) => admission,
-            Err(rejection) => {
-                metrics::counter!(names.ticks_rejected.clone(), "source" => source.to_owned(), "reason" => rejection.as_str())
-                    .increment(1);
-                tracing::warn!(
-                    source = %source,
-                    writer = writer.unwrap_or(""),
-                    written_at_ms,
-                    lead_ms = written_at_ms.saturating_sub(unix_now_ms()),
-                    reason = rejection.as_str(),
-                    "tick refused: it vouches for nothing"
-                );
-                return;
-            }
-        };
-        if admission.restores_trust {
-            let beyond = channel.time_beyond_bound(source);
-            let cache = channel.cache_of(source).unwrap_or(source).to_owned();
-            metrics::counter!(names.channel_bypass_seconds.clone(), "cache" => cache).increment(beyond.as_secs());
-            self.caches.flush_source(source);
-            tracing::info!(source = %source, bypassed_secs = beyond.as_secs(), "ticks back within the bound; cache flushed and trusted again");
-        } else if heartbeats_missed(admission.previous_ms, written_at_ms, interval_ms) {
-            metrics::counter!(names.tick_gaps.clone(), "source" => source.to_owned()).increment(1);
-            self.caches.flush_source(source);
-            tracing::warn!(
-                source = %source,
-                writer = writer.unwrap_or(""),
-                slot = proof.slot,
-                gap_ms = written_at_ms.saturating_sub(admission.previous_ms.unwrap_or(written_at_ms)),
-                "heartbeats went missing on the way here; cache flushed"
-            );
-        }
-        channel.record_tick(&admission, written_at_ms, proof);
-        metrics::counter!(names.ticks.clone(), "source" => source.to_owned()).increment(1);
-    }
-
     /// While the queue answers but a source's ticks are silent for half the bound, checks (at
     /// most once per half bound) that the subscription still exists unaltered, and re-creates it
     /// if not. A relay or stream outage also silences ticks; then the check finds nothing to heal.
@@ -374,7 +310,7 @@ impl Subscriber {
             Ok(subscription_arn) => {
                 queue.subscription_arn = subscription_arn;
                 metrics::counter!(self.health.metric_names().subscription_healed.clone()).increment(1);
-                self.flush_all_sources("subscription re-created");
+                self.inbox.flush_all_sources("subscription re-created");
                 self.health.mark_subscribed(&queue.name);
             }
             // Trust stays off; the next check (half a bound later) tries again.
@@ -510,106 +446,23 @@ impl Subscriber {
         }
     }
 
-    /// Applies each message and deletes the batch; malformed ones are deleted too, since they
-    /// will never become readable.
+    /// Applies each message ([`Inbox::receive`]) and deletes the batch; malformed ones are
+    /// deleted too, since they will never become readable.
     async fn handle(&self, queue: &TaskQueue, messages: Vec<Message>) {
         if messages.is_empty() {
             return;
         }
-        let now_ms = unix_now_ms();
         let mut handled = Vec::with_capacity(messages.len());
         for message in messages {
             let Some(receipt) = message.receipt_handle else {
                 continue;
             };
-            let body = message.body.as_deref().unwrap_or_default();
-            match decode(body) {
-                Ok(invalidation) => {
-                    self.apply(&invalidation, now_ms);
-                    metrics::counter!(self.health.metric_names().queue_messages.clone(), "outcome" => "applied")
-                        .increment(1);
-                }
-                Err(_) if let Some(give_up) = decode_give_up(body) => {
-                    self.flush_given_up(&give_up);
-                    metrics::counter!(self.health.metric_names().queue_messages.clone(), "outcome" => "give_up")
-                        .increment(1);
-                }
-                Err(err) => {
-                    metrics::counter!(self.health.metric_names().queue_messages.clone(), "outcome" => "malformed")
-                        .increment(1);
-                    tracing::warn!(queue = %queue.name, message_id = message.message_id.as_deref().unwrap_or("?"), error = %err, "malformed invalidation message deleted");
-                }
+            if let Received::Malformed(err) = self.inbox.receive(message.body.as_deref().unwrap_or_default()) {
+                tracing::warn!(queue = %queue.name, message_id = message.message_id.as_deref().unwrap_or("?"), error = %err, "malformed invalidation message deleted");
             }
             handled.push(receipt);
         }
         self.delete(queue, handled).await;
-    }
-
-    /// The event source mapping gave up records of a table (AWS's on-failure message, sent to the
-    /// topic): their invalidations will never arrive, so that table's caches are flushed — every
-    /// cache when the table is not one of this task's (a renamed table must not be missed).
-    fn flush_given_up(&self, give_up: &GiveUp) {
-        let source = give_up
-            .table()
-            .and_then(|table| self.tables.iter().find(|(known, _)| known == table))
-            .map(|(_, source)| source.as_str());
-        match source {
-            Some(source) => self.caches.flush_source(source),
-            None => self.flush_all_sources("records of an unknown stream given up"),
-        }
-        let label = source.unwrap_or("all");
-        metrics::counter!(self.health.metric_names().give_up_flushes.clone(), "source" => label.to_owned())
-            .increment(1);
-        tracing::warn!(
-            source = label,
-            stream = %give_up.stream_arn,
-            shard = give_up.shard_id.as_deref().unwrap_or(""),
-            first_sequence_number = give_up.start_sequence_number.as_deref().unwrap_or(""),
-            last_sequence_number = give_up.end_sequence_number.as_deref().unwrap_or(""),
-            records = give_up.batch_size.unwrap_or(0),
-            "the event source mapping gave up records: their invalidations are lost, cache flushed"
-        );
-    }
-
-    fn apply(&self, invalidation: &Invalidation, now_ms: i64) {
-        if let Invalidation::Tick {
-            source,
-            written_at_ms,
-            writer,
-            slot,
-            slots,
-            covered,
-            interval_ms,
-        } = invalidation
-        {
-            let proof = SlotProof::of(slot.as_deref(), slots.as_deref(), *covered);
-            self.record_tick(source.as_str(), writer.as_deref(), *written_at_ms, &proof, *interval_ms);
-            return;
-        }
-        let evicted = self.caches.apply(invalidation);
-        let names = self.health.metric_names();
-        match invalidation {
-            Invalidation::Invalidate { source, keys } => {
-                metrics::counter!(names.invalidations_applied.clone(), "source" => source.to_string())
-                    .increment(u64::try_from(evicted).unwrap_or(0));
-                let lag = metrics::histogram!(names.invalidation_lag.clone());
-                for key in keys.iter().filter(|key| key.at_ms > 0) {
-                    #[allow(clippy::cast_precision_loss)] // milliseconds of lag fit an f64 exactly
-                    lag.record(now_ms.saturating_sub(key.at_ms).max(0) as f64 / 1_000.0);
-                }
-                tracing::debug!(source = %source, keys = keys.len(), "invalidation applied");
-            }
-            Invalidation::FlushAll { source, reason } => {
-                let label = source.as_ref().map_or("all", staleless_protocol::Source::as_str);
-                metrics::counter!(names.invalidations_applied.clone(), "source" => label.to_owned()).increment(1);
-                tracing::info!(
-                    source = label,
-                    reason = reason.as_deref().unwrap_or(""),
-                    "flush applied"
-                );
-            }
-            Invalidation::Tick { .. } => {}
-        }
     }
 
     async fn delete(&self, queue: &TaskQueue, receipts: Vec<String>) {

@@ -258,6 +258,17 @@ where
         self.cache.invalidate(key);
     }
 
+    /// What the cache holds for `key`, whatever the trust, counting nothing (reports and
+    /// tests; reads go through [`Self::get`]).
+    #[must_use]
+    pub fn peek<Q>(&self, key: &Q) -> Option<V>
+    where
+        K: Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        self.cache.peek(key)
+    }
+
     /// Evicts everything.
     pub fn invalidate_all(&self) {
         self.cache.invalidate_all();
