@@ -32,6 +32,8 @@ pub struct UpOptions {
     pub api_binds: Vec<(String, String)>,
     /// Where the example service binds.
     pub example_bind: String,
+    /// Where the FastAPI example (the Python package's) binds.
+    pub py_example_bind: String,
 }
 
 /// Runs the whole local system until Ctrl-C or SIGTERM, then stops it in order: API tasks first
@@ -100,11 +102,18 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
     }
 
     let example_log = logs.join(format!("{}.log", system::EXAMPLE_NAME));
-    match ApiTask::start_example(&bin_dir, &options.example_bind, &env, &example_log, API_READY_TIMEOUT).await {
-        Ok(example) => tasks.push(example),
-        Err(err) => {
-            stop_all(&mut tasks, &mut pipeline, &mut local.aws).await;
-            return Err(err.into());
+    let py_example_log = logs.join(format!("{}.log", system::PY_EXAMPLE_NAME));
+    let examples = [
+        ApiTask::start_example(&bin_dir, &options.example_bind, &env, &example_log, API_READY_TIMEOUT).await,
+        ApiTask::start_py_example(&options.py_example_bind, &env, &py_example_log, API_READY_TIMEOUT).await,
+    ];
+    for example in examples {
+        match example {
+            Ok(example) => tasks.push(example),
+            Err(err) => {
+                stop_all(&mut tasks, &mut pipeline, &mut local.aws).await;
+                return Err(err.into());
+            }
         }
     }
 
@@ -211,10 +220,10 @@ fn print_banner(
         println!("  {:<13} {role}  (log {})", component.name(), component.log().display());
     }
     for task in tasks {
-        let what = if task.process.name() == system::EXAMPLE_NAME {
-            "  GET /profiles/{user_id}: a service on the consumer crate alone"
-        } else {
-            ""
+        let what = match task.process.name() {
+            system::EXAMPLE_NAME => "  GET /profiles/{user_id}: a service on the consumer crate alone",
+            system::PY_EXAMPLE_NAME => "  GET /profiles/{user_id}: a FastAPI service on the Python package (python/)",
+            _ => "",
         };
         println!(
             "  {:<13} {}{what}  (log {})",
@@ -232,13 +241,16 @@ fn print_banner(
     println!("Watch a change made outside the API reach both tasks:");
     println!();
     println!("  export TOKEN={token}");
-    let example = tasks
-        .iter()
-        .find(|task| task.process.name() == system::EXAMPLE_NAME)
-        .map_or("", |task| task.base_url.as_str());
+    let url_of = |name: &str| {
+        tasks
+            .iter()
+            .find(|task| task.process.name() == name)
+            .map_or("", |task| task.base_url.as_str())
+    };
+    let (example, py_example) = (url_of(system::EXAMPLE_NAME), url_of(system::PY_EXAMPLE_NAME));
     let tasks: Vec<&ApiTask> = tasks
         .iter()
-        .filter(|task| task.process.name() != system::EXAMPLE_NAME)
+        .filter(|task| ![system::EXAMPLE_NAME, system::PY_EXAMPLE_NAME].contains(&task.process.name()))
         .collect();
     let (first, second) = match tasks.as_slice() {
         [first, second, ..] => (first.base_url.as_str(), second.base_url.as_str()),
@@ -255,7 +267,7 @@ fn print_banner(
     println!(
         "  curl -s -H \"Authorization: Bearer $TOKEN\" {first}/users/me; echo; curl -s -H \"Authorization: Bearer $TOKEN\" {second}/users/me; echo"
     );
-    println!("  curl -s {example}/profiles/alice; echo");
+    println!("  curl -s {example}/profiles/alice; echo; curl -s {py_example}/profiles/alice; echo");
     println!();
     println!("More tokens: target/debug/infra token --sub admin --roles Admin");
     println!("  (--roles is the IdP's word: it is authorized and stored on the profile; without it the");

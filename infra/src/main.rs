@@ -43,6 +43,9 @@ enum Command {
         /// Address of the example service (a service on the consumer crate alone).
         #[arg(long, env = "EXAMPLE_ADDR", default_value = "127.0.0.1:8083")]
         example: String,
+        /// Address of the FastAPI example (a Python service on the package in `python/`).
+        #[arg(long, env = "PY_EXAMPLE_ADDR", default_value = "127.0.0.1:8084")]
+        py_example: String,
     },
     /// Run the local event source mapping (what Lambda does on AWS): invoke the relay function
     /// through the local Lambda with `--invoke-endpoint`, else the relay library in-process.
@@ -342,6 +345,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             api_a,
             api_b,
             example,
+            py_example,
         } => {
             let options = commands::UpOptions {
                 port,
@@ -349,6 +353,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 state_dir: state_dir_or_default(state_dir),
                 api_binds: vec![("api-a".to_owned(), api_a), ("api-b".to_owned(), api_b)],
                 example_bind: example,
+                py_example_bind: py_example,
             };
             commands::up(options).await
         }

@@ -277,6 +277,21 @@ impl Drop for Component {
 /// The example service's name among the tasks.
 pub const EXAMPLE_NAME: &str = "example";
 
+/// The FastAPI example's name among the tasks (a Python service on `python/`).
+pub const PY_EXAMPLE_NAME: &str = "py-example";
+
+/// The Python that runs the FastAPI example: `STALELESS_PYTHON`, else the project virtualenv's
+/// (`scripts/run` and `scripts/test` install the package's requirements into it), else
+/// `python3` on `PATH`.
+#[must_use]
+pub fn python_program() -> PathBuf {
+    if let Some(explicit) = std::env::var_os("STALELESS_PYTHON") {
+        return PathBuf::from(explicit);
+    }
+    let venv = crate::emulator::project_root().join(".venv").join("bin").join("python");
+    if venv.exists() { venv } else { PathBuf::from("python3") }
+}
+
 /// One API task (or the example service): its process and where it serves.
 #[derive(Debug)]
 pub struct ApiTask {
@@ -328,9 +343,51 @@ impl ApiTask {
         Self::start_service(EXAMPLE_NAME, &program, ("EXAMPLE_ADDR", bind), env, log, ready_timeout).await
     }
 
+    /// Starts the FastAPI example (`python -m examples.fastapi_profiles`, the package and the example
+    /// from this repository's `python/`) bound to `bind` (`PY_EXAMPLE_ADDR`), with the stack's
+    /// environment, and waits until `/ready` answers 200.
+    ///
+    /// # Errors
+    /// As [`Self::start`].
+    pub async fn start_py_example(
+        bind: &str,
+        env: &[(String, String)],
+        log: &Path,
+        ready_timeout: Duration,
+    ) -> Result<Self, SystemError> {
+        let python = crate::emulator::project_root().join("python");
+        let path = std::env::join_paths([python.join("src"), python.clone()])
+            .map_or_else(|_| String::new(), |path| path.to_string_lossy().into_owned());
+        let mut env = env.to_vec();
+        env.push(("PYTHONPATH".to_owned(), path));
+        env.push(("PYTHONUNBUFFERED".to_owned(), "1".to_owned()));
+        Self::start_program(
+            PY_EXAMPLE_NAME,
+            &python_program(),
+            &["-m", "examples.fastapi_profiles"],
+            ("PY_EXAMPLE_ADDR", bind),
+            &env,
+            log,
+            ready_timeout,
+        )
+        .await
+    }
+
     async fn start_service(
         name: &str,
         program: &Path,
+        bind: (&str, &str),
+        env: &[(String, String)],
+        log: &Path,
+        ready_timeout: Duration,
+    ) -> Result<Self, SystemError> {
+        Self::start_program(name, program, &[], bind, env, log, ready_timeout).await
+    }
+
+    async fn start_program(
+        name: &str,
+        program: &Path,
+        args: &[&str],
         (bind_variable, bind): (&str, &str),
         env: &[(String, String)],
         log: &Path,
@@ -338,7 +395,7 @@ impl ApiTask {
     ) -> Result<Self, SystemError> {
         let mut env = env.to_vec();
         env.push((bind_variable.to_owned(), bind.to_owned()));
-        let process = Component::spawn(name, program, &[], &env, log)?;
+        let process = Component::spawn(name, program, args, &env, log)?;
         let mut task = Self {
             process,
             base_url: format!("http://{bind}"),

@@ -152,9 +152,9 @@ impl Row {
         ) || self.is_hostile()
     }
 
-    /// Whether the row runs the example service (a service on the consumer crate alone) beside
-    /// the tasks and holds it to the same bound: the silent faults of the pipeline and of its
-    /// own subscription.
+    /// Whether the row runs the example services beside the tasks — the Rust one (on the
+    /// consumer crate alone) and the FastAPI one (on the Python package) — and holds them to the
+    /// same bound: the silent faults of the pipeline and of their own subscriptions.
     #[must_use]
     pub const fn covers_the_example(self) -> bool {
         matches!(
@@ -204,6 +204,50 @@ impl Row {
             Self::WriterClockAhead => "heartbeat writer's clock jumps 1 h ahead",
             Self::WriterClockBehind => "heartbeat writer's clock jumps 1 h back",
             Self::UnreadableRecord => "unreadable stream record of a watched table (`PK` = `USER#`)",
+        }
+    }
+}
+
+/// A service a probe reads users from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reader {
+    /// An API task, by index (`GET /admin/users/{id}`).
+    Task(usize),
+    /// The Rust example service (`GET /profiles/{id}`).
+    Example,
+    /// The FastAPI example (`GET /profiles/{id}`).
+    PyExample,
+}
+
+impl Reader {
+    /// Every API task, then each example service that runs.
+    fn every(system: &LocalSystem) -> Vec<Self> {
+        (0..system.task_urls.len())
+            .map(Self::Task)
+            .chain(system.example.is_some().then_some(Self::Example))
+            .chain(system.py_example.is_some().then_some(Self::PyExample))
+            .collect()
+    }
+
+    /// The status and the name this reader serves for `user` (`admin`: a token for the tasks).
+    async fn name_of(self, system: &LocalSystem, user: &str, admin: &str) -> anyhow::Result<(u16, Option<String>)> {
+        match self {
+            Self::Task(task) => {
+                let (status, body) = system.get(task, &format!("/admin/users/{user}"), admin).await?;
+                Ok((status, body["name"].as_str().map(str::to_owned)))
+            }
+            Self::Example => system.example_name(user).await,
+            Self::PyExample => system.py_example_name(user).await,
+        }
+    }
+}
+
+impl std::fmt::Display for Reader {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Task(task) => write!(formatter, "task {task}"),
+            Self::Example => formatter.write_str("the example"),
+            Self::PyExample => formatter.write_str("the FastAPI example"),
         }
     }
 }
@@ -258,6 +302,7 @@ pub async fn run(row: Row) -> anyhow::Result<RowReport> {
     let options = SystemOptions {
         sns_through_proxy: matches!(row, Row::SnsUnavailable | Row::RelayCannotPublish),
         example: row.covers_the_example(),
+        py_example: row.covers_the_example(),
         ..SystemOptions::default()
     };
     let mut system = LocalSystem::start(options).await?;
@@ -644,7 +689,7 @@ async fn inject_silent_fault(
                 .subscriptions
                 .unwrap_or_default();
             // The first task's subscription (the dead-letter queue's is not a task's), and the
-            // example's: the queue of no API task.
+            // examples': the queues of no API task.
             let api_queues = api_task_queue_names(system).await?;
             let task_subscriptions: Vec<(String, String)> = subscriptions
                 .iter()
@@ -663,13 +708,18 @@ async fn inject_silent_fault(
                 .find(|(endpoint, _)| api_queues.iter().any(|queue| endpoint.ends_with(&format!(":{queue}"))))
                 .context("no task subscription")?;
             let mut victims = vec![first_task.1.clone()];
-            if system.example.is_some() {
-                let example = task_subscriptions
-                    .iter()
-                    .find(|(endpoint, _)| !api_queues.iter().any(|queue| endpoint.ends_with(&format!(":{queue}"))))
-                    .context("no subscription of the example service")?;
-                victims.push(example.1.clone());
-            }
+            let examples: Vec<String> = task_subscriptions
+                .iter()
+                .filter(|(endpoint, _)| !api_queues.iter().any(|queue| endpoint.ends_with(&format!(":{queue}"))))
+                .map(|(_, subscription)| subscription.clone())
+                .collect();
+            let running = usize::from(system.example.is_some()) + usize::from(system.py_example.is_some());
+            ensure!(
+                examples.len() == running,
+                "{running} example services run, {} subscriptions of theirs",
+                examples.len()
+            );
+            victims.extend(examples);
             for victim in victims {
                 if row == Row::SubscriptionRemoved {
                     sns.unsubscribe().subscription_arn(victim).send().await?;
@@ -733,7 +783,7 @@ async fn every_task_bypassing(system: &LocalSystem) -> anyhow::Result<()> {
                 return Ok(false);
             }
         }
-        if system.example.is_some() && system.example_trusts_its_cache().await? {
+        if system.examples_trusting().await?.contains(&true) {
             return Ok(false);
         }
         Ok(true)
@@ -756,7 +806,7 @@ async fn all_trusted_again(system: &LocalSystem) -> anyhow::Result<bool> {
                 return Ok(false);
             }
         }
-        if system.example.is_some() && !system.example_trusts_its_cache().await? {
+        if system.examples_trusting().await?.contains(&false) {
             return Ok(false);
         }
         Ok(true)
@@ -792,12 +842,8 @@ pub async fn probe(system: &LocalSystem, users: &[String], round: usize, errors_
         .try_collect()
         .await?;
     let admin = system.admin_token();
-    // Every API task, and the example service (`None`) when it runs.
-    let readers: Vec<Option<usize>> = (0..system.task_urls.len())
-        .map(Some)
-        .chain(system.example.is_some().then_some(None))
-        .collect();
-    let pairs: Vec<(Option<usize>, &(String, Instant))> = readers
+    let readers = Reader::every(system);
+    let pairs: Vec<(Reader, &(String, Instant))> = readers
         .into_iter()
         .flat_map(|task| acknowledged.iter().map(move |pair| (task, pair)))
         .collect();
@@ -810,14 +856,7 @@ pub async fn probe(system: &LocalSystem, users: &[String], round: usize, errors_
                 let mut failed = 0;
                 loop {
                     let asked_at = Instant::now();
-                    let (status, name) = match task {
-                        Some(task) => {
-                            let (status, body) = system.get(task, &format!("/admin/users/{user}"), &admin).await?;
-                            (status, body["name"].as_str().map(str::to_owned))
-                        }
-                        None => system.example_name(user).await?,
-                    };
-                    let task = task.map_or_else(|| "the example".to_owned(), |task| format!("task {task}"));
+                    let (status, name) = task.name_of(system, user, &admin).await?;
                     if status == 200 && name.as_deref() == Some(expected.as_str()) {
                         return anyhow::Ok((worst_stale, asked_at.saturating_duration_since(*written_at), failed));
                     }
@@ -991,11 +1030,14 @@ async fn warm(system: &LocalSystem, users: &[String]) -> anyhow::Result<()> {
         .buffer_unordered(16)
         .try_collect::<()>()
         .await?;
-    if system.example.is_some() {
+    let examples = Reader::every(system)
+        .into_iter()
+        .filter(|reader| !matches!(reader, Reader::Task(_)));
+    for example in examples {
         futures::stream::iter(users)
             .map(|user| async move {
-                let (status, name) = system.example_name(user).await?;
-                ensure!(status == 200, "warming {user} on the example: {status} {name:?}");
+                let (status, name) = example.name_of(system, user, "").await?;
+                ensure!(status == 200, "warming {user} on {example}: {status} {name:?}");
                 Ok(())
             })
             .buffer_unordered(16)

@@ -63,6 +63,8 @@ pub struct LocalSystem {
     pub tasks: Vec<Option<ApiTask>>,
     /// The example service (a service on the consumer crate alone), when asked for.
     pub example: Option<ApiTask>,
+    /// The FastAPI example (a service on the Python package), when asked for.
+    pub py_example: Option<ApiTask>,
     /// Base URLs of the tasks (kept across restarts: a restarted task binds the same port).
     pub task_urls: Vec<String>,
     /// Environment shared by every component.
@@ -106,6 +108,8 @@ pub struct SystemOptions {
     pub heartbeat_interval: Duration,
     /// Also run the example service (`staleless-example`) beside the tasks.
     pub example: bool,
+    /// Also run the FastAPI example (`python -m examples.fastapi_profiles`) beside the tasks.
+    pub py_example: bool,
     /// The template to provision and configure the relay from, when not the repository's.
     pub template: Option<PathBuf>,
     /// Extra environment of the heartbeat writer (`HEARTBEAT_TABLES`, a third source's table).
@@ -129,6 +133,7 @@ impl Default for SystemOptions {
             staleness_bound: Self::TEST_BOUND,
             heartbeat_interval: Duration::from_millis(500),
             example: false,
+            py_example: false,
             template: None,
             heartbeat_env: Vec::new(),
         }
@@ -211,6 +216,7 @@ impl LocalSystem {
             heartbeat: None,
             tasks: Vec::new(),
             example: None,
+            py_example: None,
             task_urls: Vec::new(),
             env: task_env,
             relay_env,
@@ -236,6 +242,12 @@ impl LocalSystem {
             let example =
                 ApiTask::start_example(&system.bin_dir, &bind, &system.env, &log, Duration::from_secs(60)).await?;
             system.example = Some(example);
+        }
+        if options.py_example {
+            let bind = format!("127.0.0.1:{}", infra::emulator::free_port()?);
+            let log = system.logs_dir().join(format!("{}.log", system::PY_EXAMPLE_NAME));
+            system.py_example =
+                Some(ApiTask::start_py_example(&bind, &system.env, &log, Duration::from_secs(60)).await?);
         }
         // A cold start (the local Lambda's first invocation, every task's first subscription) on a
         // machine busy with other builds can take a while: a longer wait, still only a hang guard.
@@ -282,9 +294,10 @@ impl LocalSystem {
             )
             .await?;
         }
-        if let Some(example) = &self.example {
+        for example in [&self.example, &self.py_example].into_iter().flatten() {
             let url = format!("{}/metrics", example.base_url);
-            eventually(patience, "the example to hear ticks written after the seed", || {
+            let what = format!("{} to hear ticks written after the seed", example.process.name());
+            eventually(patience, &what, || {
                 let url = url.clone();
                 async move {
                     let text = self.http.get(url).send().await?.text().await?;
@@ -306,11 +319,21 @@ impl LocalSystem {
     /// When no example runs or the request fails.
     pub async fn example_name(&self, user: &str) -> anyhow::Result<(u16, Option<String>)> {
         let example = self.example.as_ref().context("no example service in this system")?;
-        let response = self
-            .http
-            .get(format!("{}/profiles/{user}", example.base_url))
-            .send()
-            .await?;
+        self.profile_name(&example.base_url, user).await
+    }
+
+    /// The FastAPI example's answer for `user`, as [`Self::example_name`].
+    ///
+    /// # Errors
+    /// When no FastAPI example runs or the request fails.
+    pub async fn py_example_name(&self, user: &str) -> anyhow::Result<(u16, Option<String>)> {
+        let example = self.py_example.as_ref().context("no FastAPI example in this system")?;
+        self.profile_name(&example.base_url, user).await
+    }
+
+    /// `GET <base_url>/profiles/{user}` of an example service: its status and the name served.
+    async fn profile_name(&self, base_url: &str, user: &str) -> anyhow::Result<(u16, Option<String>)> {
+        let response = self.http.get(format!("{base_url}/profiles/{user}")).send().await?;
         let status = response.status().as_u16();
         let body: Value = response.json().await.unwrap_or(Value::Null);
         Ok((status, body["name"].as_str().map(str::to_owned)))
@@ -322,6 +345,23 @@ impl LocalSystem {
     /// When no example runs or `/metrics` cannot be read.
     pub async fn example_trusts_its_cache(&self) -> anyhow::Result<bool> {
         let example = self.example.as_ref().context("no example service in this system")?;
+        self.trusts_its_cache(example).await
+    }
+
+    /// For each example service that runs (the Rust one, then the FastAPI one): whether it
+    /// serves its cache now.
+    ///
+    /// # Errors
+    /// When a `/metrics` cannot be read.
+    pub async fn examples_trusting(&self) -> anyhow::Result<Vec<bool>> {
+        let mut trusting = Vec::new();
+        for example in [&self.example, &self.py_example].into_iter().flatten() {
+            trusting.push(self.trusts_its_cache(example).await?);
+        }
+        Ok(trusting)
+    }
+
+    async fn trusts_its_cache(&self, example: &ApiTask) -> anyhow::Result<bool> {
         let text = self
             .http
             .get(format!("{}/metrics", example.base_url))
@@ -476,6 +516,37 @@ impl LocalSystem {
             .mint(sub, None, &format!("{sub}@example.com"), sub, Duration::from_secs(3600))
     }
 
+    /// Reads `user`'s profile on every API task (warming their caches) and checks each serves
+    /// `name`, then renames `user` to `new_name` straight in the users table with the SDK, outside
+    /// every API, and waits until every task serves the new name.
+    ///
+    /// # Errors
+    /// When a task serves another name before the change, a call fails, or a task does not
+    /// serve the new name within [`PATIENCE`].
+    pub async fn rename_outside_the_api(&self, user: &str, name: &str, new_name: &str) -> anyhow::Result<()> {
+        let token = self.token_without_roles(user);
+        for index in 0..self.task_urls.len() {
+            let (status, body) = self.get(index, "/users/me", &token).await?;
+            anyhow::ensure!(
+                (status, body["name"].as_str()) == (200, Some(name)),
+                "task {index} before the rename: {status} {body}"
+            );
+        }
+        let change = infra::operator::UserChange {
+            name: Some(new_name.to_owned()),
+            ..infra::operator::UserChange::default()
+        };
+        infra::operator::put_user(&self.aws.dynamodb(), &self.stack.users_table, user, &change).await?;
+        for index in 0..self.task_urls.len() {
+            eventually(PATIENCE, &format!("task {index} to serve the new name"), || async {
+                let (status, body) = self.get(index, "/users/me", &token).await?;
+                Ok(status == 200 && body["name"] == new_name)
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
     /// A token with the `system_admin` AppRole (IdP role `Admin`, user `admin` of the demo data).
     #[must_use]
     pub fn admin_token(&self) -> String {
@@ -625,7 +696,7 @@ impl LocalSystem {
 
     /// Stops tasks (gracefully), relay and emulator, and removes the state directory.
     pub async fn stop(mut self) {
-        if let Some(mut example) = self.example.take() {
+        for mut example in [self.example.take(), self.py_example.take()].into_iter().flatten() {
             example.process.stop().await;
         }
         for index in 0..self.tasks.len() {
