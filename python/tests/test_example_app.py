@@ -28,6 +28,7 @@ from fastapi import FastAPI
 
 from examples.fastapi_profiles.app import ExampleConfig, create_app
 from moto_support import PATIENCE_S, Moto, eventually, eventually_async, metric_value, unique
+from staleless.cache import CacheMode, ReadPath
 
 PYTHON_DIR = Path(__file__).resolve().parents[1]
 
@@ -232,6 +233,15 @@ async def test_an_unavailable_table_is_a_503(stack: Stack) -> None:
         assert await get(client, "/ready") == (503, {"error": "not_ready", "message": "starting or stopping"})
 
 
+def test_cache_mode_is_read_and_off_reads_the_table_every_time() -> None:
+    env = {"INVALIDATION_TOPIC_ARN": "arn:aws:sns:us-east-1:1:t", "AWS_DEFAULT_REGION": "us-east-1"}
+    assert ExampleConfig.from_env(env).cache_mode is CacheMode.EVENT
+    assert ExampleConfig.from_env({**env, "CACHE_MODE": "off"}).cache_mode is CacheMode.OFF
+    app = create_app(ExampleConfig.from_env({**env, "CACHE_MODE": "off"}))
+    app.state.health.record_ticks_now()  # trusted or not, `off` never serves the cache
+    assert app.state.names.read_path() is ReadPath.BYPASS
+
+
 def test_the_wiring_is_marked_and_short() -> None:
     lines = APP.read_text().splitlines()
     starts = [index for index, line in enumerate(lines) if line.strip() == "# staleless: wiring starts"]
@@ -266,6 +276,7 @@ def _process_env(extra: dict[str, str]) -> dict[str, str]:
             {"INVALIDATION_TOPIC_ARN": "arn:aws:sns:us-east-1:1:t", "STALENESS_BOUND_SECS": "soon"},
             "STALENESS_BOUND_SECS",
         ),
+        ({"INVALIDATION_TOPIC_ARN": "arn:aws:sns:us-east-1:1:t", "CACHE_MODE": "sometimes"}, "CACHE_MODE"),
     ],
 )
 def test_the_example_refuses_to_start_naming_the_setting(extra: dict[str, str], setting: str) -> None:

@@ -87,6 +87,9 @@ class ExampleConfig:
     topic_arn: str
     #: The subscription, the bound and the AWS clients' settings.
     channel: SubscriberConfig
+    #: ``CACHE_MODE``: ``event`` (the guarantee, the default), ``ttl`` or ``off`` (every read goes
+    #: to the table: the baseline the benchmark compares with).
+    cache_mode: CacheMode = CacheMode.EVENT
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> ExampleConfig:
@@ -95,12 +98,16 @@ class ExampleConfig:
         env = os.environ if environ is None else environ
         host, port = _parse_addr(env.get("PY_EXAMPLE_ADDR") or DEFAULT_ADDR)
         channel = SubscriberConfig.from_env(env)
+        mode = env.get("CACHE_MODE") or CacheMode.EVENT.value
+        if mode not in {cache_mode.value for cache_mode in CacheMode}:
+            raise ConfigError("CACHE_MODE", f"{mode!r} is not one of event, ttl, off")
         return cls(
             host=host,
             port=port,
             users_table=env.get("USERS_TABLE") or DEFAULT_USERS_TABLE,
             topic_arn=channel.require_topic_arn(),
             channel=channel,
+            cache_mode=CacheMode(mode),
         )
 
 
@@ -135,7 +142,7 @@ def create_app(config: ExampleConfig | None = None, dynamodb: DynamoDBClient | N
     metrics = Metrics().watch(health, verify=channel.verify_one_in > 0)
     # Display names by user id; None caches "no such user".
     names: TrustedCache[str, str | None] = TrustedCache(
-        health, "users", CacheMode.EVENT, max_entries=100_000, ttl_s=3_600, observer=metrics
+        health, "users", config.cache_mode, max_entries=100_000, ttl_s=3_600, observer=metrics
     ).verified(channel.verify_one_in)
     inbox = Inbox(health, Caches().register("users", names), {table: "users"}, observer=metrics)
     subscriber = Subscriber(inbox, channel, local_task_id(), topic_arn=config.topic_arn, observer=metrics)
