@@ -25,6 +25,11 @@ pub const JWKS_REFRESH_FAILURES: &str = "staleless_jwks_refresh_failures_total";
 pub const JWKS_KEYS_REMOVED: &str = "staleless_jwks_keys_removed_total";
 /// Role writes that lost a race to another write and were re-read and re-applied.
 pub const ROLE_WRITE_RETRIES: &str = "staleless_role_write_retries_total";
+/// How long each request took, by `method`, `route` (as routed: `/admin/users/{user_id}`, or
+/// `unmatched`) and `status` (histogram).
+pub const HTTP_REQUEST_DURATION: &str = "staleless_http_request_duration_seconds";
+/// The reasons of [`JWKS_REFRESH_FAILURES`], registered at zero.
+const JWKS_REFRESH_REASONS: [&str; 3] = ["unreachable", "unparsable", "empty"];
 /// Stored profile roles brought in line with a token's roles claim, by `outcome`
 /// (`written`, `already_current`, `failed`).
 pub const PROFILE_ROLES_ALIGNED: &str = "staleless_profile_roles_aligned_total";
@@ -60,4 +65,54 @@ fn describe() {
     for spec in sources {
         metrics::counter!(CORRUPT_ITEMS, "table" => spec.source).increment(0);
     }
+    metrics::describe_histogram!(
+        HTTP_REQUEST_DURATION,
+        metrics::Unit::Seconds,
+        "Requests by method, route and status"
+    );
+    metrics::describe_counter!(
+        JWKS_REFRESH_FAILURES,
+        "JWKS reloads refused; the last good key set kept"
+    );
+    for reason in JWKS_REFRESH_REASONS {
+        metrics::counter!(JWKS_REFRESH_FAILURES, "reason" => reason).increment(0);
+    }
+}
+
+/// Records each request's duration under [`HTTP_REQUEST_DURATION`]. The route is the matched
+/// pattern and the method one of the standard ones (else `other`), so a client cannot grow the
+/// number of series with paths or methods of its own.
+pub async fn record_request_duration(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    use axum::http::Method;
+
+    let started = std::time::Instant::now();
+    let method = [
+        Method::GET,
+        Method::POST,
+        Method::PUT,
+        Method::PATCH,
+        Method::DELETE,
+        Method::HEAD,
+        Method::OPTIONS,
+    ]
+    .into_iter()
+    .find(|known| known == request.method())
+    .map_or_else(|| "other".to_owned(), |known| known.as_str().to_owned());
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or("unmatched", axum::extract::MatchedPath::as_str)
+        .to_owned();
+    let response = next.run(request).await;
+    metrics::histogram!(
+        HTTP_REQUEST_DURATION,
+        "method" => method,
+        "route" => route,
+        "status" => response.status().as_str().to_owned()
+    )
+    .record(started.elapsed().as_secs_f64());
+    response
 }

@@ -60,9 +60,26 @@ async fn health_ready_and_metrics() {
         "staleless_staleness_bound_seconds",
         "staleless_cache_trusted",
         "staleless_tick_lag_seconds",
+        "staleless_tick_gaps_total",
+        "staleless_subscription_healed_total",
+        "staleless_jwks_refresh_failures_total",
     ] {
         assert!(text.contains(name), "{name} missing from:\n{text}");
     }
+    // Each request's duration, by the route it matched (never the raw path) and its status.
+    app.send("GET", "/admin/users/someone-else", Some(&alice()), None).await;
+    app.send("GET", "/no/such/route", None, None).await;
+    for series in [
+        r#"staleless_http_request_duration_seconds_bucket{method="GET",route="/users/me",status="200",le="+Inf"}"#,
+        r#"staleless_http_request_duration_seconds_bucket{method="GET",route="/admin/users/{user_id}",status="403",le="+Inf"}"#,
+        r#"staleless_http_request_duration_seconds_bucket{method="GET",route="unmatched",status="404",le="+Inf"}"#,
+    ] {
+        assert!(text_after(&app).await.contains(series), "{series} missing");
+    }
+}
+
+async fn text_after(app: &TestApp) -> String {
+    app.send_text("/metrics").await.1
 }
 
 #[tokio::test]

@@ -171,6 +171,19 @@ impl MetricNames {
             metrics::counter!(self.give_up_flushes.clone(), "source" => source).increment(0);
         }
         metrics::counter!(self.invalidations_applied.clone(), "source" => "all").increment(0);
+        // What the dashboards and alerts watch, from zero: the first event is then a rate.
+        for spec in sources {
+            let cache = spec.cache.clone();
+            metrics::counter!(self.cache_bypassed_reads.clone(), "cache" => cache.clone()).increment(0);
+            metrics::counter!(self.channel_bypass_seconds.clone(), "cache" => cache.clone()).increment(0);
+            for result in ["fresh", "stale"] {
+                metrics::counter!(self.verified_hits.clone(), "cache" => cache.clone(), "result" => result)
+                    .increment(0);
+            }
+            metrics::counter!(self.tick_gaps.clone(), "source" => spec.source.clone()).increment(0);
+        }
+        metrics::counter!(self.subscription_healed.clone()).increment(0);
+        metrics::counter!(self.queue_recreated.clone()).increment(0);
     }
 }
 

@@ -27,7 +27,8 @@ pub mod admin;
 pub mod ops;
 pub mod users;
 
-/// Every route of the service, with body limit, request timeout and request tracing.
+/// Every route of the service, with body limit, request timeout, request tracing and the
+/// request-duration histogram.
 pub fn router(state: AppState) -> Router {
     let body_limit = state.config.body_limit_bytes;
     let timeout = state.config.request_timeout();
@@ -57,6 +58,8 @@ pub fn router(state: AppState) -> Router {
                 // and the listener's own logs; logging each as an ERROR would drown real ones.
                 .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::WARN)),
         )
+        // Outermost: the duration includes the timeout's and the body limit's answers.
+        .layer(axum::middleware::from_fn(crate::metrics::record_request_duration))
         .with_state(state)
 }
 
