@@ -40,6 +40,14 @@ impl KeySetFile {
     }
 }
 
+impl Drop for KeySetFile {
+    fn drop(&mut self) {
+        if let Some(dir) = self.path.parent() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
+    }
+}
+
 /// The JWK entries of one key pair.
 fn jwks_of(pair: &LocalJwt, beside: &Path) -> Vec<Value> {
     let path = beside.with_file_name(format!("{}.json", pair.kid()));
