@@ -13,6 +13,7 @@ import json
 import os
 import queue
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -26,7 +27,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from examples.fastapi_profiles.app import ExampleConfig, create_app
+from examples.fastapi_profiles.app import ExampleConfig, _bound_socket, create_app
 from moto_support import PATIENCE_S, Moto, eventually, eventually_async, metric_value, unique
 from staleless.cache import CacheMode, ReadPath
 
@@ -262,6 +263,27 @@ def _process_env(extra: dict[str, str]) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if key in ("PATH", "HOME", "LANG", "SYSTEMROOT")}
     env["PYTHONPATH"] = os.pathsep.join([str(PYTHON_DIR / "src"), str(PYTHON_DIR)])
     return {**env, **extra}
+
+
+async def test_the_listening_socket_turns_nagle_off_on_each_connection() -> None:
+    """asyncio sets ``TCP_NODELAY`` on a connection only when its socket says it is TCP; without
+    it each keep-alive response's body waited for the client's delayed ACK (about 40 ms)."""
+    sock = _bound_socket("127.0.0.1", 0)
+    accepted: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    class Probe(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            connection: socket.socket = transport.get_extra_info("socket")
+            accepted.set_result(connection.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+            transport.close()
+
+    server = await asyncio.get_running_loop().create_server(Probe, sock=sock)
+    async with server:
+        _, writer = await asyncio.open_connection(*sock.getsockname()[:2])
+        try:
+            assert await asyncio.wait_for(accepted, PATIENCE_S) != 0, "Nagle's algorithm is on"
+        finally:
+            writer.close()
 
 
 @pytest.mark.parametrize(

@@ -275,6 +275,24 @@ async def _serve(server: _Server, sock: socket.socket) -> None:
         announcing.cancel()
 
 
+def _bound_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host:port``, for uvicorn to listen on.
+
+    Its protocol is spelled out (``IPPROTO_TCP``, not ``0``): asyncio turns Nagle's algorithm off
+    (``TCP_NODELAY``) only on connections whose socket says it is TCP, and without that each
+    keep-alive response's body waited for the client's delayed ACK of its headers, about 40 ms a
+    request (``BENCHMARKS.md``, the Python section)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
 def main(environ: Mapping[str, str] | None = None) -> int:
     """Runs the service until SIGINT or SIGTERM; the exit status.
 
@@ -289,13 +307,9 @@ def main(environ: Mapping[str, str] | None = None) -> int:
     except ConfigError as err:
         print(f"Error: {err}", file=sys.stderr)
         return 1
-    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
-        sock.bind((config.host, config.port))
+        sock = _bound_socket(config.host, config.port)
     except OSError as err:
-        sock.close()
         print(f"Error: cannot bind {config.host}:{config.port} (PY_EXAMPLE_ADDR): {err}", file=sys.stderr)
         return 1
     app = create_app(config)
