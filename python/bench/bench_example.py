@@ -63,11 +63,12 @@ from examples.fastapi_profiles.app import (
     USER_PK_PREFIX,
     ExampleConfig,
     create_app,
+    name_loader,
 )
 from staleless.cache import CacheMode, ReadPath, TrustedCache
 from staleless.config import SubscriberConfig
 from staleless.health import ChannelHealth, SourceSpec, SystemClock
-from staleless.metrics import Metrics
+from staleless.metrics import Metrics, sample_sum
 
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
@@ -380,28 +381,6 @@ class Ticker:
 # Part 1: in process, through the package.
 
 
-def loader(dynamodb: DynamoDBClient, table: str, call_timeout_s: float) -> Callable[[str], Awaitable[str | None]]:
-    """The example's ``load_name`` (``create_app``), call for call: ``GetItem`` of the name with
-    ``ConsistentRead=True`` in a worker thread, under the call timeout."""
-
-    async def load_name(user_id: str) -> str | None:
-        output = await asyncio.wait_for(
-            asyncio.to_thread(
-                dynamodb.get_item,
-                TableName=table,
-                Key={PARTITION_KEY: {"S": USER_PK_PREFIX + user_id}, SORT_KEY: {"S": PROFILE_SK}},
-                ProjectionExpression="#name",
-                ExpressionAttributeNames={"#name": "name"},
-                ConsistentRead=True,
-            ),
-            timeout=call_timeout_s,
-        )
-        item = output.get("Item")
-        return None if item is None else item.get("name", {}).get("S")
-
-    return load_name
-
-
 async def ns_per_read(
     cache: TrustedCache[str, str | None],
     keys: Sequence[str],
@@ -454,7 +433,7 @@ async def measure_in_process(stack: Stack, hit_reads: int, table_reads: int, rep
     keys = stack.user_ids
     dynamodb = stack.moto.dynamodb()
     channel = SubscriberConfig.from_env(stack.example_env(CacheMode.EVENT))
-    load = loader(dynamodb, stack.table, channel.aws.call_timeout_s)
+    load = name_loader(dynamodb, stack.table, channel.aws.call_timeout_s)
 
     # Bare: the package's cache alone.
     health = ChannelHealth(channel.trust_rules(), [SourceSpec("users", CACHE)], clock=SystemClock())
@@ -519,22 +498,6 @@ async def measure_in_process(stack: Stack, hit_reads: int, table_reads: int, rep
 # Part 2: the example as a process, under wrk.
 
 
-def metric_value(text: str, name: str, **labels: str) -> float | None:
-    """The sum of the samples of ``name`` in Prometheus ``text`` whose labels include ``labels``."""
-    total: float | None = None
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        series, _, value = line.rpartition(" ")
-        sample, _, label_text = series.partition("{")
-        if sample != name:
-            continue
-        found = dict(pair.split("=", 1) for pair in label_text.rstrip("}").split(",") if pair)
-        if all(found.get(key) == f'"{wanted}"' for key, wanted in labels.items()):
-            total = (total or 0.0) + float(value)
-    return total
-
-
 @dataclass(frozen=True)
 class CacheCounts:
     hits: float
@@ -545,7 +508,7 @@ class CacheCounts:
     @classmethod
     def parse(cls, text: str) -> CacheCounts:
         def read(name: str) -> float:
-            return metric_value(text, name, cache=CACHE) or 0.0
+            return sample_sum(text, name, cache=CACHE) or 0.0
 
         return cls(
             hits=read("staleless_cache_hits_total"),

@@ -85,20 +85,3 @@ async def eventually_async(what: str, condition: Callable[[], Awaitable[bool]], 
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what}")
         await asyncio.sleep(0.05)
-
-
-def metric_value(text: str, name: str, **labels: str) -> float | None:
-    """The sum of the samples of ``name`` in Prometheus ``text`` whose labels include ``labels``;
-    ``None`` when no sample of that name has them."""
-    total: float | None = None
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        series, _, value = line.rpartition(" ")
-        sample, _, label_text = series.partition("{")
-        if sample != name:
-            continue
-        found = dict(pair.split("=", 1) for pair in label_text.rstrip("}").split(",") if pair)
-        if all(found.get(key) == f'"{wanted}"' for key, wanted in labels.items()):
-            total = (total or 0.0) + float(value)
-    return total

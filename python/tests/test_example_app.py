@@ -28,8 +28,9 @@ import pytest
 from fastapi import FastAPI
 
 from examples.fastapi_profiles.app import ExampleConfig, _bound_socket, create_app
-from moto_support import PATIENCE_S, Moto, eventually, eventually_async, metric_value, unique
+from moto_support import PATIENCE_S, Moto, eventually, eventually_async, unique
 from staleless.cache import CacheMode, ReadPath
+from staleless.metrics import sample_sum
 
 PYTHON_DIR = Path(__file__).resolve().parents[1]
 
@@ -161,7 +162,7 @@ async def test_profiles_ready_metrics_and_a_rename_through_the_topic(stack: Stac
 
         # Trusted by its ticks, the example answers from its cache: hits grow, each verified.
         async def trusted() -> bool:
-            if metric_value(await metrics_text(client), "staleless_cache_trusted", cache="profiles") == 1:
+            if sample_sum(await metrics_text(client), "staleless_cache_trusted", cache="profiles") == 1:
                 return True
             await asyncio.to_thread(stack.tick)
             await asyncio.sleep(0.2)
@@ -170,7 +171,7 @@ async def test_profiles_ready_metrics_and_a_rename_through_the_topic(stack: Stac
         await eventually_async("the example to trust its cache", trusted)
 
         def hits(text: str) -> float:
-            return metric_value(text, "staleless_cache_hits_total", cache="profiles") or 0.0
+            return sample_sum(text, "staleless_cache_hits_total", cache="profiles") or 0.0
 
         before = hits(await metrics_text(client))
 
@@ -205,7 +206,7 @@ async def test_profiles_ready_metrics_and_a_rename_through_the_topic(stack: Stac
         assert response.headers["content-type"] == "text/plain; version=0.0.4"
         for name in EXPORTED:
             assert f"\n{name}" in response.text, f"the example does not export {name}"
-        assert metric_value(response.text, "staleless_staleness_bound_seconds") == 30
+        assert sample_sum(response.text, "staleless_staleness_bound_seconds") == 30
         queue_urls = await asyncio.to_thread(stack.queues)
         assert len(queue_urls) == 1
     # Shut down: not ready any more, and the queue and its subscription are gone.
@@ -215,7 +216,7 @@ async def test_profiles_ready_metrics_and_a_rename_through_the_topic(stack: Stac
 
 
 async def _metric_at_least(client: httpx.AsyncClient, name: str, least: float, **labels: str) -> bool:
-    return (metric_value(await metrics_text(client), name, **labels) or 0.0) >= least
+    return (sample_sum(await metrics_text(client), name, **labels) or 0.0) >= least
 
 
 async def _ready_after_shutdown(app: FastAPI) -> tuple[int, Any]:

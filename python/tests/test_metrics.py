@@ -11,12 +11,11 @@ import pytest
 from prometheus_client import CollectorRegistry, Counter
 from prometheus_client.parser import text_string_to_metric_families
 
-from moto_support import metric_value
 from staleless.cache import CacheMode, TrustedCache
 from staleless.caches import Caches
 from staleless.health import ChannelHealth, ManualClock, SourceSpec
 from staleless.inbox import Inbox
-from staleless.metrics import CONTENT_TYPE, SECONDS_BUCKETS, MetricNames, Metrics
+from staleless.metrics import CONTENT_TYPE, SECONDS_BUCKETS, MetricNames, Metrics, sample_sum
 from staleless.trust import TrustRules
 
 METRICS_RS = Path(__file__).resolve().parents[2] / "consumer" / "src" / "metrics.rs"
@@ -33,7 +32,7 @@ def text(metrics: Metrics) -> str:
 
 
 def value(metrics: Metrics, name: str, **labels: str) -> float | None:
-    return metric_value(text(metrics), name, **labels)
+    return sample_sum(text(metrics), name, **labels)
 
 
 def tick(written_ms: int, source: str = "users", writer: str = "staleless") -> str:
@@ -63,7 +62,7 @@ def test_a_prefix_replaces_only_the_namespace() -> None:
     assert custom.names.cache_hits == "orders_cache_hits_total"
     assert custom.names.verified_hits == "orders_verified_hits_total"
     custom.hit("profiles")
-    assert metric_value(text(custom), "orders_cache_hits_total", cache="profiles") == 1
+    assert sample_sum(text(custom), "orders_cache_hits_total", cache="profiles") == 1
 
 
 def test_the_text_is_printed_as_the_rust_exporter_prints_it() -> None:
@@ -118,15 +117,15 @@ def test_describe_registers_at_zero_what_the_rust_consumer_registers() -> None:
             "cache_bypassed_reads_total",
             "cache_fill_seconds_count",
         ):
-            assert metric_value(rendered, f"staleless_{name}", cache=cache) == 0, (name, cache)
+            assert sample_sum(rendered, f"staleless_{name}", cache=cache) == 0, (name, cache)
         for result in ("fresh", "stale"):
-            assert metric_value(rendered, "staleless_verified_hits_total", cache=cache, result=result) == 0
+            assert sample_sum(rendered, "staleless_verified_hits_total", cache=cache, result=result) == 0
     for source in ("users", "roles", "all"):
-        assert metric_value(rendered, "staleless_invalidations_applied_total", source=source) == 0
+        assert sample_sum(rendered, "staleless_invalidations_applied_total", source=source) == 0
     for reason in ("unknown_writer", "future"):
-        assert metric_value(rendered, "staleless_ticks_rejected_total", source="users", reason=reason) == 0
-    assert metric_value(rendered, "staleless_give_up_flushes_total", source="roles") == 0
-    assert metric_value(Metrics().describe(SOURCES).render().decode(), "staleless_verified_hits_total") is None
+        assert sample_sum(rendered, "staleless_ticks_rejected_total", source="users", reason=reason) == 0
+    assert sample_sum(rendered, "staleless_give_up_flushes_total", source="roles") == 0
+    assert sample_sum(Metrics().describe(SOURCES).render().decode(), "staleless_verified_hits_total") is None
 
 
 def test_the_freshness_gauges_are_read_from_the_channel_at_each_scrape() -> None:
@@ -238,7 +237,7 @@ def test_registries_are_separate_unless_shared() -> None:
     metrics = Metrics(registry=registry)
     metrics.hit("profiles")
     rendered = text(metrics)
-    assert metric_value(rendered, "app_requests_total") == 1.0, "other families render as prometheus_client does"
-    assert metric_value(rendered, "staleless_cache_hits_total", cache="profiles") == 1
+    assert sample_sum(rendered, "app_requests_total") == 1.0, "other families render as prometheus_client does"
+    assert sample_sum(rendered, "staleless_cache_hits_total", cache="profiles") == 1
     with pytest.raises(ValueError, match="Duplicated"):
         Metrics(registry=registry)

@@ -22,13 +22,13 @@ import pytest
 from botocore.exceptions import ClientError
 from botocore.stub import ANY, Stubber
 
-from moto_support import PATIENCE_S, Moto, eventually_async, metric_value, unique
+from moto_support import PATIENCE_S, Moto, eventually_async, unique
 from staleless.cache import CacheMode, TrustedCache
 from staleless.caches import Caches
 from staleless.config import SubscriberConfig
 from staleless.health import ChannelHealth, SourceSpec
 from staleless.inbox import Inbox
-from staleless.metrics import Metrics
+from staleless.metrics import Metrics, sample_sum
 from staleless.queue import HEARTBEAT_TAG, OWNER_TAG, queue_name, queue_policy_json
 from staleless.subscriber import ChannelClients, ChannelError, Subscriber, backoff_s
 
@@ -64,7 +64,7 @@ class Task:
     task_id: str
 
     def metric(self, name: str, **labels: str) -> float:
-        return metric_value(self.metrics.render().decode(), f"staleless_{name}", **labels) or 0.0
+        return sample_sum(self.metrics.render().decode(), f"staleless_{name}", **labels) or 0.0
 
     async def publish(self, body: str) -> None:
         """Publishes ``body`` to the topic (retried: moto refuses while a deleted queue is still

@@ -24,7 +24,7 @@ import logging
 import os
 import socket
 import sys
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -47,7 +47,7 @@ from staleless.subscriber import Subscriber
 if TYPE_CHECKING:
     from mypy_boto3_dynamodb import DynamoDBClient
 
-__all__ = ["DEFAULT_ADDR", "DEFAULT_USERS_TABLE", "ExampleConfig", "LoadError", "create_app", "main"]
+__all__ = ["DEFAULT_ADDR", "DEFAULT_USERS_TABLE", "ExampleConfig", "LoadError", "create_app", "main", "name_loader"]
 
 log = logging.getLogger("staleless_example")
 
@@ -130,6 +130,39 @@ def dynamodb_client(config: ExampleConfig) -> DynamoDBClient:
     return boto3.session.Session().client("dynamodb", config=aws.botocore_config(), **aws.client_kwargs("dynamodb"))
 
 
+def name_loader(dynamodb: DynamoDBClient, table: str, call_timeout_s: float) -> Callable[[str], Awaitable[str | None]]:
+    """Reads a user's name (``None`` when there is no such user) with ``ConsistentRead``: a
+    read-through after an outage must see the newest write. Each call in a worker thread, under
+    the call timeout; a failure is a :class:`LoadError` (503, or 500 for an item without a name)."""
+
+    async def load_name(user_id: str) -> str | None:
+        try:
+            output = await asyncio.wait_for(
+                asyncio.to_thread(
+                    dynamodb.get_item,
+                    TableName=table,
+                    Key={PARTITION_KEY: {"S": USER_PK_PREFIX + user_id}, SORT_KEY: {"S": PROFILE_SK}},
+                    ProjectionExpression="#name",
+                    ExpressionAttributeNames={"#name": "name"},
+                    ConsistentRead=True,
+                ),
+                timeout=call_timeout_s,
+            )
+        except asyncio.TimeoutError:
+            raise LoadError(503, "unavailable", "users table unavailable: timed out") from None
+        except (ClientError, BotoCoreError) as err:
+            raise LoadError(503, "unavailable", f"users table unavailable: {err}") from err
+        item = output.get("Item")
+        if item is None:
+            return None
+        name = item.get("name", {}).get("S")
+        if name is None:
+            raise LoadError(500, "corrupt_item", f"the item of {user_id} has no readable name")
+        return name
+
+    return load_name
+
+
 def create_app(config: ExampleConfig | None = None, dynamodb: DynamoDBClient | None = None) -> FastAPI:
     """The application; its lifespan runs the subscriber (started with the app, stopped, queue
     removed, when it shuts down)."""
@@ -162,34 +195,7 @@ def create_app(config: ExampleConfig | None = None, dynamodb: DynamoDBClient | N
 
     app = FastAPI(title="staleless-example (Python)", lifespan=lifespan)
     app.state.health, app.state.names, app.state.subscriber = health, names, subscriber
-    call_timeout_s = channel.aws.call_timeout_s
-
-    async def load_name(user_id: str) -> str | None:
-        """Reads a user's name with ``ConsistentRead``: a read-through after an outage must see
-        the newest write."""
-        try:
-            output = await asyncio.wait_for(
-                asyncio.to_thread(
-                    dynamodb.get_item,
-                    TableName=table,
-                    Key={PARTITION_KEY: {"S": USER_PK_PREFIX + user_id}, SORT_KEY: {"S": PROFILE_SK}},
-                    ProjectionExpression="#name",
-                    ExpressionAttributeNames={"#name": "name"},
-                    ConsistentRead=True,
-                ),
-                timeout=call_timeout_s,
-            )
-        except asyncio.TimeoutError:
-            raise LoadError(503, "unavailable", "users table unavailable: timed out") from None
-        except (ClientError, BotoCoreError) as err:
-            raise LoadError(503, "unavailable", f"users table unavailable: {err}") from err
-        item = output.get("Item")
-        if item is None:
-            return None
-        name = item.get("name", {}).get("S")
-        if name is None:
-            raise LoadError(500, "corrupt_item", f"the item of {user_id} has no readable name")
-        return name
+    load_name = name_loader(dynamodb, table, channel.aws.call_timeout_s)
 
     @app.get("/profiles/{user_id}")
     async def profile(user_id: str) -> Response:

@@ -38,7 +38,7 @@ from staleless.trust import TickRejection
 if TYPE_CHECKING:
     from staleless.health import ChannelHealth, SourceSpec
 
-__all__ = ["CONTENT_TYPE", "DEFAULT_PREFIX", "SECONDS_BUCKETS", "MetricNames", "Metrics"]
+__all__ = ["CONTENT_TYPE", "DEFAULT_PREFIX", "SECONDS_BUCKETS", "MetricNames", "Metrics", "sample_sum"]
 
 #: The default prefix: the staleless API's names.
 DEFAULT_PREFIX = "staleless"
@@ -463,3 +463,21 @@ def render(registry: CollectorRegistry, families: frozenset[str]) -> bytes:
         else:
             out.append(generate_latest(_One(family)).decode())
     return "".join(out).encode()
+
+
+def sample_sum(text: str, name: str, **labels: str) -> float | None:
+    """The sum of the samples of ``name`` in a Prometheus text exposition (what :meth:`Metrics.render`
+    and the Rust tasks' ``/metrics`` write) whose labels include ``labels``; ``None`` when no sample
+    of that name has them. Tests and benchmarks read metrics back with it."""
+    total: float | None = None
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        series, _, value = line.rpartition(" ")
+        sample, _, label_text = series.partition("{")
+        if sample != name:
+            continue
+        found = dict(pair.split("=", 1) for pair in label_text.rstrip("}").split(",") if pair)
+        if all(found.get(key) == f'"{wanted}"' for key, wanted in labels.items()):
+            total = (total or 0.0) + float(value)
+    return total
