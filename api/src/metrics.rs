@@ -89,18 +89,16 @@ pub async fn record_request_duration(
     use axum::http::Method;
 
     let started = std::time::Instant::now();
-    let method = [
-        Method::GET,
-        Method::POST,
-        Method::PUT,
-        Method::PATCH,
-        Method::DELETE,
-        Method::HEAD,
-        Method::OPTIONS,
-    ]
-    .into_iter()
-    .find(|known| known == request.method())
-    .map_or_else(|| "other".to_owned(), |known| known.as_str().to_owned());
+    let method = match *request.method() {
+        Method::GET => "GET",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::PATCH => "PATCH",
+        Method::DELETE => "DELETE",
+        Method::HEAD => "HEAD",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    };
     let route = request
         .extensions()
         .get::<axum::extract::MatchedPath>()

@@ -83,12 +83,6 @@ impl Inbox {
         self
     }
 
-    /// The trust this inbox records into.
-    #[must_use]
-    pub const fn health(&self) -> &Arc<ChannelHealth> {
-        &self.health
-    }
-
     /// Applies one queue body now (the channel's clock), and counts it.
     pub fn receive(&self, body: &str) -> Received {
         let received = match decode(body) {

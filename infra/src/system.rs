@@ -315,9 +315,10 @@ impl ApiTask {
         log: &Path,
         ready_timeout: Duration,
     ) -> Result<Self, SystemError> {
-        Self::start_service(
+        Self::start_program(
             name,
             &bin_dir.join("staleless-api"),
+            &[],
             ("BIND_ADDR", bind),
             env,
             log,
@@ -340,7 +341,16 @@ impl ApiTask {
         ready_timeout: Duration,
     ) -> Result<Self, SystemError> {
         let program = bin_dir.join("staleless-example");
-        Self::start_service(EXAMPLE_NAME, &program, ("EXAMPLE_ADDR", bind), env, log, ready_timeout).await
+        Self::start_program(
+            EXAMPLE_NAME,
+            &program,
+            &[],
+            ("EXAMPLE_ADDR", bind),
+            env,
+            log,
+            ready_timeout,
+        )
+        .await
     }
 
     /// Starts the FastAPI example (`python -m examples.fastapi_profiles`, the package and the example
@@ -371,17 +381,6 @@ impl ApiTask {
             ready_timeout,
         )
         .await
-    }
-
-    async fn start_service(
-        name: &str,
-        program: &Path,
-        bind: (&str, &str),
-        env: &[(String, String)],
-        log: &Path,
-        ready_timeout: Duration,
-    ) -> Result<Self, SystemError> {
-        Self::start_program(name, program, &[], bind, env, log, ready_timeout).await
     }
 
     async fn start_program(

@@ -52,7 +52,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, TypeVar
+from typing import IO, TYPE_CHECKING, Any, TypeVar
 
 import boto3
 
@@ -254,23 +254,19 @@ class MotoServer:
             **CREDENTIALS,
         }
 
+    def _client_kwargs(self) -> dict[str, Any]:
+        return {
+            "endpoint_url": self.endpoint,
+            "region_name": REGION,
+            "aws_access_key_id": CREDENTIALS["AWS_ACCESS_KEY_ID"],
+            "aws_secret_access_key": CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
+        }
+
     def dynamodb(self) -> DynamoDBClient:
-        return boto3.session.Session().client(
-            "dynamodb",
-            endpoint_url=self.endpoint,
-            region_name=REGION,
-            aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-        )
+        return boto3.session.Session().client("dynamodb", **self._client_kwargs())
 
     def sns(self) -> SNSClient:
-        return boto3.session.Session().client(
-            "sns",
-            endpoint_url=self.endpoint,
-            region_name=REGION,
-            aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-        )
+        return boto3.session.Session().client("sns", **self._client_kwargs())
 
 
 @dataclass(frozen=True)
