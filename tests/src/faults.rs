@@ -14,6 +14,7 @@
 //! after the write's acknowledgement that read was made. The worst such age must stay within the
 //! bound `B` — the promise the ticks keep whatever breaks.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -92,6 +93,19 @@ pub enum Row {
 }
 
 impl Row {
+    /// A file-name-safe name: `relay-hung` for [`Self::RelayHung`].
+    #[must_use]
+    pub fn slug(self) -> String {
+        let mut slug = String::new();
+        for character in format!("{self:?}").chars() {
+            if character.is_ascii_uppercase() && !slug.is_empty() {
+                slug.push('-');
+            }
+            slug.push(character.to_ascii_lowercase());
+        }
+        slug
+    }
+
     /// Every row, in table order.
     pub const ALL: [Self; 13] = [
         Self::RelayKilledMidBurst,
@@ -209,8 +223,8 @@ impl Row {
 }
 
 /// A service a probe reads users from.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Reader {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Reader {
     /// An API task, by index (`GET /admin/users/{id}`).
     Task(usize),
     /// The Rust example service (`GET /profiles/{id}`).
@@ -252,8 +266,30 @@ impl std::fmt::Display for Reader {
     }
 }
 
+/// What one read of a [`probe`] was answered with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// The old name: the rename it missed had been acknowledged this long before the read.
+    Stale(Duration),
+    /// The new name.
+    Fresh,
+    /// An error status.
+    Failed,
+}
+
+/// One read a [`probe`] made: the staleness-over-time plots are drawn from these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProbeRead {
+    /// Who answered.
+    pub reader: Reader,
+    /// When the read was made, from the probe's first rename (the fault already in place).
+    pub at: Duration,
+    /// What it was answered with.
+    pub answer: Answer,
+}
+
 /// What a [`probe`] saw while a fault lasted.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Clone, Default, PartialEq, Eq)]
 pub struct Probe {
     /// Users renamed.
     pub writes: usize,
@@ -266,6 +302,59 @@ pub struct Probe {
     pub failed_reads: usize,
     /// Reads the tasks answered by reading through past a bypassed cache, during the probe.
     pub bypassed_reads: u64,
+    /// Every read, in no particular order.
+    pub reads: Vec<ProbeRead>,
+}
+
+impl Probe {
+    /// Staleness served over time: per reader, for each `slot` from the first rename in which
+    /// it made a read, the worst staleness it served in that slot (zero when every read in it
+    /// served the new name or failed), in time order.
+    #[must_use]
+    pub fn staleness_over_time(&self, slot: Duration) -> Vec<(Reader, Vec<(Duration, Duration)>)> {
+        let slot_nanos = slot.as_nanos().max(1);
+        let mut worst: BTreeMap<Reader, BTreeMap<u128, Duration>> = BTreeMap::new();
+        for read in &self.reads {
+            let served = match read.answer {
+                Answer::Stale(age) => age,
+                Answer::Fresh | Answer::Failed => Duration::ZERO,
+            };
+            let entry = worst
+                .entry(read.reader)
+                .or_default()
+                .entry(read.at.as_nanos() / slot_nanos)
+                .or_default();
+            *entry = (*entry).max(served);
+        }
+        worst
+            .into_iter()
+            .map(|(reader, slots)| {
+                let points = slots
+                    .into_iter()
+                    .map(|(index, stale)| {
+                        let start = u64::try_from(index * slot_nanos).unwrap_or(u64::MAX);
+                        (Duration::from_nanos(start), stale)
+                    })
+                    .collect();
+                (reader, points)
+            })
+            .collect()
+    }
+}
+
+// By hand: a failed row prints its report, and thousands of reads would bury the figures.
+impl std::fmt::Debug for Probe {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("Probe")
+            .field("writes", &self.writes)
+            .field("worst_staleness", &self.worst_staleness)
+            .field("worst_time_to_new_value", &self.worst_time_to_new_value)
+            .field("failed_reads", &self.failed_reads)
+            .field("bypassed_reads", &self.bypassed_reads)
+            .field("reads", &self.reads.len())
+            .finish()
+    }
 }
 
 /// What a row measured.
@@ -824,6 +913,7 @@ async fn all_trusted_again(system: &LocalSystem) -> anyhow::Result<bool> {
 /// (the bound would then be broken beyond measure).
 pub async fn probe(system: &LocalSystem, users: &[String], round: usize, errors_settle: bool) -> anyhow::Result<Probe> {
     let bypassed_before = system.bypassed_reads().await?;
+    let began = Instant::now();
     let dynamodb = system.aws.dynamodb();
     let acknowledged: Vec<(String, Instant)> = futures::stream::iter(users.iter().cloned())
         .map(|user| {
@@ -847,25 +937,36 @@ pub async fn probe(system: &LocalSystem, users: &[String], round: usize, errors_
         .into_iter()
         .flat_map(|task| acknowledged.iter().map(move |pair| (task, pair)))
         .collect();
-    let outcomes: Vec<(Duration, Duration, usize)> = futures::stream::iter(pairs)
+    let outcomes: Vec<(Duration, Duration, usize, Vec<ProbeRead>)> = futures::stream::iter(pairs)
         .map(|(task, (user, written_at))| {
             let admin = admin.clone();
             let expected = format!("{user} r{round}");
             async move {
                 let mut worst_stale = Duration::ZERO;
                 let mut failed = 0;
+                let mut reads = Vec::new();
                 loop {
                     let asked_at = Instant::now();
                     let (status, name) = task.name_of(system, user, &admin).await?;
-                    if status == 200 && name.as_deref() == Some(expected.as_str()) {
-                        return anyhow::Ok((worst_stale, asked_at.saturating_duration_since(*written_at), failed));
-                    }
-                    if status == 200 {
-                        worst_stale = worst_stale.max(asked_at.saturating_duration_since(*written_at));
-                    } else {
-                        failed += 1;
-                        if errors_settle {
-                            return Ok((worst_stale, asked_at.saturating_duration_since(*written_at), failed));
+                    let waited = asked_at.saturating_duration_since(*written_at);
+                    let answer = match (status, name.as_deref() == Some(expected.as_str())) {
+                        (200, true) => Answer::Fresh,
+                        (200, false) => Answer::Stale(waited),
+                        _ => Answer::Failed,
+                    };
+                    reads.push(ProbeRead {
+                        reader: task,
+                        at: asked_at.saturating_duration_since(began),
+                        answer,
+                    });
+                    match answer {
+                        Answer::Fresh => return anyhow::Ok((worst_stale, waited, failed, reads)),
+                        Answer::Stale(age) => worst_stale = worst_stale.max(age),
+                        Answer::Failed => {
+                            failed += 1;
+                            if errors_settle {
+                                return Ok((worst_stale, waited, failed, reads));
+                            }
                         }
                     }
                     ensure!(
@@ -885,6 +986,7 @@ pub async fn probe(system: &LocalSystem, users: &[String], round: usize, errors_
         worst_time_to_new_value: outcomes.iter().map(|outcome| outcome.1).max().unwrap_or_default(),
         failed_reads: outcomes.iter().map(|outcome| outcome.2).sum(),
         bypassed_reads: system.bypassed_reads().await?.saturating_sub(bypassed_before),
+        reads: outcomes.into_iter().flat_map(|outcome| outcome.3).collect(),
     })
 }
 
@@ -1173,7 +1275,7 @@ pub fn hostile_table(reports: &[RowReport]) -> String {
         "| hostile data | worst staleness served | time to the new value | bypassed reads | failed requests, for whom, and what the operator sees | invalidations lost | row wall time |\n|---|---:|---:|---:|---|---:|---:|\n",
     );
     for report in reports {
-        let probe = report.during_fault.unwrap_or_default();
+        let probe = report.during_fault.clone().unwrap_or_default();
         out.push_str(&format!(
             "| {} | {} ms | {} ms | {} | {} | {} | {:.1} s |\n",
             report.row.title(),
@@ -1195,7 +1297,7 @@ pub fn table(reports: &[RowReport]) -> String {
         "| row | writes | (key, task) pairs checked | invalidations lost | worst staleness served during the fault | time to the new value during the fault | bypassed reads | failed reads | healed itself | worst time to consistency after repair | row wall time |\n|---|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|\n",
     );
     for report in reports {
-        let probe = report.during_fault.map_or_else(
+        let probe = report.during_fault.as_ref().map_or_else(
             || "— | — | — | —".to_owned(),
             |probe| {
                 format!(
@@ -1223,4 +1325,51 @@ pub fn table(reports: &[RowReport]) -> String {
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staleness_over_time_keeps_the_worst_read_of_each_slot_per_reader() {
+        let read = |reader, at_ms, answer| ProbeRead {
+            reader,
+            at: Duration::from_millis(at_ms),
+            answer,
+        };
+        let ms = Duration::from_millis;
+        let probe = Probe {
+            reads: vec![
+                read(Reader::Task(1), 10, Answer::Stale(ms(5))),
+                read(Reader::Task(0), 30, Answer::Stale(ms(25))),
+                read(Reader::Task(0), 10, Answer::Stale(ms(5))),
+                read(Reader::Task(0), 120, Answer::Fresh),
+                read(Reader::Task(0), 150, Answer::Stale(ms(145))),
+                read(Reader::Task(0), 260, Answer::Failed),
+                read(Reader::PyExample, 210, Answer::Fresh),
+            ],
+            ..Probe::default()
+        };
+        assert_eq!(
+            probe.staleness_over_time(ms(100)),
+            vec![
+                (
+                    Reader::Task(0),
+                    vec![(ms(0), ms(25)), (ms(100), ms(145)), (ms(200), ms(0))]
+                ),
+                (Reader::Task(1), vec![(ms(0), ms(5))]),
+                (Reader::PyExample, vec![(ms(200), ms(0))]),
+            ]
+        );
+    }
+
+    #[test]
+    fn slugs_are_kebab_case_and_distinct() {
+        assert_eq!(Row::RelayHung.slug(), "relay-hung");
+        assert_eq!(Row::DynamoHangsForOneTask.slug(), "dynamo-hangs-for-one-task");
+        let slugs: std::collections::BTreeSet<String> =
+            Row::ALL.iter().chain(&Row::HOSTILE).map(|row| row.slug()).collect();
+        assert_eq!(slugs.len(), Row::ALL.len() + Row::HOSTILE.len());
+    }
 }

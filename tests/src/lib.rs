@@ -13,6 +13,8 @@ pub mod faults;
 pub mod fleet;
 pub mod hostile;
 pub mod invoke_bench;
+pub mod page;
+pub mod plots;
 
 use std::future::Future;
 use std::path::PathBuf;

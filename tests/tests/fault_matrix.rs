@@ -25,7 +25,7 @@ fn nothing_lost_in(report: &faults::RowReport) -> anyhow::Result<()> {
     assert!(report.checked > 0, "{report:?}");
     assert_eq!(report.lost, 0, "lost invalidations in {report:?}");
     if row.probes_during_fault() {
-        let probe = report.during_fault.expect("the row probes during its fault");
+        let probe = report.during_fault.as_ref().expect("the row probes during its fault");
         assert!(probe.writes > 0, "{report:?}");
         // The promise, not a speed: a read made more than B after a change was acknowledged
         // never returns the value from before it, however slowly it is answered.
@@ -104,7 +104,7 @@ async fn one_subscription_filtered_to_nothing() -> anyhow::Result<()> {
 #[tokio::test]
 async fn heartbeat_writer_stopped_never_healed_while_measured() -> anyhow::Result<()> {
     let report = faults::run(Row::HeartbeatWriterStopped).await?;
-    let probe = report.during_fault.expect("probed");
+    let probe = report.during_fault.as_ref().expect("probed");
     assert!(
         probe.bypassed_reads > 0,
         "no ticks, no trust: the tasks read through: {report:?}"
@@ -115,7 +115,7 @@ async fn heartbeat_writer_stopped_never_healed_while_measured() -> anyhow::Resul
 #[tokio::test]
 async fn dynamodb_reads_hang_for_one_task() -> anyhow::Result<()> {
     let report = faults::run(Row::DynamoHangsForOneTask).await?;
-    let probe = report.during_fault.expect("probed");
+    let probe = report.during_fault.as_ref().expect("probed");
     assert!(
         probe.failed_reads > 0,
         "the hung task answered errors, not waits: {report:?}"
@@ -130,14 +130,22 @@ async fn dynamodb_reads_hang_for_one_task() -> anyhow::Result<()> {
 #[tokio::test]
 async fn hostile_corrupt_role_item() -> anyhow::Result<()> {
     let report = faults::run(Row::CorruptRoleItem).await?;
-    assert_eq!(report.during_fault.expect("probed").failed_reads, 0, "{report:?}");
+    assert_eq!(
+        report.during_fault.as_ref().expect("probed").failed_reads,
+        0,
+        "{report:?}"
+    );
     nothing_lost_in(&report)
 }
 
 #[tokio::test]
 async fn hostile_corrupt_profile() -> anyhow::Result<()> {
     let report = faults::run(Row::CorruptProfile).await?;
-    assert_eq!(report.during_fault.expect("probed").failed_reads, 0, "{report:?}");
+    assert_eq!(
+        report.during_fault.as_ref().expect("probed").failed_reads,
+        0,
+        "{report:?}"
+    );
     nothing_lost_in(&report)
 }
 
@@ -159,14 +167,20 @@ async fn hostile_forged_writer_then_a_short_outage() -> anyhow::Result<()> {
 #[tokio::test]
 async fn hostile_writer_clock_an_hour_ahead() -> anyhow::Result<()> {
     let report = faults::run(Row::WriterClockAhead).await?;
-    assert!(report.during_fault.expect("probed").bypassed_reads > 0, "{report:?}");
+    assert!(
+        report.during_fault.as_ref().expect("probed").bypassed_reads > 0,
+        "{report:?}"
+    );
     nothing_lost_in(&report)
 }
 
 #[tokio::test]
 async fn hostile_writer_clock_an_hour_behind() -> anyhow::Result<()> {
     let report = faults::run(Row::WriterClockBehind).await?;
-    assert!(report.during_fault.expect("probed").bypassed_reads > 0, "{report:?}");
+    assert!(
+        report.during_fault.as_ref().expect("probed").bypassed_reads > 0,
+        "{report:?}"
+    );
     nothing_lost_in(&report)
 }
 
