@@ -103,6 +103,15 @@ fn mesh<'a, 'b, X: Ranged, Y: Ranged>(
         .axis_desc_style(("sans-serif", 15))
 }
 
+/// A tick label: whole numbers without decimals, others with one.
+fn tick(value: f64) -> String {
+    if (value - value.round()).abs() < 1e-9 {
+        format!("{value:.0}")
+    } else {
+        format!("{value:.1}")
+    }
+}
+
 fn color(index: usize) -> RGBColor {
     PALETTE[index % PALETTE.len()]
 }
@@ -183,7 +192,7 @@ pub fn bars(title: &str, y_desc: &str, bars: &[Bar]) -> anyhow::Result<String> {
         mesh(&mut chart.configure_mesh())
             .disable_x_mesh()
             .y_desc(y_desc)
-            .y_label_formatter(&|y| format!("{y:.0}"))
+            .y_label_formatter(&|y| tick(*y))
             .x_label_formatter(&|segment| match segment {
                 SegmentValue::CenterOf(index) | SegmentValue::Exact(index) => bars
                     .get(*index as usize)
@@ -241,8 +250,8 @@ pub fn lines(
         mesh(&mut chart.configure_mesh())
             .x_desc(x_desc)
             .y_desc(y_desc)
-            .x_label_formatter(&|x| format!("{x:.0}"))
-            .y_label_formatter(&|y| format!("{y:.0}"))
+            .x_label_formatter(&|x| tick(*x))
+            .y_label_formatter(&|y| tick(*y))
             .draw()?;
         for (index, line) in lines.iter().enumerate() {
             draw_line(&mut chart, line.points.iter().copied(), &line.label, index, 4)?;

@@ -86,6 +86,9 @@ async fn main() -> ExitCode {
          a relay that cannot publish, a stopped heartbeat writer and a removed or filtered \
          subscription all stop the ticks, and past B every task reads through. Before this design \
          a silent break left the caches trusted for the safety-net TTL (3,600 s).\n\
+         - The staleness each reader served over the course of each row measured during its fault, \
+         with B drawn across, is plotted in `BENCHMARKS.md` (*Staleness served during each fault, \
+         over time*; `scripts/bench faults`).\n\
          - *Relay hung, cannot publish, heartbeat writer stopped*: nothing a task can repair; the \
          fleet serves correct data from DynamoDB until an operator does (the template's alarms name \
          the hop). Once ticks return, each cache is flushed and hits again.\n\
