@@ -51,6 +51,8 @@ pub struct LocalSystem {
     pub jwt: LocalJwt,
     /// The proxy in front of SNS for the relay, when asked for.
     pub sns_proxy: Option<infra::proxy::SwitchableProxy>,
+    /// Counts the relay function's SNS calls by action, when [`SystemOptions::count_relay_sns`].
+    pub relay_sns_counter: Option<bench_proxy::CountingProxy>,
     /// The relay function's process (its Lambda binary); `None` while killed.
     pub relay: Option<Component>,
     /// The local Lambda service the function polls and the event source mapping invokes.
@@ -101,6 +103,10 @@ pub struct SystemOptions {
     /// Route the relay's SNS calls through a [`infra::proxy::SwitchableProxy`] (see
     /// [`LocalSystem::sns_proxy`]).
     pub sns_through_proxy: bool,
+    /// Route the relay's SNS calls through a [`bench_proxy::CountingProxy`] from its start (see
+    /// [`LocalSystem::relay_sns_counter`]): the function is never restarted behind the running
+    /// local Lambda to change its endpoint.
+    pub count_relay_sns: bool,
     /// Extra environment of the relay's processes (the event source mapping and the function):
     /// `RELAY_FUNCTION_TIMEOUT_SECS`, `RELAY_FUNCTION_BINARY`… (the template is [`Self::template`]).
     pub relay_env: Vec<(String, String)>,
@@ -131,6 +137,7 @@ impl Default for SystemOptions {
             cache_mode: "event".to_owned(),
             task_env: Vec::new(),
             sns_through_proxy: false,
+            count_relay_sns: false,
             relay_env: Vec::new(),
             staleness_bound: Self::TEST_BOUND,
             heartbeat_interval: Duration::from_millis(500),
@@ -197,8 +204,16 @@ impl LocalSystem {
         } else {
             None
         };
+        let relay_sns_counter = if options.count_relay_sns {
+            Some(bench_proxy::CountingProxy::start(aws.endpoint()).await?)
+        } else {
+            None
+        };
         let mut relay_env = env.clone();
         if let Some(proxy) = &sns_proxy {
+            relay_env.push(("AWS_ENDPOINT_URL_SNS".to_owned(), proxy.url().to_owned()));
+        }
+        if let Some(proxy) = &relay_sns_counter {
             relay_env.push(("AWS_ENDPOINT_URL_SNS".to_owned(), proxy.url().to_owned()));
         }
         relay_env.extend(options.relay_env.iter().cloned());
@@ -211,6 +226,7 @@ impl LocalSystem {
             stack,
             jwt,
             sns_proxy,
+            relay_sns_counter,
             relay: None,
             lambda: None,
             event_source: None,
@@ -474,20 +490,6 @@ impl LocalSystem {
         .await?;
         self.tasks[index] = Some(task);
         Ok(index)
-    }
-
-    /// Stops the relay function and starts a new one with `extra_env` on top of its environment
-    /// (e.g. an `AWS_ENDPOINT_URL_SNS` through a counting proxy).
-    ///
-    /// # Errors
-    /// When the process cannot start.
-    pub async fn restart_relay_with(&mut self, extra_env: &[(String, String)]) -> anyhow::Result<()> {
-        if let Some(mut relay) = self.relay.take() {
-            relay.stop().await;
-        }
-        let spawner = self.relay_spawner.as_ref().context("the relay was never started")?;
-        self.relay = Some(spawner.start(extra_env)?);
-        Ok(())
     }
 
     /// Stops task `index` gracefully (SIGTERM); returns whether it exited on its own.

@@ -23,8 +23,9 @@
 //! (`faults::Row::probes_during_fault`, the hostile-data rows aside), as `fault-matrix` does,
 //! and plots the staleness every reader served over time against `B`.
 //!
-//! `bench fleet` (`scripts/bench fleet`), `bench lambda` (`scripts/bench lambda`) and `bench
-//! faults` (`scripts/bench faults`) run only their part and replace only its section of
+//! `bench main` (`scripts/bench main`: the three modes side by side), `bench fleet`
+//! (`scripts/bench fleet`), `bench lambda` (`scripts/bench lambda`) and `bench faults`
+//! (`scripts/bench faults`) run only their part and replace only its section of
 //! `BENCHMARKS.md` and its plots.
 //!
 //! Every plot is an SVG in `benchmarks/` (beside `BENCHMARKS.md`, [`plots::DIR`]), drawn from
@@ -34,6 +35,7 @@ use std::fmt::Write as _;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
 use staleless_tests::bench::{self, LoadReport, MemoryReport, StalenessOptions, StalenessReport, Users};
 use staleless_tests::bench_proxy::{self, CountingProxy};
 use staleless_tests::faults::{self, Row, RowReport};
@@ -278,6 +280,7 @@ async fn main() -> ExitCode {
         Some("fleet") => (false, true, false, false),
         Some("lambda") => (false, false, true, false),
         Some("faults") => (false, false, false, true),
+        Some("main") => (true, false, false, false),
         _ => (true, true, true, true),
     };
     // Before anything starts, so the load average is the machine's own.
@@ -746,6 +749,7 @@ async fn run(settings: &Settings, results: &mut Results) -> anyhow::Result<()> {
         tasks: 0,
         cache_mode: "event".into(),
         task_env: vec![("CACHE_MAX_PROFILES".into(), capacity)],
+        count_relay_sns: true,
         ..SystemOptions::default()
     }))
     .await?;
@@ -825,15 +829,16 @@ async fn event_phase(
     idle: Duration,
 ) -> anyhow::Result<()> {
     let sqs_proxy = CountingProxy::start(system.aws.endpoint()).await?;
-    let sns_proxy = CountingProxy::start(system.aws.endpoint()).await?;
-    system
-        .restart_relay_with(&[("AWS_ENDPOINT_URL_SNS".into(), sns_proxy.url().to_owned())])
-        .await?;
     for _ in 0..3 {
         system
             .add_task(&[("AWS_ENDPOINT_URL_SQS".into(), sqs_proxy.url().to_owned())])
             .await?;
     }
+    let system: &LocalSystem = system;
+    let sns_proxy = system
+        .relay_sns_counter
+        .as_ref()
+        .context("the event system counts the relay's SNS calls")?;
     let users = bench::bench_users(system, settings.users).await?;
     // Every invalidation of the inserts above has reached every task once ticks written after
     // them have: the idle window below is idle.
