@@ -74,6 +74,8 @@ pub async fn up(options: UpOptions) -> anyhow::Result<()> {
     })
     .await?;
     let spawner = relay.spawner.clone();
+    // Serves the function until this command ends.
+    let _runtime_api = relay.runtime_api;
     // Stopped in reverse: the mapping stops invoking before the function and Lambda go.
     let mut pipeline = vec![relay.lambda, relay.function, relay.event_source];
     let others = [

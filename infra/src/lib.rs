@@ -23,6 +23,7 @@ pub mod local_aws;
 pub mod operator;
 pub mod provision;
 pub mod proxy;
+pub mod runtime_api;
 pub mod system;
 pub mod template;
 

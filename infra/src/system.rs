@@ -540,7 +540,8 @@ pub async fn start_lambda_service(port: u16, function_timeout: Duration, log: &P
 /// The relay function's environment as Lambda sets it: `base` (the AWS endpoint, region and
 /// credentials a local process needs; on AWS the role and the runtime provide them), then the
 /// template's `Environment.Variables` resolved against `stack`, then the variables Lambda's
-/// runtime reads (`AWS_LAMBDA_RUNTIME_API` pointing at the local Lambda on `port`).
+/// runtime reads (`AWS_LAMBDA_RUNTIME_API` pointing at the runtime API on `port`: the local
+/// Lambda's, or [`crate::runtime_api::RuntimeApi`] in front of it).
 ///
 /// # Errors
 /// When the template has no relay function, or refers to a resource the local stack lacks.
@@ -702,6 +703,9 @@ pub struct RelayProcesses {
     pub event_source: Component,
     /// Starts further execution environments of the function.
     pub spawner: FunctionSpawner,
+    /// The runtime API the function (and every one the spawner starts) polls; keep it as long
+    /// as the function runs.
+    pub runtime_api: crate::runtime_api::RuntimeApi,
 }
 
 /// Starts execution environments of the relay function, each as [`start_relay_function`] does.
@@ -738,7 +742,10 @@ pub async fn start_relay(setup: RelaySetup<'_>) -> Result<RelayProcesses, System
     let timeout = Duration::from_secs(timeout_secs);
     let port = crate::emulator::free_port().map_err(|err| template_error(format!("no free port: {err}")))?;
     let lambda = start_lambda_service(port, timeout, &setup.logs.join("lambda.log")).await?;
-    let function_env = relay_function_env(&spec, setup.stack, setup.env, port).map_err(template_error)?;
+    let runtime_api = crate::runtime_api::RuntimeApi::start(port)
+        .await
+        .map_err(|err| template_error(format!("no runtime API: {err}")))?;
+    let function_env = relay_function_env(&spec, setup.stack, setup.env, runtime_api.port()).map_err(template_error)?;
     let function_log = setup.logs.join("relay.log");
     let function = start_relay_function(&setup.function, &function_env, &function_log)?;
     // The mapping stands for Lambda's own service, whose network is not the function's: an SNS
@@ -772,6 +779,7 @@ pub async fn start_relay(setup: RelaySetup<'_>) -> Result<RelayProcesses, System
             env: function_env,
             log: function_log,
         },
+        runtime_api,
     })
 }
 

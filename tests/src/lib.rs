@@ -61,6 +61,8 @@ pub struct LocalSystem {
     pub event_source: Option<Component>,
     /// Starts new execution environments of the relay function.
     relay_spawner: Option<system::FunctionSpawner>,
+    /// The runtime API the relay function polls (AWS's `next` in front of the local Lambda's).
+    runtime_api: Option<infra::runtime_api::RuntimeApi>,
     /// The heartbeat writer process; `None` while stopped.
     pub heartbeat: Option<Component>,
     /// The API task processes; `None` while stopped.
@@ -231,6 +233,7 @@ impl LocalSystem {
             lambda: None,
             event_source: None,
             relay_spawner: None,
+            runtime_api: None,
             heartbeat: None,
             tasks: Vec::new(),
             example: None,
@@ -430,6 +433,7 @@ impl LocalSystem {
         self.relay = Some(relay.function);
         self.event_source = Some(relay.event_source);
         self.relay_spawner = Some(relay.spawner);
+        self.runtime_api = Some(relay.runtime_api);
         Ok(())
     }
 
