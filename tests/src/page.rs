@@ -12,8 +12,6 @@ use pulldown_cmark::{Event, Options, Parser, Tag};
 const CHROMIUM_TIMEOUT: Duration = Duration::from_secs(120);
 /// The page's width in the screenshot.
 const PAGE_WIDTH: u32 = 1100;
-/// The plots' size (as `plots` draws them).
-const PLOT_SIZE: (u32, u32) = (820, 480);
 
 fn options() -> Options {
     Options::ENABLE_TABLES | Options::ENABLE_STRIKETHROUGH
@@ -193,7 +191,7 @@ pub async fn screenshot(markdown_path: &Path, out_dir: &Path, program: &Path) ->
             &profile,
             &[
                 format!("--screenshot={}", png.display()),
-                format!("--window-size={},{}", PLOT_SIZE.0, PLOT_SIZE.1),
+                format!("--window-size={},{}", crate::plots::SIZE.0, crate::plots::SIZE.1),
                 file_url(&base.join(image)),
             ],
         )

@@ -29,7 +29,8 @@ pub fn fault_file(slug: &str) -> String {
     format!("fault-{slug}.svg")
 }
 
-const SIZE: (u32, u32) = (820, 480);
+/// Every plot's size in pixels.
+pub const SIZE: (u32, u32) = (820, 480);
 const PALETTE: [RGBColor; 6] = [
     RGBColor(31, 119, 180),
     RGBColor(255, 127, 14),
