@@ -289,6 +289,7 @@ async fn main() -> ExitCode {
     let mut results = Results::default();
     let mut lambda_elapsed = Duration::ZERO;
     let mut faults_elapsed = Duration::ZERO;
+    let mut fleet_elapsed = Duration::ZERO;
     let outcome = async {
         if main_part {
             run(&settings, &mut results).await?;
@@ -299,8 +300,10 @@ async fn main() -> ExitCode {
             lambda_elapsed = lambda_started.elapsed();
         }
         if fleet_part {
+            let fleet_started = Instant::now();
             let http = bench::load_client(settings.concurrency * 2)?;
             results.fleet = Some(fleet::measure(&settings.fleet(), &http).await?);
+            fleet_elapsed = fleet_started.elapsed();
         }
         if faults_part {
             let faults_started = Instant::now();
@@ -326,7 +329,7 @@ async fn main() -> ExitCode {
     let mut drawn = Vec::new();
     let fleet_section = results.fleet.as_ref().map_or_else(
         || kept_section(old.as_deref(), FLEET_START, FLEET_END, "scripts/bench fleet"),
-        |report| render_fleet(&settings, report, started.elapsed(), &machine, &mut drawn),
+        |report| render_fleet(&settings, report, fleet_elapsed, &machine, &mut drawn),
     );
     let lambda_section = results.lambda.as_ref().map_or_else(
         || kept_section(old.as_deref(), LAMBDA_START, LAMBDA_END, "scripts/bench lambda"),
