@@ -148,7 +148,7 @@ async fn watch_children(
                 && let Some(status) = component.exited()
             {
                 eprintln!("the relay function exited ({status}); starting a new execution environment");
-                match spawner.start(&[]) {
+                match spawner.start() {
                     Ok(function) => *component = function,
                     Err(err) => return format!("cannot restart the relay function: {err}"),
                 }

@@ -784,15 +784,12 @@ pub async fn start_relay(setup: RelaySetup<'_>) -> Result<RelayProcesses, System
 }
 
 impl FunctionSpawner {
-    /// Starts a new execution environment of the function (after a kill), with `extra_env` on
-    /// top of its environment.
+    /// Starts a new execution environment of the function (after a kill or a crash).
     ///
     /// # Errors
     /// [`SystemError`] when it cannot start.
-    pub fn start(&self, extra_env: &[(String, String)]) -> Result<Component, SystemError> {
-        let mut env = self.env.clone();
-        env.extend(extra_env.iter().cloned());
-        start_relay_function(&self.program, &env, &self.log)
+    pub fn start(&self) -> Result<Component, SystemError> {
+        start_relay_function(&self.program, &self.env, &self.log)
     }
 }
 

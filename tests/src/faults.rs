@@ -293,13 +293,8 @@ pub struct ProbeRead {
 pub struct Probe {
     /// Users renamed.
     pub writes: usize,
-    /// The oldest change a task still served: for each read answered with the old name, how long
-    /// after the rename was acknowledged that read was made; the worst of them (zero if none).
-    pub worst_staleness: Duration,
     /// From the acknowledgement of a rename until every task served it, the slowest pair.
     pub worst_time_to_new_value: Duration,
-    /// Reads answered with an error (a task whose DynamoDB hangs answers 503 rather than wait).
-    pub failed_reads: usize,
     /// Reads the tasks answered by reading through past a bypassed cache, during the probe.
     pub bypassed_reads: u64,
     /// Every read, in no particular order.
@@ -307,6 +302,26 @@ pub struct Probe {
 }
 
 impl Probe {
+    /// The oldest change a task still served: for each read answered with the old name, how long
+    /// after the rename was acknowledged that read was made; the worst of them (zero if none).
+    #[must_use]
+    pub fn worst_staleness(&self) -> Duration {
+        self.reads
+            .iter()
+            .filter_map(|read| match read.answer {
+                Answer::Stale(age) => Some(age),
+                Answer::Fresh | Answer::Failed => None,
+            })
+            .max()
+            .unwrap_or_default()
+    }
+
+    /// Reads answered with an error (a task whose DynamoDB hangs answers 503 rather than wait).
+    #[must_use]
+    pub fn failed_reads(&self) -> usize {
+        self.reads.iter().filter(|read| read.answer == Answer::Failed).count()
+    }
+
     /// Staleness served over time: per reader, for each `slot` from the first rename in which
     /// it made a read, the worst staleness it served in that slot (zero when every read in it
     /// served the new name or failed), in time order.
@@ -348,9 +363,9 @@ impl std::fmt::Debug for Probe {
         formatter
             .debug_struct("Probe")
             .field("writes", &self.writes)
-            .field("worst_staleness", &self.worst_staleness)
+            .field("worst_staleness", &self.worst_staleness())
             .field("worst_time_to_new_value", &self.worst_time_to_new_value)
-            .field("failed_reads", &self.failed_reads)
+            .field("failed_reads", &self.failed_reads())
             .field("bypassed_reads", &self.bypassed_reads)
             .field("reads", &self.reads.len())
             .finish()
@@ -937,13 +952,12 @@ pub async fn probe(system: &LocalSystem, users: &[String], round: usize, errors_
         .into_iter()
         .flat_map(|task| acknowledged.iter().map(move |pair| (task, pair)))
         .collect();
-    let outcomes: Vec<(Duration, Duration, usize, Vec<ProbeRead>)> = futures::stream::iter(pairs)
+    // Per pair: how long until it settled, and every read it took.
+    let outcomes: Vec<(Duration, Vec<ProbeRead>)> = futures::stream::iter(pairs)
         .map(|(task, (user, written_at))| {
             let admin = admin.clone();
             let expected = format!("{user} r{round}");
             async move {
-                let mut worst_stale = Duration::ZERO;
-                let mut failed = 0;
                 let mut reads = Vec::new();
                 loop {
                     let asked_at = Instant::now();
@@ -959,15 +973,8 @@ pub async fn probe(system: &LocalSystem, users: &[String], round: usize, errors_
                         at: asked_at.saturating_duration_since(began),
                         answer,
                     });
-                    match answer {
-                        Answer::Fresh => return anyhow::Ok((worst_stale, waited, failed, reads)),
-                        Answer::Stale(age) => worst_stale = worst_stale.max(age),
-                        Answer::Failed => {
-                            failed += 1;
-                            if errors_settle {
-                                return Ok((worst_stale, waited, failed, reads));
-                            }
-                        }
+                    if answer == Answer::Fresh || (answer == Answer::Failed && errors_settle) {
+                        return anyhow::Ok((waited, reads));
                     }
                     ensure!(
                         written_at.elapsed() <= CHECK_PATIENCE,
@@ -982,11 +989,9 @@ pub async fn probe(system: &LocalSystem, users: &[String], round: usize, errors_
         .await?;
     Ok(Probe {
         writes: users.len(),
-        worst_staleness: outcomes.iter().map(|outcome| outcome.0).max().unwrap_or_default(),
-        worst_time_to_new_value: outcomes.iter().map(|outcome| outcome.1).max().unwrap_or_default(),
-        failed_reads: outcomes.iter().map(|outcome| outcome.2).sum(),
+        worst_time_to_new_value: outcomes.iter().map(|outcome| outcome.0).max().unwrap_or_default(),
         bypassed_reads: system.bypassed_reads().await?.saturating_sub(bypassed_before),
-        reads: outcomes.into_iter().flat_map(|outcome| outcome.3).collect(),
+        reads: outcomes.into_iter().flat_map(|outcome| outcome.1).collect(),
     })
 }
 
@@ -1279,7 +1284,7 @@ pub fn hostile_table(reports: &[RowReport]) -> String {
         out.push_str(&format!(
             "| {} | {} ms | {} ms | {} | {} | {} | {:.1} s |\n",
             report.row.title(),
-            probe.worst_staleness.as_millis(),
+            probe.worst_staleness().as_millis(),
             probe.worst_time_to_new_value.as_millis(),
             probe.bypassed_reads,
             report.observed.as_deref().unwrap_or("—"),
@@ -1302,10 +1307,10 @@ pub fn table(reports: &[RowReport]) -> String {
             |probe| {
                 format!(
                     "{} ms | {} ms | {} | {}",
-                    probe.worst_staleness.as_millis(),
+                    probe.worst_staleness().as_millis(),
                     probe.worst_time_to_new_value.as_millis(),
                     probe.bypassed_reads,
-                    probe.failed_reads
+                    probe.failed_reads()
                 )
             },
         );

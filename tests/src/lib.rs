@@ -212,11 +212,12 @@ impl LocalSystem {
             None
         };
         let mut relay_env = env.clone();
-        if let Some(proxy) = &sns_proxy {
-            relay_env.push(("AWS_ENDPOINT_URL_SNS".to_owned(), proxy.url().to_owned()));
-        }
-        if let Some(proxy) = &relay_sns_counter {
-            relay_env.push(("AWS_ENDPOINT_URL_SNS".to_owned(), proxy.url().to_owned()));
+        let relay_sns_endpoint = sns_proxy
+            .as_ref()
+            .map(infra::proxy::SwitchableProxy::url)
+            .or_else(|| relay_sns_counter.as_ref().map(bench_proxy::CountingProxy::url));
+        if let Some(url) = relay_sns_endpoint {
+            relay_env.push(("AWS_ENDPOINT_URL_SNS".to_owned(), url.to_owned()));
         }
         relay_env.extend(options.relay_env.iter().cloned());
         let mut task_env = env;
@@ -444,7 +445,7 @@ impl LocalSystem {
     /// When the process cannot start.
     pub fn start_relay(&mut self) -> anyhow::Result<()> {
         let spawner = self.relay_spawner.as_ref().context("the relay was never started")?;
-        self.relay = Some(spawner.start(&[])?);
+        self.relay = Some(spawner.start()?);
         Ok(())
     }
 

@@ -30,9 +30,9 @@ fn nothing_lost_in(report: &faults::RowReport) -> anyhow::Result<()> {
         // The promise, not a speed: a read made more than B after a change was acknowledged
         // never returns the value from before it, however slowly it is answered.
         assert!(
-            probe.worst_staleness <= SystemOptions::TEST_BOUND + ROUNDING,
+            probe.worst_staleness() <= SystemOptions::TEST_BOUND + ROUNDING,
             "a task served a change {:?} old, past the bound of {:?}: {report:?}",
-            probe.worst_staleness,
+            probe.worst_staleness(),
             SystemOptions::TEST_BOUND
         );
     }
@@ -117,7 +117,7 @@ async fn dynamodb_reads_hang_for_one_task() -> anyhow::Result<()> {
     let report = faults::run(Row::DynamoHangsForOneTask).await?;
     let probe = report.during_fault.as_ref().expect("probed");
     assert!(
-        probe.failed_reads > 0,
+        probe.failed_reads() > 0,
         "the hung task answered errors, not waits: {report:?}"
     );
     nothing_lost_in(&report)
@@ -131,7 +131,7 @@ async fn dynamodb_reads_hang_for_one_task() -> anyhow::Result<()> {
 async fn hostile_corrupt_role_item() -> anyhow::Result<()> {
     let report = faults::run(Row::CorruptRoleItem).await?;
     assert_eq!(
-        report.during_fault.as_ref().expect("probed").failed_reads,
+        report.during_fault.as_ref().expect("probed").failed_reads(),
         0,
         "{report:?}"
     );
@@ -142,7 +142,7 @@ async fn hostile_corrupt_role_item() -> anyhow::Result<()> {
 async fn hostile_corrupt_profile() -> anyhow::Result<()> {
     let report = faults::run(Row::CorruptProfile).await?;
     assert_eq!(
-        report.during_fault.as_ref().expect("probed").failed_reads,
+        report.during_fault.as_ref().expect("probed").failed_reads(),
         0,
         "{report:?}"
     );

@@ -668,11 +668,11 @@ fn render_faults(reports: &[RowReport], elapsed: Duration, machine: &str, drawn:
                 page,
                 "| {} | {} ms | {} ms | {} | {} | {} |",
                 report.row.title(),
-                probe.worst_staleness.as_millis(),
+                probe.worst_staleness().as_millis(),
                 bound.as_millis(),
                 probe.reads.len(),
                 probe.bypassed_reads,
-                probe.failed_reads
+                probe.failed_reads()
             );
         }
     }
@@ -691,7 +691,11 @@ fn render_faults(reports: &[RowReport], elapsed: Duration, machine: &str, drawn:
             &plots::fault_file(&report.row.slug()),
             &format!("staleness served over time: {}", report.row.title()),
             plots::timeline(
-                &format!("{}: worst {} ms", report.row.title(), probe.worst_staleness.as_millis()),
+                &format!(
+                    "{}: worst {} ms",
+                    report.row.title(),
+                    probe.worst_staleness().as_millis()
+                ),
                 bound,
                 &series,
             ),

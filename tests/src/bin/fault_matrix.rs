@@ -127,7 +127,7 @@ async fn main() -> ExitCode {
     eprintln!("wrote {}", path.display());
     let past_bound = |report: &faults::RowReport| {
         report.during_fault.as_ref().is_some_and(|probe| {
-            probe.worst_staleness > staleless_tests::SystemOptions::TEST_BOUND + std::time::Duration::from_millis(10)
+            probe.worst_staleness() > staleless_tests::SystemOptions::TEST_BOUND + std::time::Duration::from_millis(10)
         })
     };
     if reports
